@@ -1,0 +1,164 @@
+"""Fetch stage: turns one arXiv API answer (Atom bytes) into a `Feed` of `Paper` records.
+
+Reads the API's old and new formats alike: elements are found by namespace family and local
+name, never by order, prefix, placement of namespace declarations, or http/https links.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from lxml import etree
+
+from bot.arxiv_errors import ArxivBadAnswer, ArxivRejected
+from storage.records import Feed, Paper
+
+# Namespace URI → family. The https spellings are accepted in case arXiv ever "upgrades" them.
+_FAMILIES = {
+    "http://www.w3.org/2005/Atom": "atom",
+    "https://www.w3.org/2005/Atom": "atom",
+    "http://arxiv.org/schemas/atom": "arxiv",
+    "https://arxiv.org/schemas/atom": "arxiv",
+    "http://a9.com/-/spec/opensearch/1.1/": "os",
+    "https://a9.com/-/spec/opensearch/1.1/": "os",
+}
+_ID = re.compile(r"(?P<id>\d{4}\.\d{4,5}|[A-Za-z][\w.\-]*/\d{7})(?:v(?P<version>\d+))?")
+_HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+Children = dict[str, list[etree._Element]]
+
+
+def parse_feed(data: bytes) -> Feed:
+    """Parse one API answer. Raises ArxivRejected for an error feed, ArxivBadAnswer otherwise."""
+    root = _parse_xml(data)
+    if _key(root) != "atom:feed":
+        raise ArxivBadAnswer(f"not an Atom feed: root element <{etree.QName(root).localname}>")
+    kids = _children(root)
+    entries = kids.get("atom:entry", [])
+    for entry in entries:
+        _raise_if_error(_children(entry))
+    return Feed(
+        total_results=_int(kids, "os:totalResults"),
+        start_index=_int(kids, "os:startIndex"),
+        items_per_page=_int(kids, "os:itemsPerPage"),
+        entries=tuple(_paper(_children(entry)) for entry in entries),
+    )
+
+
+def split_id(raw: str) -> tuple[str, int]:
+    """`http://arxiv.org/abs/astro-ph/0601001v2` → ("astro-ph/0601001", 2); no version means 1."""
+    tail = raw.strip().rsplit("/abs/", 1)[-1]
+    match = _ID.fullmatch(tail)
+    if match is None:
+        raise ArxivBadAnswer(f"entry id is not an arXiv id: {raw.strip()[:100]!r}")
+    return match["id"], int(match["version"] or 1)
+
+
+def collapse(text: str | None) -> str:
+    """Every run of whitespace (newlines, indentation, NBSP) becomes one space; ends stripped."""
+    return " ".join((text or "").split())
+
+
+def _parse_xml(data: bytes) -> etree._Element:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        title = _HTML_TITLE.search(data)
+        shown = collapse(title.group(1).decode("utf-8", "replace")) if title else "no title"
+        raise ArxivBadAnswer(f"an HTML page, not Atom ({shown[:100]})")
+    # A DTD is never part of an arXiv answer; refusing it outright is the XML-bomb defence
+    # (the parser options below are the second line).
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise ArxivBadAnswer("the answer declares a DTD or entities")
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise ArxivBadAnswer(f"unparsable XML: {exc}") from None
+    if root is None:
+        raise ArxivBadAnswer("empty answer")
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise ArxivBadAnswer("the answer declares a DTD or entities")
+    return root
+
+
+def _key(element: etree._Element) -> str | None:
+    if not isinstance(element.tag, str):  # comments and processing instructions
+        return None
+    name = etree.QName(element)
+    family = _FAMILIES.get(name.namespace or "")
+    return f"{family}:{name.localname}" if family else None
+
+
+def _children(element: etree._Element) -> Children:
+    found: Children = {}
+    for child in element:
+        key = _key(child)
+        if key is not None:
+            found.setdefault(key, []).append(child)
+    return found
+
+
+def _text(kids: Children, key: str) -> str:
+    elements = kids.get(key)
+    return collapse("".join(elements[0].itertext())) if elements else ""
+
+
+def _int(kids: Children, key: str) -> int:
+    text = _text(kids, key)
+    try:
+        return int(text)
+    except ValueError:
+        raise ArxivBadAnswer(f"missing or invalid <{key}>: {text[:40]!r}") from None
+
+
+def _datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ArxivBadAnswer(f"invalid date {text[:40]!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _raise_if_error(kids: Children) -> None:
+    if "/api/errors" in _text(kids, "atom:id"):
+        raise ArxivRejected(_text(kids, "atom:summary") or _text(kids, "atom:title") or "error")
+
+
+def _paper(kids: Children) -> Paper:
+    arxiv_id, version = split_id(_text(kids, "atom:id"))
+    published = _text(kids, "atom:published") or _text(kids, "atom:updated")
+    updated = _text(kids, "atom:updated") or published
+    if not published:
+        raise ArxivBadAnswer(f"entry {arxiv_id} has no date")
+    categories = tuple(
+        dict.fromkeys(
+            term for c in kids.get("atom:category", []) if (term := collapse(c.get("term")))
+        )
+    )
+    primary = kids.get("arxiv:primary_category")
+    return Paper(
+        arxiv_id=arxiv_id,
+        version=version,
+        title=_text(kids, "atom:title"),
+        abstract=_text(kids, "atom:summary"),
+        authors=tuple(_author_names(kids)),
+        published=_datetime(published),
+        updated=_datetime(updated),
+        primary_category=(collapse(primary[0].get("term")) if primary else "")
+        or (categories[0] if categories else ""),
+        categories=categories,
+        comment=_text(kids, "arxiv:comment"),
+        journal_ref=_text(kids, "arxiv:journal_ref"),
+        doi=_text(kids, "arxiv:doi"),
+    )
+
+
+def _author_names(kids: Children) -> list[str]:
+    names = (_text(_children(author), "atom:name") for author in kids.get("atom:author", []))
+    return [name for name in names if name]

@@ -1,0 +1,250 @@
+"""The `daily-papers` command line: a thin click face; each command calls one library function."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NoReturn
+
+import click
+
+from bot.app import utcnow
+from bot.config import Config, ConfigError, Secrets, config_path, load_config
+from bot.logs import setup_logging
+from storage.database import SchemaError
+from storage.store import Store
+
+log = logging.getLogger("bot.cli")
+
+CHANNEL_OPTIONS = ("email", "telegram", "slack")
+
+
+@dataclass
+class Context:
+    config_arg: str | None
+    verbose: bool
+    log_format: str
+    _cfg: Config | None = None
+
+    @property
+    def cfg(self) -> Config:
+        if self._cfg is None:
+            self._cfg = load_config(config_path(self.config_arg))
+        return self._cfg
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def operator_errors() -> Iterator[None]:
+    """Errors the operator must fix become one line and an exit code, never a traceback."""
+    from bot.daemon import DaemonError
+    from bot.digest import DigestRefused
+    from bot.sync import SyncError
+
+    try:
+        yield
+    except (ConfigError, SchemaError, DaemonError, DigestRefused, SyncError) as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def open_store(ctx: Context) -> Iterator[Store]:
+    from bot.daemon import prepare_store
+
+    with operator_errors():
+        store = prepare_store(ctx.cfg.storage.path, migrate=False)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_arg", metavar="PATH",
+              help="config.toml to use (default: $DAILY_PAPERS_CONFIG, else ./config.toml).")
+@click.option("--verbose", is_flag=True, help="Debug logging (HTTP libraries stay at WARNING).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log line format.")
+@click.version_option(package_name="daily-papers")
+@click.pass_context
+def cli(click_ctx: click.Context, config_arg: str | None, verbose: bool, log_format: str) -> None:
+    """Daily Papers: arXiv keyword alerts, a README digest, Telegram, Slack and email."""
+    setup_logging(verbose=verbose, fmt=log_format, secrets=Secrets.from_env().values())
+    click_ctx.obj = Context(config_arg, verbose, log_format)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="One cycle: poll, deliver what is due, write the digest, exit.")
+@click.option("--strict", is_flag=True, help="With --once: exit 3 when any keyword failed.")
+@click.pass_obj
+def run(ctx: Context, once: bool, strict: bool) -> None:
+    """Run the daemon until SIGINT/SIGTERM (or one cycle with --once)."""
+    from bot.daemon import Daemon
+
+    with operator_errors():
+        cfg = ctx.cfg
+        daemon = Daemon(cfg, Secrets.from_env())
+        report = asyncio.run(daemon.run(once=once))
+    if not once:
+        return
+    assert report is not None
+    failed = report.failed
+    names = ", ".join(f"'{o.keyword.display}' ({o.error})" for o in failed)
+    click.echo(f"{len(report.completed)} of {len(report.outcomes)} keywords polled, "
+               f"{report.new_papers} new papers; failed keywords: {names or 'none'}")
+    if strict and failed:
+        sys.exit(3)
+    if report.outcomes and not report.completed and failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.pass_obj
+def digest(ctx: Context) -> None:
+    """Rewrite the README digest from the store, without the network."""
+    from bot.digest_job import write_digest_sync
+
+    if ctx.cfg.digest.path is None:
+        fail("the digest is off ([digest] path is empty)")
+    with open_store(ctx) as store, operator_errors():
+        _sync_keywords(store, ctx.cfg)
+        changed = write_digest_sync(store, ctx.cfg, utcnow())
+    click.echo(f"{ctx.cfg.digest.path}: {'written' if changed else 'unchanged'}")
+
+
+def _sync_keywords(store: Store, cfg: Config) -> None:
+    from bot.sync import sync_config
+
+    sync_config(store, cfg, utcnow())
+
+
+@cli.command()
+@click.pass_obj
+def status(ctx: Context) -> None:
+    """Keywords with paper counts, last poll and error; pending outbox; warnings; database size."""
+    from bot.status import status_text
+
+    with open_store(ctx) as store:
+        click.echo(status_text(store, ctx.cfg))
+
+
+@cli.command()
+@click.pass_obj
+def migrate(ctx: Context) -> None:
+    """Apply schema migrations (after a VACUUM INTO backup), holding the lease."""
+    import os
+    import socket
+
+    from bot.daemon import prepare_store
+    from storage import database, lease
+
+    holder = f"migrate:{socket.gethostname()}:{os.getpid()}"
+    with operator_errors():
+        store = prepare_store(ctx.cfg.storage.path, migrate=True, holder=holder)
+    try:
+        lease.release(store.db, holder)
+        click.echo(f"database at schema {database.schema_version(store.db)}")
+    finally:
+        store.close()
+
+
+def _address_options(fn: Callable) -> Callable:
+    fn = click.option("--slack", "slack", metavar="CHANNEL_ID", help="A Slack channel ID.")(fn)
+    fn = click.option("--telegram", "telegram", metavar="CHAT_ID", help="A Telegram chat ID.")(fn)
+    fn = click.option("--email", "email", metavar="ADDR", help="An email address.")(fn)
+    return fn
+
+
+def _one_address(email: str | None, telegram: str | None, slack: str | None) -> tuple[str, str]:
+    given = [(c, v) for c, v in zip(CHANNEL_OPTIONS, (email, telegram, slack), strict=True) if v]
+    if len(given) != 1:
+        fail("name exactly one of --email ADDR, --telegram CHAT_ID or --slack CHANNEL_ID")
+    channel, value = given[0]
+    if channel == "email":
+        from bot.email_face import AddressError, normalize_address
+
+        try:
+            value = normalize_address(value)
+        except AddressError as exc:
+            fail(str(exc))
+    elif channel == "telegram":
+        try:
+            int(value)
+        except ValueError:
+            fail(f"--telegram takes a numeric chat ID, not {value!r}")
+    elif channel == "slack" and (value.startswith("#") or not value[:1] in ("C", "G")):
+        fail(f"--slack takes a channel ID like C0123456789, not {value!r} "
+             "(open the channel in Slack, click its name, copy the ID at the bottom)")
+    return channel, value
+
+
+@cli.command()
+@_address_options
+@click.argument("keyword", nargs=-1, required=True)
+@click.pass_obj
+def subscribe(ctx: Context, email: str | None, telegram: str | None, slack: str | None,
+              keyword: tuple[str, ...]) -> None:
+    """Subscribe an address to KEYWORD (polled from the next cycle on)."""
+    from bot.commands import CommandError, subscribe_address
+
+    channel, address = _one_address(email, telegram, slack)
+    with open_store(ctx) as store:
+        try:
+            result = subscribe_address(store, ctx.cfg, channel, address, " ".join(keyword),
+                                       utcnow())
+        except CommandError as exc:
+            fail(exc.message)
+    state = "subscribed" if result.new_subscription else "already subscribed"
+    click.echo(f"{channel} {address}: {state} to '{result.keyword.display}' "
+               f"(query: {result.keyword.query})")
+
+
+@cli.command()
+@_address_options
+@click.option("--all", "everything", is_flag=True, help="Every keyword of the address.")
+@click.argument("keyword", nargs=-1)
+@click.pass_obj
+def unsubscribe(ctx: Context, email: str | None, telegram: str | None, slack: str | None,
+                everything: bool, keyword: tuple[str, ...]) -> None:
+    """Unsubscribe an address from KEYWORD, or from everything with --all."""
+    from bot.commands import CommandError, unsubscribe_address
+
+    if bool(keyword) == everything:
+        fail("give either a KEYWORD or --all")
+    channel, address = _one_address(email, telegram, slack)
+    with open_store(ctx) as store:
+        try:
+            text = unsubscribe_address(store, channel, address,
+                                       None if everything else " ".join(keyword), utcnow())
+        except CommandError as exc:
+            fail(exc.message)
+    click.echo(text)
+
+
+@cli.command()
+@click.option("--channel", type=click.Choice(CHANNEL_OPTIONS), help="Only this channel.")
+@click.pass_obj
+def subscriptions(ctx: Context, channel: str | None) -> None:
+    """List subscriptions: channel, address, keyword, source, state."""
+    from storage import subscribers as sub_repo
+
+    with open_store(ctx) as store:
+        rows = sub_repo.all_subscriptions(store.db, channel)
+    if not rows:
+        click.echo("no subscriptions")
+    for r in rows:
+        where = r["address"] + (f" topic {r['topic']}" if r["topic"] else "")
+        state = "" if r["active"] else f"  [inactive: {r['inactive_reason']}]"
+        click.echo(f"{r['channel']:<9} {where:<32} {r['display']}  ({r['source']}){state}")
+
+
+def main() -> None:
+    cli(prog_name="daily-papers")

@@ -1,0 +1,114 @@
+"""One poll cycle: every watched keyword once, in a stable order; failures recorded, others go on.
+
+At the end the outbox rows written during the cycle are released to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot import metrics
+from bot.arxiv import ArxivClient
+from bot.arxiv_errors import ArxivRejected, ArxivUnavailable, CircuitOpen
+from bot.poll import PollSettings, poll_keyword
+from storage import keywords as kw_repo
+from storage import outbox
+from storage.records import Keyword, PollOutcome, Subscriber
+from storage.store import AsyncStore
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "arXiv unavailable"
+
+
+@dataclass
+class CycleReport:
+    started: datetime
+    outcomes: list[PollOutcome] = field(default_factory=list)
+    stopped_early: str | None = None
+    duration: float = 0.0
+    released: int = 0
+
+    @property
+    def failed(self) -> list[PollOutcome]:
+        return [o for o in self.outcomes if o.error]
+
+    @property
+    def completed(self) -> list[PollOutcome]:
+        return [o for o in self.outcomes if not o.error and not o.waiting_confirmation]
+
+    @property
+    def new_papers(self) -> int:
+        return sum(len(o.new_papers) for o in self.outcomes)
+
+    @property
+    def changed(self) -> bool:
+        """Something the digest shows may differ: a commit happened or a rejection was noted."""
+        return any(o.changed or o.rejected for o in self.outcomes)
+
+    def summary(self) -> str:
+        failed = ", ".join(f"'{o.keyword.display}'" for o in self.failed) or "none"
+        text = (f"cycle: {len(self.outcomes)} keywords polled, {len(self.completed)} ok, "
+                f"{self.new_papers} new papers, {self.released} notifications queued, "
+                f"{self.duration:.1f}s; failed: {failed}")
+        if self.stopped_early:
+            text += f"; stopped early: {self.stopped_early}"
+        return text
+
+
+DueAt = Callable[[Subscriber], datetime]
+OnRejected = Callable[[Keyword, str], Awaitable[None]]
+
+
+async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettings,
+                    now: Callable[[], datetime], due_at: DueAt,
+                    on_rejected: OnRejected | None = None) -> CycleReport:
+    report = CycleReport(started=now())
+    t0 = time.monotonic()
+    client.start_cycle()
+    keywords = await store.call(kw_repo.to_poll)
+    try:
+        for index, kw in enumerate(keywords):
+            outcome = await _poll_one(client, store, kw, settings, now, on_rejected)
+            report.outcomes.append(outcome)
+            if outcome.error == UNAVAILABLE:
+                report.stopped_early = (f"{UNAVAILABLE} after repeated failures; "
+                                        f"{len(keywords) - index - 1} keywords left for next cycle")
+                break
+    finally:
+        report.released = await store.call(outbox.release, now(), due_at)
+        report.duration = time.monotonic() - t0
+        metrics.CYCLE_SECONDS.observe(report.duration)
+        metrics.NEW_PAPERS.inc(report.new_papers)
+    return report
+
+
+async def _poll_one(client: ArxivClient, store: AsyncStore, kw: Keyword, settings: PollSettings,
+                    now: Callable[[], datetime], on_rejected: OnRejected | None) -> PollOutcome:
+    try:
+        outcome = await poll_keyword(client, store, kw, settings, now)
+    except ArxivRejected as exc:
+        await store.call(kw_repo.record_rejected, kw.id, exc.message, now())
+        log.warning("keyword '%s': arXiv rejected the query: %s", kw.display, exc.message)
+        if on_rejected is not None:
+            await on_rejected(kw, exc.message)
+        return PollOutcome(kw, error=f"arXiv rejected the query: {exc.message}", rejected=True)
+    except CircuitOpen as exc:
+        await store.call(kw_repo.record_failure, kw.id, f"{UNAVAILABLE}: {exc.reason}", now())
+        log.error("keyword '%s': %s (%s)", kw.display, UNAVAILABLE, exc.reason)
+        return PollOutcome(kw, error=UNAVAILABLE)
+    except ArxivUnavailable as exc:
+        await store.call(kw_repo.record_failure, kw.id, exc.reason, now())
+        log.warning("keyword '%s': poll failed: %s", kw.display, exc.reason)
+        return PollOutcome(kw, error=exc.reason)
+    if outcome.waiting_confirmation:
+        log.info("keyword '%s': empty answer, waiting 10 minutes to confirm before a baseline",
+                 kw.display)
+    else:
+        log.info("keyword '%s': %d papers, %d new%s", kw.display, outcome.stored,
+                 len(outcome.new_papers), " (baseline)" if outcome.baseline else "")
+    return outcome

@@ -1,0 +1,272 @@
+"""The daemon: lease, migrations, config sync, the poll scheduler, the dispatcher, faces and web.
+
+`run` loops until SIGINT/SIGTERM; `run --once` does one cycle, delivers what is due and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bot import metrics
+from bot.app import App, Face, utcnow
+from bot.arxiv import ArxivClient
+from bot.config import Config, Secrets
+from bot.cycle import CycleReport, run_cycle
+from bot.digest_job import write_digest_from_store
+from bot.dispatcher import Dispatcher
+from bot.logs import redactor
+from bot.schedule import due_at_factory
+from bot.sync import sync_config
+from bot.web import WebServer
+from storage import database, lease
+from storage import keywords as kw_repo
+from storage import outbox, papers
+from storage import subscribers as sub_repo
+from storage.records import Keyword
+from storage.store import AsyncStore, Store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 10.0
+STOP_GRACE = 8.0
+RETENTION = timedelta(days=90)
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; the message is for the operator."""
+
+
+def build_faces(cfg: Config, secrets: Secrets) -> list[Face]:
+    faces: list[Face] = []
+    if secrets.telegram_bot_token:
+        from bot.telegram_bot import TelegramFace
+
+        faces.append(TelegramFace(cfg.telegram, secrets.telegram_bot_token))
+    if secrets.slack_bot_token:
+        from bot.slack_app import SlackFace
+
+        faces.append(SlackFace(cfg.slack, cfg.web, secrets.slack_bot_token,
+                               secrets.slack_signing_secret, secrets.slack_app_token))
+    if cfg.email.host:
+        from bot.email_face import EmailFace
+
+        faces.append(EmailFace(cfg.email, cfg.web, secrets.smtp_password))
+    return faces
+
+
+def public_url_warning(cfg: Config) -> str | None:
+    url = cfg.web.public_url
+    if cfg.email.host and (not url.startswith("https://") or "localhost" in url
+                           or "127.0.0.1" in url):
+        return (f"[web] public_url {url!r} is not a public https address: unsubscribe links "
+                "in emails will not work for recipients")
+    return None
+
+
+def prepare_store(path: Path, *, migrate: bool, holder: str | None = None) -> Store:
+    """Open the database; only run/migrate upgrade it (with a backup), holding the lease."""
+    store = Store(path)
+    try:
+        if migrate:
+            if holder is not None:
+                _take_lease(store, holder)
+            backup = database.migrate(store.db, path)
+            if backup:
+                log.info("database migrated to schema %d (backup: %s)",
+                         database.schema_version(store.db), backup)
+        else:
+            database.require_current(store.db)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _take_lease(store: Store, holder: str) -> None:
+    busy = lease.acquire(store.db, holder, os.getpid(), socket.gethostname(), utcnow())
+    if busy:
+        raise DaemonError(busy)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, secrets: Secrets,
+                 now: Callable[[], datetime] = utcnow) -> None:
+        self.cfg = cfg
+        self.secrets = secrets
+        self.now = now
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.faces = build_faces(cfg, secrets)
+        self.last_report: CycleReport | None = None
+        self.started = now()
+
+    async def run(self, *, once: bool = False) -> CycleReport | None:
+        store = prepare_store(self.cfg.storage.path, migrate=True, holder=self.holder)
+        store.close()
+        astore = await AsyncStore(self.cfg.storage.path).open()
+        stop = asyncio.Event()
+        self._install_signals(stop)
+        try:
+            async with ArxivClient(self.cfg.arxiv.api_url,
+                                   request_interval=self.cfg.arxiv.request_interval,
+                                   timeout=self.cfg.arxiv.timeout,
+                                   contact=self.cfg.arxiv.contact) as client:
+                app = App(self.cfg, self.secrets, astore, client, self.now, stop)
+                return await self._run_app(app, once=once)
+        finally:
+            with contextlib.suppress(Exception):
+                await astore.call(lease.release, self.holder)
+            await astore.close()
+
+    def _install_signals(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+    async def _run_app(self, app: App, *, once: bool) -> CycleReport | None:
+        app.unsubscribe_secret = (self.secrets.daily_papers_secret
+                                  or await app.store.run(Store.generated_secret))
+        redactor().add(app.unsubscribe_secret)
+        warning = public_url_warning(self.cfg)
+        if warning:
+            app.warnings.append(warning)
+            log.warning("%s", warning)
+        await self._sync(app)
+        notifiers = {f.name: f.notifier for f in self.faces if f.notifier is not None}
+        dispatcher = Dispatcher(app.store, notifiers, self.now)
+        app.wake_dispatcher = dispatcher.wake
+        web = WebServer(self.cfg.web, self, app)
+        started: list[Face] = []
+        try:
+            for face in self.faces:
+                await face.start(app)
+                started.append(face)
+            for notifier in notifiers.values():
+                await notifier.start()
+            if not once:
+                await web.start(self.faces)
+            if once:
+                return await self._once(app, dispatcher)
+            await self._forever(app, dispatcher)
+            return self.last_report
+        finally:
+            await web.stop()
+            for face in reversed(started):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(face.stop(), STOP_GRACE / 2)
+            for notifier in notifiers.values():
+                with contextlib.suppress(Exception):
+                    await notifier.close()
+
+    async def _sync(self, app: App) -> None:
+        email_on = bool(self.cfg.email.host)
+        normalize = None
+        if email_on:
+            from bot.email_face import normalize_address
+
+            normalize = normalize_address
+        await app.store.run(lambda s: sync_config(
+            s, self.cfg, self.now(), slack_on=bool(self.secrets.slack_bot_token),
+            email_on=email_on, email_address=normalize))
+
+    async def _once(self, app: App, dispatcher: Dispatcher) -> CycleReport:
+        report = await self._cycle(app)
+        await dispatcher.drain()
+        await self._digest(app, report)
+        return report
+
+    async def _forever(self, app: App, dispatcher: Dispatcher) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(dispatcher.run(), name="dispatcher"),
+                tg.create_task(self._heartbeat(app), name="heartbeat"),
+                tg.create_task(self._poller(app, dispatcher), name="poller"),
+            ]
+            await app.stop.wait()
+            log.info("stopping")
+            for task in tasks:
+                task.cancel()
+
+    async def _poller(self, app: App, dispatcher: Dispatcher) -> None:
+        interval = self.cfg.arxiv.poll_interval
+        while True:
+            report = await self._cycle(app)
+            dispatcher.wake()
+            await self._digest(app, report)
+            await self._housekeeping(app)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(app.stop.wait(), interval)
+
+    async def _cycle(self, app: App) -> CycleReport:
+        due_at = due_at_factory(self.cfg, self.now)
+        report = await run_cycle(app.client, app.store, app.poll_settings, self.now, due_at,
+                                 on_rejected=lambda kw, msg: self._tell_rejected(app, kw, msg))
+        self.last_report = report
+        log.info("%s", report.summary())
+        await self._refresh_gauges(app)
+        return report
+
+    async def _tell_rejected(self, app: App, kw: Keyword, message: str) -> None:
+        faces = {f.name: f for f in self.faces}
+        subs = await app.store.run(lambda s: sub_repo.subscribers_of(s.db, kw.id))
+        for sub in subs:
+            face = faces.get(sub.channel)
+            tell = getattr(face, "tell", None)
+            if tell is not None:
+                with contextlib.suppress(Exception):
+                    await tell(sub, f"arXiv rejected the keyword '{kw.display}': {message}. "
+                                    "It will not be polled again until it is changed.")
+
+    async def _digest(self, app: App, report: CycleReport) -> None:
+        path = self.cfg.digest.path
+        if path is None or not (report.changed or not path.exists()):
+            return
+        try:
+            changed = await write_digest_from_store(app.store, self.cfg, self.now())
+        except Exception as exc:  # the digest must never stop polling or delivery
+            log.error("digest not written: %s", exc)
+            return
+        if changed:
+            log.info("digest written to %s", path)
+
+    async def _heartbeat(self, app: App) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            ok = await app.store.call(lease.heartbeat, self.holder, self.now())
+            if not ok:
+                log.error("another process took over the database lease; stopping")
+                app.stop.set()
+                return
+
+    async def _housekeeping(self, app: App) -> None:
+        """Retention and a little vacuum; cheap enough to run after every cycle."""
+        cutoff = self.now() - RETENTION
+
+        def clean(store: Store) -> None:
+            outbox.prune(store.db, cutoff)
+            kw_repo.prune_seen(store.db, cutoff)
+            papers.prune_orphans(store.db)
+            store.maintenance()
+
+        await app.store.run(clean)
+
+    async def _refresh_gauges(self, app: App) -> None:
+        def read(store: Store) -> tuple[int, dict, dict]:
+            return (papers.count(store.db), outbox.counts(store.db),
+                    sub_repo.active_counts(store.db))
+
+        n, counts, subs = await app.store.run(read)
+        metrics.PAPERS_STORED.set(n)
+        for (channel, status), value in counts.items():
+            metrics.OUTBOX.labels(channel, status).set(value)
+        for channel, value in subs.items():
+            metrics.SUBSCRIBERS.labels(channel).set(value)

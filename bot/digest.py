@@ -1,0 +1,422 @@
+"""Render stage: the README digest of every curated keyword's newest papers.
+
+Renders Markdown with Jinja2 and atomically rewrites only the marked region of the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cache, partial
+from pathlib import Path
+
+import jinja2
+
+from storage.records import Paper
+
+log = logging.getLogger(__name__)
+
+START_MARKER = "<!-- daily-papers:start -->"
+END_MARKER = "<!-- daily-papers:end -->"
+TITLE = "# Daily Papers"
+
+COMMENT_INLINE_CHARS = 40  # longer comments fold behind a summary, as in the reference digest
+SUMMARY_CHARS = 30
+NOTE_CHARS = 300
+SHORT_ABSTRACT_CHARS = 150  # the first step down when the file would be too big
+
+# Markers count only on a line of their own, so a README may mention them in its text.
+_MARKER_LINE = re.compile(r"^[ \t]*<!-- daily-papers:(start|end) -->[ \t]*\r?$", re.MULTILINE)
+
+# Entities rather than backslashes: GitHub does not process Markdown escapes inside the raw
+# HTML of <details>, but it decodes entities everywhere, and `&#124;` never splits a table row.
+# "&" goes first so the entities themselves are not escaped again.
+_CELL_ESCAPES = (
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ("|", "&#124;"),
+    ("\\", "&#92;"),
+    ("`", "&#96;"),
+    ("*", "&#42;"),
+    ("_", "&#95;"),
+    ("[", "&#91;"),
+    ("]", "&#93;"),
+    ("$", "&#36;"),
+    ("~", "&#126;"),  # GitHub strikes through even single tildes: "~10% … ~20%"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class DigestRefused(Exception):
+    """The digest file cannot be rewritten as it is; the operator must act. It is left unchanged."""
+
+
+@dataclass(frozen=True)
+class DigestSection:
+    """One keyword's section of the digest."""
+
+    keyword: str  # display text, e.g. "Video Anomaly Detection"
+    papers: Sequence[Paper]  # any order; the digest sorts newest first and keeps max_papers
+    note: str | None = None  # arXiv's message when it rejected the keyword's query
+
+
+BodyRenderer = Callable[..., str]
+"""Called as `render(max_bytes=n)`; returns a digest body of at most n UTF-8 bytes."""
+
+
+@dataclass(slots=True)
+class _Row:
+    paper: Paper
+    date: str
+    abstract_chars: int  # 0: no abstract
+
+
+@dataclass(slots=True)
+class _SectionView:
+    keyword: str
+    anchor: str
+    note: str | None
+    rows: list[_Row]  # newest first
+    hidden: int = 0  # oldest rows left out to respect max_bytes
+
+
+def cell(text: str) -> str:
+    """One line of text that shows literally in a Markdown table cell and inside <details>."""
+    text = _one_line(str(text))
+    for char, entity in _CELL_ESCAPES:  # str.replace: many times faster than str.translate
+        if char in text:
+            text = text.replace(char, entity)
+    return text
+
+
+def cut(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word boundary and ending in "…" when shortened."""
+    if len(text) <= limit:
+        return text
+    text = _one_line(text)
+    if len(text) <= limit:
+        return text
+    if limit <= 1:
+        return ""
+    space = text.rfind(" ", 0, limit)
+    head = text[:space] if space > 0 else text[: limit - 1]
+    return head.rstrip(" ,;:") + "…"
+
+
+def _one_line(text: str) -> str:
+    """Whitespace runs collapsed to one space, control characters dropped."""
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # the usual case, and far cheaper to check than to split every word
+    return _CONTROL.sub("", " ".join(text.split()))
+
+
+def render_digest(
+    sections: Sequence[DigestSection],
+    *,
+    updated: date,
+    max_papers: int = 100,
+    abstract_chars: int = 600,
+    max_bytes: int | None = None,
+) -> str:
+    """The Markdown that goes between the markers.
+
+    With `max_bytes`, the oldest rows' abstracts are shortened, then removed, then the oldest
+    rows of the longest sections are left out, until the UTF-8 text fits (one WARNING says so).
+    """
+    if isinstance(updated, datetime):
+        updated = updated.astimezone(UTC).date()
+    views = _views(sections, max_papers, abstract_chars)
+    render = partial(_render, views, updated=updated.isoformat(), max_papers=max_papers)
+    text = render()
+    if max_bytes is None or _size(text) <= max_bytes:
+        return text
+    return _fit(views, render, abstract_chars, max_bytes, _size(text))
+
+
+def write_digest(path: Path, body: str | BodyRenderer, *, max_bytes: int = 500_000) -> bool:
+    """Put `body` between the markers of the file at `path`; True when the file changed.
+
+    `body` may be a renderer (see BodyRenderer) so the whole file can be kept under
+    `max_bytes`. A missing file is created; a whole earlier digest gets markers; any other
+    file without markers raises DigestRefused.
+    """
+    target = Path(path).resolve()
+    old = target.read_bytes() if target.exists() else None
+    before, after = _frame(target, old)
+    room = max_bytes - 1 - _size(before) - _size(after)
+    text = body(max_bytes=room) if callable(body) else body
+    if not text.endswith("\n"):
+        text += "\n"
+    if _size(text) > room:
+        raise DigestRefused(
+            f"{target}: the digest would make the file {_size(before + text + after)} bytes, "
+            f"over [digest] max_bytes = {max_bytes}; the file is left unchanged"
+        )
+    data = (before + text + after).encode("utf-8", "surrogateescape")
+    if data == old:
+        return False
+    _replace(target, data)
+    return True
+
+
+def update_digest(
+    path: Path,
+    sections: Sequence[DigestSection],
+    *,
+    updated: date,
+    max_papers: int = 100,
+    abstract_chars: int = 600,
+    max_bytes: int = 500_000,
+) -> bool:
+    """Render the sections and write them into the file, whole file under `max_bytes`."""
+    render = partial(
+        render_digest, sections, updated=updated, max_papers=max_papers,
+        abstract_chars=abstract_chars,
+    )
+    return write_digest(path, render, max_bytes=max_bytes)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=False,  # Markdown, not HTML: the `cell` filter escapes
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(cell=cell, cut=cut)
+    env.globals.update(
+        comment_inline_chars=COMMENT_INLINE_CHARS,
+        summary_chars=SUMMARY_CHARS,
+        note_chars=NOTE_CHARS,
+    )
+    return env.get_template("digest.md.j2")
+
+
+@cache
+def _macros() -> jinja2.runtime.TemplateModule:
+    """The template's macros on their own, to measure single rows."""
+    return _template().make_module({"sections": [], "updated": "", "max_papers": 0})
+
+
+def _render(views: list[_SectionView], **context: object) -> str:
+    return _template().render(sections=views, **context)
+
+
+def _views(
+    sections: Sequence[DigestSection], max_papers: int, abstract_chars: int
+) -> list[_SectionView]:
+    anchors = _Anchors()
+    views = []
+    for section in sections:
+        keyword = _one_line(section.keyword)
+        rows = [
+            _Row(p, _utc(p.published).date().isoformat(), abstract_chars)
+            for p in _newest(section.papers, max_papers)
+        ]
+        views.append(_SectionView(keyword, anchors.add(keyword), section.note, rows))
+    return views
+
+
+def _newest(papers: Sequence[Paper], limit: int) -> list[Paper]:
+    """Newest first by first-version date; one row per paper, at its latest version."""
+    latest: dict[str, Paper] = {}
+    for p in papers:
+        if p.arxiv_id not in latest or p.version > latest[p.arxiv_id].version:
+            latest[p.arxiv_id] = p
+    ordered = sorted(latest.values(), key=lambda p: (_utc(p.published), p.arxiv_id), reverse=True)
+    return ordered[: max(limit, 0)]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class _Anchors:
+    """GitHub's heading anchors (as github-slugger computes them), numbered when repeated."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def add(self, heading: str) -> str:
+        base = "".join(c for c in heading.lower() if _kept_in_anchor(c)).replace(" ", "-")
+        anchor = base
+        while anchor in self._seen:
+            self._seen[base] += 1
+            anchor = f"{base}-{self._seen[base]}"
+        self._seen[anchor] = 0
+        return anchor
+
+
+def _kept_in_anchor(c: str) -> bool:
+    category = unicodedata.category(c)
+    return c in " -" or category[0] in "LMN" or category == "Pc"
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+# --- keeping under max_bytes ----------------------------------------------------------------
+
+
+def _fit(
+    views: list[_SectionView],
+    render: Callable[[], str],
+    abstract_chars: int,
+    budget: int,
+    size: int,
+) -> str:
+    """Shrink the oldest rows until the rendered text fits `budget` bytes, or nothing is left."""
+    shrink = _Shrinker(views, abstract_chars)
+    shrink.leave_out_rows(shrink.shorten_abstracts(size - budget))
+    text = render()
+    while _size(text) > budget and shrink.leave_out_rows(1) is not None:
+        text = render()  # only when the estimate fell short
+    log.warning(
+        "digest: %d bytes is over the budget of %d bytes, so it shortened the abstracts of the "
+        "%d oldest papers, removed %d abstracts and left out %d oldest rows; now %d bytes",
+        size, budget, shrink.shortened, shrink.removed, shrink.left_out, _size(text),
+    )
+    return text
+
+
+class _Shrinker:
+    """Makes a digest smaller oldest rows first, keeping track of each row's bytes."""
+
+    def __init__(self, views: list[_SectionView], abstract_chars: int) -> None:
+        self.views = views
+        self.abstract_chars = abstract_chars
+        self.shortened = self.removed = self.left_out = 0
+        self._macros = _macros()
+        self._sizes: dict[int, int] = {}  # id(row) -> bytes of its line
+
+    def row_bytes(self, row: _Row) -> int:
+        if id(row) not in self._sizes:
+            self._sizes[id(row)] = _size(self._macros.row(row)) + 1
+        return self._sizes[id(row)]
+
+    def shorten_abstracts(self, excess: int) -> int:
+        """Oldest rows first, step abstracts down (to a few sentences, then none).
+
+        Returns the bytes still in excess.
+        """
+        rows = (r for v in self.views for r in v.rows if r.paper.abstract)
+        oldest_first = sorted(rows, key=lambda r: (_utc(r.paper.published), r.paper.arxiv_id))
+        for level in _levels(self.abstract_chars):
+            for row in oldest_first:
+                if excess <= 0:
+                    return excess
+                before = self.row_bytes(row)
+                row.abstract_chars = level
+                del self._sizes[id(row)]
+                excess -= before - self.row_bytes(row)
+                if level:
+                    self.shortened += 1
+                else:
+                    self.removed += 1
+        return excess
+
+    def leave_out_rows(self, excess: int) -> int | None:
+        """Drop the oldest row of the longest section until `excess` bytes are gone.
+
+        The longest section goes first so every keyword keeps its newest papers. Returns the
+        bytes still in excess (an estimate), or None when there was no row left to drop.
+        """
+        heap = [(-len(v.rows), i) for i, v in enumerate(self.views) if v.rows]
+        if excess > 0 and not heap:
+            return None
+        heapq.heapify(heap)
+        while excess > 0 and heap:
+            _, i = heapq.heappop(heap)
+            view = self.views[i]
+            excess -= self.row_bytes(view.rows.pop())
+            view.hidden += 1
+            self.left_out += 1
+            if view.hidden == 1:
+                excess += _size(self._macros.hidden_note(len(view.rows) + 1)) + 2
+            if view.rows:
+                heapq.heappush(heap, (-len(view.rows), i))
+        return excess
+
+
+def _levels(abstract_chars: int) -> list[int]:
+    return [n for n in (SHORT_ABSTRACT_CHARS, 0) if n < abstract_chars]
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+def _frame(target: Path, old: bytes | None) -> tuple[str, str]:
+    """The text before and after the body: kept byte for byte, or made for a new file."""
+    fresh = (f"{TITLE}\n\n{START_MARKER}\n", f"{END_MARKER}\n")
+    if old is None:
+        return fresh
+    text = old.decode("utf-8", "surrogateescape")
+    markers = list(_MARKER_LINE.finditer(text))
+    kinds = [m.group(1) for m in markers]
+    if kinds == ["start", "end"]:
+        start, end = markers
+        return text[: start.end() + 1], text[end.start() :]
+    if markers:
+        raise DigestRefused(
+            f"{target}: expected one line {START_MARKER} and then one line {END_MARKER}, "
+            f"found {kinds.count('start')} start and {kinds.count('end')} end markers "
+            "in that order; fix them by hand"
+        )
+    if _is_whole_digest(text):
+        return fresh
+    raise DigestRefused(
+        f"{target} is not a Daily Papers digest. Add these two lines where the digest should "
+        f"go, then run again:\n{START_MARKER}\n{END_MARKER}"
+    )
+
+
+def _is_whole_digest(text: str) -> bool:
+    return (
+        text.lstrip("\ufeff").startswith(TITLE)
+        and "Last update:" in text
+        and "| **Title** |" in text
+    )
+
+
+def _replace(target: Path, data: bytes) -> None:
+    """Write through a temporary file in the same directory: readers see old or new, never half."""
+    mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable; some filesystems cannot fsync a directory."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

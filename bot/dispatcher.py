@@ -1,0 +1,161 @@
+"""The dispatcher: reads due outbox rows per channel, sends them, marks each message's rows.
+
+It never waits on polling and polling never waits on it: they meet only in the outbox table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from bot import metrics
+from notifiers.base import Delivery, Message, Notifier, Outcome
+from storage import outbox
+from storage import subscribers as sub_repo
+from storage.records import Subscriber
+from storage.store import AsyncStore
+
+log = logging.getLogger(__name__)
+
+MAX_IDLE = 60.0  # re-check the outbox at least this often (rows written by the CLI)
+PERMANENT_FAILURES_TO_DEACTIVATE = 3
+
+
+def backoff(attempts: int) -> float:
+    """Per-row backoff: 30 s doubling to an hour, with jitter."""
+    return min(3600.0, 30.0 * 2 ** max(attempts, 0)) * random.uniform(0.8, 1.2)
+
+
+class Dispatcher:
+    def __init__(self, store: AsyncStore, notifiers: Mapping[str, Notifier],
+                 now: Callable[[], datetime]) -> None:
+        self.store = store
+        self.notifiers = dict(notifiers)
+        self.now = now
+        self._wake = {name: asyncio.Event() for name in self.notifiers}
+        self.broken: dict[str, str] = {}
+
+    def wake(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    async def run(self) -> None:
+        """Serve every channel until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for name in self.notifiers:
+                tg.create_task(self._serve(name), name=f"dispatch-{name}")
+
+    async def drain(self) -> int:
+        """Send everything due now on every channel (for `run --once`); returns messages sent."""
+        total = 0
+        for name in self.notifiers:
+            while name not in self.broken:
+                sent, handled = await self._round(name)
+                total += sent
+                if not handled:
+                    break
+        return total
+
+    async def _serve(self, name: str) -> None:
+        event = self._wake[name]
+        while name not in self.broken:
+            event.clear()
+            _, handled = await self._round(name)
+            if handled:
+                continue
+            nxt = await self.store.call(outbox.next_wakeup, name)
+            timeout = MAX_IDLE
+            if nxt is not None:
+                timeout = min(MAX_IDLE, max(0.05, (nxt - self.now()).total_seconds()))
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _round(self, name: str) -> tuple[int, int]:
+        """One helping of subscribers, as many as the channel can serve soon."""
+        notifier = self.notifiers[name]
+        width = notifier.limits.max_in_flight
+        subs = await self.store.call(outbox.due_subscribers, name, self.now(), width * 4)
+        if not subs:
+            return 0, 0
+        gate = asyncio.Semaphore(width)
+
+        async def serve(sub: Subscriber) -> int:
+            async with gate:
+                return await self._serve_subscriber(notifier, sub)
+
+        results = await asyncio.gather(*(serve(s) for s in subs))
+        return sum(results), len(subs)
+
+    async def _serve_subscriber(self, notifier: Notifier, sub: Subscriber) -> int:
+        rows = await self.store.call(outbox.due_rows, sub.id, self.now())
+        if not rows:
+            return 0
+        try:
+            messages = notifier.pack(sub, rows)
+        except Exception:  # a rendering bug must not stop the channel
+            log.exception("%s: could not render %d papers for subscriber %d", notifier.channel,
+                          len(rows), sub.id)
+            await self.store.call(outbox.mark_failed, [r.id for r in rows], "render error",
+                                  self.now())
+            return 0
+        sent = 0
+        for message in messages:
+            delivery = await notifier.send(sub, message)
+            metrics.DELIVERIES.labels(notifier.channel, delivery.outcome.value).inc()
+            if not await self._apply(notifier, sub, message, delivery):
+                break
+            sent += 1
+        return sent
+
+    async def _apply(self, notifier: Notifier, sub: Subscriber, message: Message,
+                     delivery: Delivery) -> bool:
+        """Record the service's answer; False when the rest of this subscriber's batch must wait."""
+        now = self.now()
+        ids = message.row_ids
+        match delivery.outcome:
+            case Outcome.SENT:
+                await self.store.call(outbox.mark_sent, ids, now)
+                if sub.permanent_failures:
+                    await self.store.call(sub_repo.reset_permanent_failures, sub.id)
+                return True
+            case Outcome.RETRY:
+                attempts = max(r.attempts for r in message.rows)
+                wait = delivery.retry_after if delivery.retry_after is not None else backoff(attempts)
+                gave_up = await self.store.call(outbox.mark_retry, ids, delivery.reason, now,
+                                                now + timedelta(seconds=wait))
+                if gave_up:
+                    log.warning("%s: %d rows for subscriber %d failed after retries: %s",
+                                notifier.channel, len(gave_up), sub.id, delivery.reason)
+                return False
+            case Outcome.FAILED:
+                await self.store.call(outbox.mark_failed, ids, delivery.reason, now)
+                if delivery.counts_against_recipient:
+                    n = await self.store.call(sub_repo.add_permanent_failure, sub.id)
+                    if n >= PERMANENT_FAILURES_TO_DEACTIVATE:
+                        await self._deactivate(notifier, sub, f"{n} permanent failures: "
+                                               f"{delivery.reason}")
+                        return False
+                return True
+            case Outcome.GONE:
+                await self.store.call(outbox.mark_failed, ids, delivery.reason, now)
+                await self._deactivate(notifier, sub, delivery.reason)
+                return False
+            case Outcome.PAUSED:
+                await self.store.call(sub_repo.pause, sub.id, f"paused: {delivery.reason}")
+                log.warning("%s %s paused: %s", notifier.channel, sub.address, delivery.reason)
+                return False
+            case Outcome.BROKEN:
+                self.broken[notifier.channel] = delivery.reason
+                log.error("%s notifier stopped: %s (pending messages are kept)",
+                          notifier.channel, delivery.reason)
+                return False
+        return False
+
+    async def _deactivate(self, notifier: Notifier, sub: Subscriber, reason: str) -> None:
+        await self.store.call(sub_repo.deactivate, sub.id, reason)
+        log.warning("%s %s deactivated: %s", notifier.channel, sub.address, reason)

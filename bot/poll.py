@@ -1,0 +1,138 @@
+"""Polling one keyword: page through arXiv newest first, judge the answer, decide what is new.
+
+This is the diff stage; the store commits the result (papers, seen set, window, outbox rows) in
+one transaction, so a failed or suspicious poll changes nothing and sends nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.arxiv import ArxivClient
+from storage import keywords as kw_repo
+from storage import papers as paper_repo
+from storage import polls
+from storage.records import Feed, Keyword, Paper, PollOutcome
+from storage.store import AsyncStore
+
+MAX_PAGES = 10
+BASELINE_MAX_AGE = timedelta(days=7)
+EMPTY_CONFIRMATION = timedelta(minutes=10)
+STALE_NEWEST = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    max_papers: int = 100
+    notify_max_age_days: int = 14
+
+
+@dataclass(frozen=True)
+class KeywordState:
+    """What the store knows that decides how to judge an answer."""
+
+    baseline_valid: bool
+    had_papers: bool
+    newest_stored: datetime | None
+    last_total: int | None
+
+
+def needs_baseline(kw: Keyword, max_papers: int, now: datetime) -> bool:
+    """A baseline counts only if taken with the current query and size, and is fresh."""
+    return not (
+        kw.baseline_query == kw.query
+        and kw.baseline_max_papers == max_papers
+        and kw.last_success is not None
+        and now - kw.last_success < BASELINE_MAX_AGE
+    )
+
+
+def suspicion(feed: Feed, *, start: int, page_size: int, state: KeywordState) -> str | None:
+    """Why this page cannot be believed, or None. arXiv has sent each of these."""
+    entries = feed.entries
+    expected = min(page_size, max(feed.total_results - start, 0))
+    if len(entries) < expected:
+        return (f"short page: {len(entries)} entries where {expected} were expected "
+                f"(totalResults {feed.total_results})")
+    published = [e.published for e in entries]
+    if any(a < b for a, b in zip(published, published[1:], strict=False)):
+        return "entries are not in descending submission order"
+    if start > 0:
+        return None
+    if state.last_total and feed.total_results < state.last_total / 2:
+        return f"totalResults fell from {state.last_total} to {feed.total_results}"
+    if not entries and state.had_papers:
+        return "empty answer for a keyword that had papers"
+    if entries and state.newest_stored and entries[0].published < state.newest_stored - STALE_NEWEST:
+        return "the newest entry is more than 7 days older than the newest stored paper"
+    return None
+
+
+async def poll_keyword(client: ArxivClient, store: AsyncStore, kw: Keyword,
+                       settings: PollSettings, now: Callable[[], datetime],
+                       *, interactive: bool = False) -> PollOutcome:
+    """Poll one keyword and commit; arXiv errors propagate with nothing written."""
+    started = now()
+    baseline = needs_baseline(kw, settings.max_papers, started)
+    state = await _state(store, kw, baseline)
+    papers, total = await _fetch_pages(client, store, kw, settings, state, started, baseline,
+                                       interactive)
+    if not papers and total == 0 and baseline:
+        if kw.empty_since is None or started - kw.empty_since < EMPTY_CONFIRMATION:
+            await store.call(kw_repo.record_waiting, kw.id, started)
+            return PollOutcome(kw, baseline=True, waiting_confirmation=True)
+    floor = started - timedelta(days=settings.notify_max_age_days)
+    query_changed = kw.baseline_query is not None and kw.baseline_query != kw.query
+    new, changed = await store.call(
+        polls.commit_poll, kw, papers, baseline=baseline, now=started,
+        max_papers=settings.max_papers, notify_floor=floor, total_results=total,
+        reset_window=baseline and query_changed,
+    )
+    return PollOutcome(kw, new_papers=new, stored=len(papers), baseline=baseline,
+                       changed=changed)
+
+
+async def _state(store: AsyncStore, kw: Keyword, baseline: bool) -> KeywordState:
+    query_changed = kw.baseline_query is not None and kw.baseline_query != kw.query
+    size = await store.call(kw_repo.window_size, kw.id)
+    newest = await store.call(paper_repo.newest_published, kw.id)
+    return KeywordState(
+        baseline_valid=not baseline,
+        had_papers=size > 0 and not query_changed,
+        newest_stored=None if query_changed else newest,
+        last_total=None if query_changed else kw.last_total,
+    )
+
+
+async def _fetch_pages(client: ArxivClient, store: AsyncStore, kw: Keyword,
+                       settings: PollSettings, state: KeywordState, started: datetime,
+                       baseline: bool, interactive: bool) -> tuple[list[Paper], int]:
+    """Page until a page reaches a seen paper or the age floor: nothing between polls is lost."""
+    size = settings.max_papers
+    floor = started - timedelta(days=settings.notify_max_age_days)
+    collected: dict[str, Paper] = {}
+    total = 0
+    for page in range(MAX_PAGES):
+        start = page * size
+        feed = await client.fetch(
+            kw.query, start, size, interactive=interactive,
+            check=lambda f, s=start: suspicion(f, start=s, page_size=size, state=state),
+        )
+        total = feed.total_results if page == 0 else total
+        for paper in feed.entries:
+            collected.setdefault(paper.arxiv_id, paper)
+        if baseline or len(feed.entries) < size or start + size >= feed.total_results:
+            break
+        if await _reached_known(store, kw, feed.entries, floor):
+            break
+    return list(collected.values()), total
+
+
+async def _reached_known(store: AsyncStore, kw: Keyword, entries: Sequence[Paper],
+                         floor: datetime) -> bool:
+    if any(p.published < floor for p in entries):
+        return True
+    seen = await store.call(kw_repo.seen_among, kw.id, [p.arxiv_id for p in entries])
+    return bool(seen)

@@ -1,0 +1,37 @@
+"""`daily-papers status`: what the operator needs at a glance, read from the store only."""
+
+from __future__ import annotations
+
+from bot.config import Config
+from bot.daemon import public_url_warning
+from storage import keywords as kw_repo
+from storage import outbox
+from storage.store import Store
+
+
+def _when(value: object) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"  # type: ignore[attr-defined]
+
+
+def status_text(store: Store, cfg: Config) -> str:
+    lines = ["Keywords:"]
+    keywords = kw_repo.all_keywords(store.db)
+    if not keywords:
+        lines.append("  none yet (run `daily-papers run --once`)")
+    for kw in keywords:
+        n = kw_repo.window_size(store.db, kw.id)
+        origin = "config" if kw.in_config else "subscribers"
+        lines.append(f"  {kw.display}  [{origin}]  papers: {n}  last poll: {_when(kw.last_poll)}"
+                     f"  last success: {_when(kw.last_success)}")
+        if kw.last_error:
+            lines.append(f"      last error: {kw.last_error}")
+    pending: dict[str, int] = {}
+    for (channel, state), n in outbox.counts(store.db).items():
+        if state == "pending":
+            pending[channel] = n
+    lines.append("Pending notifications: " + (
+        ", ".join(f"{c}: {n}" for c, n in sorted(pending.items())) or "none"))
+    warning = public_url_warning(cfg)
+    lines.append("Warnings: " + (warning or "none"))
+    lines.append(f"Database: {cfg.storage.path} ({store.size_bytes() / 1e6:.1f} MB)")
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""The daemon's HTTP server ([web]): every face's routes, /healthz and /metrics.
+
+The access log names method, path and status only: query strings carry unsubscribe tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import bot
+from bot import metrics
+from bot.app import App, Face
+from bot.config import WebConfig
+from storage import outbox
+from storage.store import Store
+
+if TYPE_CHECKING:
+    from bot.daemon import Daemon
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s", request.method, request.path, response.status)
+
+
+class WebServer:
+    def __init__(self, cfg: WebConfig, daemon: Daemon, app: App) -> None:
+        self.cfg = cfg
+        self.daemon = daemon
+        self.app = app
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self.started = time.monotonic()
+
+    async def start(self, faces: Sequence[Face]) -> None:
+        server = web.Application(client_max_size=MAX_BODY)
+        server.add_routes([web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)])
+        for face in faces:
+            server.add_routes(face.routes())
+        self.runner = web.AppRunner(server, access_log_class=PathOnlyAccessLogger,
+                                    access_log=logging.getLogger("bot.web.access"))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.cfg.port
+        log.info("web server listening on http://%s:%s", self.cfg.host, self.port)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        status = await self.health()
+        return web.json_response(status, status=200 if status["healthy"] else 503)
+
+    async def health(self) -> dict[str, Any]:
+        report = self.daemon.last_report
+        interval = self.daemon.cfg.arxiv.poll_interval
+        now = self.app.now()
+        last = report.started if report else None
+        limit = max(2 * interval, 2 * (report.duration if report else 0.0))
+        reference = last or self.daemon.started
+        fresh = (now - reference).total_seconds() < limit
+        try:
+            writable, pending = await self.app.store.run(_probe)
+        except Exception as exc:  # the store itself is broken: that is the answer
+            writable, pending = False, {}
+            log.error("health check: store not writable: %s", exc)
+        failing = [o.keyword.display for o in report.failed] if report else []
+        return {
+            "healthy": bool(fresh and writable),
+            "version": bot.__version__,
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+            "last_cycle": last.isoformat() if last else None,
+            "last_cycle_result": report.summary() if report else None,
+            "pending": pending,
+            "failing_keywords": failing,
+            "warnings": self.app.warnings,
+        }
+
+
+def _probe(store: Store) -> tuple[bool, dict[str, int]]:
+    store.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('healthz', "
+                     "strftime('%Y-%m-%dT%H:%M:%fZ'))")
+    pending: dict[str, int] = {}
+    for (channel, status), n in outbox.counts(store.db).items():
+        if status == "pending":
+            pending[channel] = n
+    return True, pending

@@ -1,0 +1,1 @@
+"""Storage: the only code that speaks SQL. Synchronous; the daemon reaches it through AsyncStore."""

@@ -1,0 +1,172 @@
+"""The outbox: one row per (subscriber, paper), written with the poll, deleted 90 days after it ends.
+
+The dispatcher only reads due rows from here and marks each message's rows right after sending.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlite_utils import Database
+
+from storage import subscribers as subscriber_repo
+from storage.database import from_db, to_db, write
+from storage.papers import PAPER_COLUMNS, paper_from_row
+from storage.records import OutboxRow, Subscriber
+
+MAX_ATTEMPTS = 10
+MAX_AGE = timedelta(hours=24)
+
+
+def release(db: Database, now: datetime, due_at: Callable[[Subscriber], datetime]) -> int:
+    """At cycle end: rows written during the cycle become due (now, or at the digest time)."""
+    with write(db):
+        subs = [subscriber_repo.subscriber_from_row(r) for r in db.query(
+            """SELECT * FROM subscribers WHERE id IN (
+                 SELECT DISTINCT subscriber_id FROM outbox
+                 WHERE due_at IS NULL AND status = 'pending')""")]
+        total = 0
+        for sub in subs:
+            when = due_at(sub) if sub.active else now
+            total += db.execute(
+                """UPDATE outbox SET due_at = ? WHERE subscriber_id = ? AND due_at IS NULL
+                   AND status = 'pending'""", [to_db(when), sub.id]).rowcount
+        return total
+
+
+def due_subscribers(db: Database, channel: str, now: datetime, limit: int) -> list[Subscriber]:
+    """Active subscribers of a channel with at least one row that may be sent now."""
+    rows = db.query(
+        """SELECT b.* FROM subscribers b WHERE b.channel = ? AND b.active = 1 AND EXISTS (
+             SELECT 1 FROM outbox o WHERE o.subscriber_id = b.id AND o.status = 'pending'
+             AND o.due_at IS NOT NULL AND o.due_at <= ?
+             AND (o.next_attempt IS NULL OR o.next_attempt <= ?))
+           ORDER BY (SELECT min(o.due_at) FROM outbox o WHERE o.subscriber_id = b.id
+                     AND o.status = 'pending'), b.id
+           LIMIT ?""",
+        [channel, to_db(now), to_db(now), limit],
+    )
+    return [subscriber_repo.subscriber_from_row(r) for r in rows]
+
+
+def due_rows(db: Database, subscriber_id: int, now: datetime) -> list[OutboxRow]:
+    cols = ", ".join("p." + c.strip() for c in PAPER_COLUMNS.split(","))
+    rows = list(db.query(
+        f"""SELECT o.id AS outbox_id, o.subscriber_id, o.keyword_ids, o.attempts, o.created_at,
+                   {cols}
+            FROM outbox o JOIN papers p ON p.arxiv_id = o.arxiv_id
+            WHERE o.subscriber_id = ? AND o.status = 'pending' AND o.due_at IS NOT NULL
+              AND o.due_at <= ? AND (o.next_attempt IS NULL OR o.next_attempt <= ?)
+            ORDER BY p.published DESC, o.id""",
+        [subscriber_id, to_db(now), to_db(now)]))
+    names = _keyword_names(db, {k for r in rows for k in json.loads(r["keyword_ids"])})
+    return [_row(r, names) for r in rows]
+
+
+def _keyword_names(db: Database, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    return {r["id"]: r["display"] for r in db.query(
+        f"SELECT id, display FROM keywords WHERE id IN ({marks})", list(ids))}
+
+
+def _row(r: dict[str, Any], names: dict[int, str]) -> OutboxRow:
+    return OutboxRow(
+        id=r["outbox_id"], subscriber_id=r["subscriber_id"], paper=paper_from_row(r),
+        keywords=tuple(names.get(k, "?") for k in json.loads(r["keyword_ids"])),
+        attempts=r["attempts"], created_at=from_db(r["created_at"]),
+    )
+
+
+def mark_sent(db: Database, row_ids: Sequence[int], now: datetime) -> None:
+    """One commit per message, right after the service answered."""
+    with write(db):
+        db.conn.executemany(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+            [(to_db(now), rid) for rid in row_ids])
+
+
+def mark_failed(db: Database, row_ids: Sequence[int], error: str, now: datetime) -> None:
+    with write(db):
+        db.conn.executemany(
+            """UPDATE outbox SET status = 'failed', last_error = ?, sent_at = ?,
+               attempts = attempts + 1 WHERE id = ?""",
+            [(error, to_db(now), rid) for rid in row_ids])
+
+
+def mark_retry(db: Database, row_ids: Sequence[int], error: str, now: datetime,
+               next_attempt: datetime) -> list[int]:
+    """Back off; rows past 10 attempts or 24 hours end failed (their ids come back)."""
+    with write(db):
+        gave_up = []
+        for rid in row_ids:
+            row = next(db.query("SELECT attempts, created_at FROM outbox WHERE id = ?", [rid]),
+                       None)
+            if row is None:
+                continue
+            created = from_db(row["created_at"]) or now
+            if row["attempts"] + 1 >= MAX_ATTEMPTS or now - created >= MAX_AGE:
+                db.execute("""UPDATE outbox SET status = 'failed', last_error = ?, sent_at = ?,
+                              attempts = attempts + 1 WHERE id = ?""", [error, to_db(now), rid])
+                gave_up.append(rid)
+            else:
+                db.execute("""UPDATE outbox SET next_attempt = ?, last_error = ?,
+                              attempts = attempts + 1 WHERE id = ?""",
+                           [to_db(next_attempt), error, rid])
+        return gave_up
+
+
+def postpone(db: Database, row_ids: Iterable[int], until: datetime) -> None:
+    """A channel-wide pause (rate limit, paused channel): not an attempt of the row."""
+    with write(db):
+        db.conn.executemany("UPDATE outbox SET next_attempt = ? WHERE id = ?",
+                            [(to_db(until), rid) for rid in row_ids])
+
+
+def next_wakeup(db: Database, channel: str | None = None) -> datetime | None:
+    """The earliest moment a pending row of this channel becomes sendable."""
+    sql = """SELECT min(max(o.due_at, coalesce(o.next_attempt, o.due_at))) AS t
+             FROM outbox o JOIN subscribers b ON b.id = o.subscriber_id
+             WHERE o.status = 'pending' AND o.due_at IS NOT NULL AND b.active = 1"""
+    params: list[Any] = []
+    if channel:
+        sql += " AND b.channel = ?"
+        params.append(channel)
+    return from_db(next(db.query(sql, params))["t"])
+
+
+def remove_keyword(db: Database, subscriber_id: int, keyword_id: int) -> None:
+    """Unsubscribing takes the keyword off pending rows and deletes rows left with none."""
+    db.execute(
+        """UPDATE outbox SET keyword_ids = (SELECT json_group_array(value) FROM
+             json_each(outbox.keyword_ids) WHERE value != ?)
+           WHERE subscriber_id = ? AND status = 'pending'""", [keyword_id, subscriber_id])
+    db.execute("""DELETE FROM outbox WHERE subscriber_id = ? AND status = 'pending'
+                  AND json_array_length(keyword_ids) = 0""", [subscriber_id])
+
+
+def drop_pending(db: Database, subscriber_id: int) -> int:
+    return db.execute("DELETE FROM outbox WHERE subscriber_id = ? AND status = 'pending'",
+                      [subscriber_id]).rowcount
+
+
+def prune(db: Database, before: datetime) -> int:
+    return db.execute("DELETE FROM outbox WHERE status != 'pending' AND sent_at < ?",
+                      [to_db(before)]).rowcount
+
+
+def counts(db: Database) -> dict[tuple[str, str], int]:
+    """(channel, status) → rows, for status and /metrics."""
+    return {(r["channel"], r["status"]): r["n"] for r in db.query(
+        """SELECT b.channel, o.status, count(*) AS n FROM outbox o
+           JOIN subscribers b ON b.id = o.subscriber_id GROUP BY b.channel, o.status""")}
+
+
+def sent_papers(db: Database, subscriber_id: int) -> list[str]:
+    return [r["arxiv_id"] for r in db.query(
+        "SELECT arxiv_id FROM outbox WHERE subscriber_id = ? AND status = 'sent'",
+        [subscriber_id])]

@@ -1,0 +1,81 @@
+"""Papers: one row per arXiv id at its newest version; rows come back as records.Paper."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from storage.database import from_db, to_db
+from storage.records import Paper
+
+PAPER_COLUMNS = (
+    "arxiv_id, version, title, abstract, authors, comment, journal_ref, doi, "
+    "primary_category, categories, published, updated"
+)
+
+
+def paper_from_row(row: dict[str, Any]) -> Paper:
+    return Paper(
+        arxiv_id=row["arxiv_id"], version=row["version"], title=row["title"] or "",
+        abstract=row["abstract"] or "", authors=tuple(json.loads(row["authors"] or "[]")),
+        published=from_db(row["published"]), updated=from_db(row["updated"]),  # type: ignore[arg-type]
+        primary_category=row["primary_category"] or "",
+        categories=tuple(json.loads(row["categories"] or "[]")), comment=row["comment"] or "",
+        journal_ref=row["journal_ref"] or "", doi=row["doi"] or "",
+    )
+
+
+def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime) -> None:
+    """A newer version updates the row; an equal or older one changes nothing."""
+    db.conn.executemany(
+        f"""INSERT INTO papers ({PAPER_COLUMNS}, first_seen)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(arxiv_id) DO UPDATE SET
+              version = excluded.version, title = excluded.title, abstract = excluded.abstract,
+              authors = excluded.authors, comment = excluded.comment,
+              journal_ref = excluded.journal_ref, doi = excluded.doi,
+              primary_category = excluded.primary_category, categories = excluded.categories,
+              updated = excluded.updated
+            WHERE excluded.version > papers.version""",
+        [
+            (p.arxiv_id, p.version, p.title, p.abstract, json.dumps(list(p.authors)),
+             p.comment, p.journal_ref, p.doi, p.primary_category, json.dumps(list(p.categories)),
+             to_db(p.published), to_db(p.updated), to_db(now))
+            for p in papers
+        ],
+    )
+
+
+def window(db: Database, keyword_id: int, limit: int | None = None) -> list[Paper]:
+    """A keyword's display window, newest first by first-version date."""
+    sql = f"""SELECT {", ".join("p." + c.strip() for c in PAPER_COLUMNS.split(","))}
+              FROM keyword_papers kp JOIN papers p ON p.arxiv_id = kp.arxiv_id
+              WHERE kp.keyword_id = ? ORDER BY kp.published DESC, kp.arxiv_id DESC"""
+    params: list[Any] = [keyword_id]
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [paper_from_row(r) for r in db.query(sql, params)]
+
+
+def newest_published(db: Database, keyword_id: int) -> datetime | None:
+    row = next(db.query(
+        "SELECT max(published) AS m FROM keyword_papers WHERE keyword_id = ?", [keyword_id]))
+    return from_db(row["m"])
+
+
+def count(db: Database) -> int:
+    return next(db.query("SELECT count(*) AS n FROM papers"))["n"]
+
+
+def prune_orphans(db: Database) -> int:
+    """Papers no window shows and no pending notification needs."""
+    cur = db.execute(
+        """DELETE FROM papers WHERE arxiv_id NOT IN (SELECT arxiv_id FROM keyword_papers)
+           AND arxiv_id NOT IN (SELECT arxiv_id FROM outbox)"""
+    )
+    return cur.rowcount

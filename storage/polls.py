@@ -1,0 +1,92 @@
+"""Committing one keyword's poll: papers, seen set, window and outbox rows in ONE transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlite_utils import Database
+
+from storage import keywords as kw_repo
+from storage.database import to_db, write
+from storage.papers import upsert_papers
+from storage.records import Keyword, Paper
+
+
+def commit_poll(db: Database, keyword: Keyword, papers: Sequence[Paper], *, baseline: bool,
+                now: datetime, max_papers: int, notify_floor: datetime,
+                total_results: int, reset_window: bool = False) -> tuple[list[Paper], bool]:
+    """Store what a successful poll returned; returns (papers new for this keyword, changed).
+
+    `changed` says whether anything the digest shows may differ (papers, versions, window).
+
+    On a baseline nothing is new: the seen set and window are filled, no one is told.
+    A re-baseline after a query change starts the window afresh.
+    """
+    with write(db):
+        before = db.conn.total_changes
+        if reset_window:
+            db.execute("DELETE FROM keyword_papers WHERE keyword_id = ?", [keyword.id])
+        upsert_papers(db, papers, now)
+        ids = [p.arxiv_id for p in papers]
+        seen = kw_repo.seen_among(db, keyword.id, ids)
+        unseen = {p.arxiv_id: p for p in papers if p.arxiv_id not in seen}
+        new = [] if baseline else [p for p in unseen.values() if p.published >= notify_floor]
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO keyword_seen (keyword_id, arxiv_id, first_seen) VALUES (?,?,?)",
+            [(keyword.id, aid, to_db(now)) for aid in unseen],
+        )
+        db.conn.executemany(
+            """INSERT INTO keyword_papers (keyword_id, arxiv_id, published) VALUES (?, ?, ?)
+               ON CONFLICT DO UPDATE SET published = excluded.published
+               WHERE published != excluded.published""",
+            [(keyword.id, p.arxiv_id, to_db(p.published)) for p in papers],
+        )
+        _trim_window(db, keyword.id, max_papers)
+        changed = db.conn.total_changes != before
+        _mark_success(db, keyword, baseline=baseline, now=now, max_papers=max_papers,
+                      total_results=total_results)
+        if new:
+            _enqueue(db, keyword.id, new, now)
+        return new, changed
+
+
+def _trim_window(db: Database, keyword_id: int, keep: int) -> None:
+    db.execute(
+        """DELETE FROM keyword_papers WHERE keyword_id = :kid AND arxiv_id NOT IN (
+             SELECT arxiv_id FROM keyword_papers WHERE keyword_id = :kid
+             ORDER BY published DESC, arxiv_id DESC LIMIT :keep)""",
+        {"kid": keyword_id, "keep": keep},
+    )
+
+
+def _mark_success(db: Database, keyword: Keyword, *, baseline: bool, now: datetime,
+                  max_papers: int, total_results: int) -> None:
+    sets = ("last_poll = :now, last_success = :now, last_error = NULL, consecutive_failures = 0,"
+            " last_total = :total, empty_since = NULL")
+    if baseline:
+        sets += ", baseline_query = :query, baseline_max_papers = :maxp"
+    db.execute(
+        f"UPDATE keywords SET {sets} WHERE id = :id",
+        {"now": to_db(now), "total": total_results, "query": keyword.query,
+         "maxp": max_papers, "id": keyword.id},
+    )
+
+
+def _enqueue(db: Database, keyword_id: int, papers: Sequence[Paper], now: datetime) -> None:
+    """One pending row per (active subscriber, paper); a second keyword joins the pending row."""
+    subscribers = [r["subscriber_id"] for r in db.query(
+        """SELECT s.subscriber_id FROM subscriptions s JOIN subscribers b ON b.id = s.subscriber_id
+           WHERE s.keyword_id = ? AND b.active = 1""", [keyword_id])]
+    kid = json.dumps([keyword_id])
+    db.conn.executemany(
+        """INSERT INTO outbox (subscriber_id, arxiv_id, keyword_ids, status, attempts, created_at)
+           VALUES (?, ?, ?, 'pending', 0, ?)
+           ON CONFLICT(subscriber_id, arxiv_id) DO UPDATE SET
+             keyword_ids = json_insert(outbox.keyword_ids, '$[#]', ?)
+           WHERE outbox.status = 'pending'
+             AND NOT EXISTS (SELECT 1 FROM json_each(outbox.keyword_ids) WHERE value = ?)""",
+        [(sid, p.arxiv_id, kid, to_db(now), keyword_id, keyword_id)
+         for sid in subscribers for p in papers],
+    )

@@ -1,0 +1,80 @@
+"""The schema as versioned sqlite-utils migrations; one function per step, never edited once shipped."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+MIGRATIONS = Migrations("daily_papers")
+
+
+@MIGRATIONS()
+def m001_core(db: Database) -> None:
+    """Papers, keywords, what each keyword has seen and shows, the lease and settings."""
+    db.table("papers").create(
+        {"arxiv_id": str, "version": int, "title": str, "abstract": str, "authors": str,
+         "comment": str, "journal_ref": str, "doi": str, "primary_category": str,
+         "categories": str, "published": str, "updated": str, "first_seen": str},
+        pk="arxiv_id", not_null={"version", "title", "published", "updated", "first_seen"},
+    )
+    db.table("keywords").create(
+        {"id": int, "display": str, "canonical": str, "query": str, "in_config": int,
+         "baseline_query": str, "baseline_max_papers": int, "last_poll": str,
+         "last_success": str, "last_error": str, "consecutive_failures": int, "rejected": str,
+         "last_total": int, "empty_since": str, "created_at": str},
+        pk="id", not_null={"display", "canonical", "query"},
+        defaults={"in_config": 0, "consecutive_failures": 0},
+    )
+    db.table("keywords").create_index(["canonical"], unique=True)
+    db.table("keyword_seen").create(
+        {"keyword_id": int, "arxiv_id": str, "first_seen": str},
+        pk=("keyword_id", "arxiv_id"), foreign_keys=[("keyword_id", "keywords", "id")],
+    )
+    db.table("keyword_seen").create_index(["first_seen"])
+    db.table("keyword_papers").create(
+        {"keyword_id": int, "arxiv_id": str, "published": str},
+        pk=("keyword_id", "arxiv_id"),
+        foreign_keys=[("keyword_id", "keywords", "id"), ("arxiv_id", "papers", "arxiv_id")],
+    )
+    db.table("keyword_papers").create_index(["keyword_id", "published"])
+    db.table("instance").create(
+        {"id": int, "holder": str, "pid": int, "host": str, "heartbeat": str}, pk="id"
+    )
+    db.table("settings").create({"key": str, "value": str}, pk="key")
+
+
+@MIGRATIONS()
+def m002_channels(db: Database) -> None:
+    """Subscribers on every channel, their subscriptions and stops, and the outbox."""
+    db.table("subscribers").create(
+        {"id": int, "channel": str, "address": str, "topic": str, "active": int,
+         "inactive_reason": str, "digest_time": str, "timezone": str,
+         "permanent_failures": int, "last_digest_date": str, "created_at": str},
+        pk="id", not_null={"channel", "address", "topic"},
+        defaults={"topic": "", "active": 1, "permanent_failures": 0},
+    )
+    db.table("subscribers").create_index(["channel", "address", "topic"], unique=True)
+    db.table("subscriptions").create(
+        {"subscriber_id": int, "keyword_id": int, "source": str, "created_at": str},
+        pk=("subscriber_id", "keyword_id"),
+        foreign_keys=[("subscriber_id", "subscribers", "id"), ("keyword_id", "keywords", "id")],
+    )
+    db.table("subscriptions").create_index(["keyword_id"])
+    db.table("suppressions").create(
+        {"channel": str, "address": str, "topic": str, "canonical": str, "reason": str,
+         "created_at": str},
+        pk=("channel", "address", "topic", "canonical"),
+    )
+    db.table("outbox").create(
+        {"id": int, "subscriber_id": int, "arxiv_id": str, "keyword_ids": str, "due_at": str,
+         "status": str, "attempts": int, "next_attempt": str, "last_error": str,
+         "created_at": str, "sent_at": str},
+        pk="id", not_null={"subscriber_id", "arxiv_id", "keyword_ids", "status"},
+        defaults={"status": "pending", "attempts": 0},
+        foreign_keys=[("subscriber_id", "subscribers", "id"), ("arxiv_id", "papers", "arxiv_id")],
+    )
+    db.table("outbox").create_index(["subscriber_id", "arxiv_id"], unique=True)
+    db.table("outbox").create_index(["status", "due_at"])
+
+
+def known_names() -> set[str]:
+    return {m.name for m in MIGRATIONS._migrations}

@@ -1,0 +1,89 @@
+"""The Store (synchronous, one connection) and AsyncStore, its thin facade for the event loop.
+
+One thread owns the daemon's connection; async code sends it callables through AsyncStore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets as pysecrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+from storage import database
+from storage.database import write
+
+T = TypeVar("T")
+
+
+class Store:
+    """An open database. Repositories are plain functions of `store.db` in the storage modules."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db: Database = database.connect(path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def setting(self, key: str) -> str | None:
+        row = next(self.db.query("SELECT value FROM settings WHERE key = ?", [key]), None)
+        return row["value"] if row else None
+
+    def generated_secret(self) -> str:
+        """The unsubscribe-token key when DAILY_PAPERS_SECRET is unset: made once, kept here."""
+        with write(self.db):
+            value = self.setting("unsubscribe_secret")
+            if value is None:
+                value = pysecrets.token_urlsafe(32)
+                self.db.execute("INSERT INTO settings (key, value) VALUES (?, ?)",
+                                ["unsubscribe_secret", value])
+            return value
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*")
+                   if not p.name.startswith(self.path.name + ".bak"))
+
+    def maintenance(self) -> None:
+        """Nightly: reclaim free pages a little at a time."""
+        self.db.execute("PRAGMA incremental_vacuum(2000)")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class AsyncStore:
+    """Runs store calls on the one thread that owns the connection."""
+
+    def __init__(self, path: Path) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._path = path
+        self.store: Store | None = None
+
+    async def open(self) -> AsyncStore:
+        self.store = await self._submit(lambda: Store(self._path))
+        return self
+
+    async def _submit(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`await astore.call(outbox.mark_sent, ids, now)` runs fn(store.db, *args)."""
+        store = self.store
+        assert store is not None
+        return await self._submit(lambda: fn(store.db, *args, **kwargs))
+
+    async def run(self, fn: Callable[[Store], T]) -> T:
+        store = self.store
+        assert store is not None
+        return await self._submit(lambda: fn(store))
+
+    async def close(self) -> None:
+        if self.store is not None:
+            store = self.store
+            await self._submit(store.close)
+            self.store = None
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,231 @@
+"""Subscribers, their subscriptions, and suppressions (recipient-side stops config never overrides)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from storage import outbox
+from storage.database import to_db, write
+from storage.keywords import keyword_from_row
+from storage.records import Keyword, Subscriber
+
+ALL = ""  # suppression of every keyword of an address
+
+
+def subscriber_from_row(row: dict[str, Any]) -> Subscriber:
+    return Subscriber(
+        id=row["id"], channel=row["channel"], address=row["address"],
+        topic=row["topic"] or None, active=bool(row["active"]),
+        inactive_reason=row["inactive_reason"], digest_time=row["digest_time"],
+        timezone=row["timezone"], permanent_failures=row["permanent_failures"] or 0,
+    )
+
+
+def get(db: Database, subscriber_id: int) -> Subscriber | None:
+    rows = list(db.query("SELECT * FROM subscribers WHERE id = ?", [subscriber_id]))
+    return subscriber_from_row(rows[0]) if rows else None
+
+
+def find(db: Database, channel: str, address: str, topic: str | None = None) -> Subscriber | None:
+    rows = list(db.query(
+        "SELECT * FROM subscribers WHERE channel = ? AND address = ? AND topic = ?",
+        [channel, address, topic or ""]))
+    return subscriber_from_row(rows[0]) if rows else None
+
+
+def ensure(db: Database, channel: str, address: str, now: datetime,
+           topic: str | None = None) -> Subscriber:
+    with write(db):
+        found = find(db, channel, address, topic)
+        if found:
+            return found
+        db.execute(
+            """INSERT INTO subscribers (channel, address, topic, active, permanent_failures,
+               created_at) VALUES (?, ?, ?, 1, 0, ?)""",
+            [channel, address, topic or "", to_db(now)])
+        return find(db, channel, address, topic)  # type: ignore[return-value]
+
+
+def subscriptions(db: Database, subscriber_id: int) -> list[tuple[Keyword, str]]:
+    rows = db.query(
+        """SELECT k.*, s.source AS sub_source FROM subscriptions s
+           JOIN keywords k ON k.id = s.keyword_id WHERE s.subscriber_id = ? ORDER BY k.display""",
+        [subscriber_id])
+    return [(keyword_from_row(r), r["sub_source"]) for r in rows]
+
+
+def all_subscriptions(db: Database, channel: str | None = None) -> list[dict[str, Any]]:
+    sql = """SELECT b.channel, b.address, b.topic, b.active, b.inactive_reason, k.display,
+                    k.query, s.source
+             FROM subscriptions s JOIN subscribers b ON b.id = s.subscriber_id
+             JOIN keywords k ON k.id = s.keyword_id"""
+    params: list[Any] = []
+    if channel:
+        sql += " WHERE b.channel = ?"
+        params.append(channel)
+    return list(db.query(sql + " ORDER BY b.channel, b.address, k.display", params))
+
+
+def subscribe(db: Database, sub: Subscriber, keyword: Keyword, source: str,
+              now: datetime) -> bool:
+    """True when the subscription is new. A user's own subscribe lifts their earlier stop."""
+    with write(db):
+        if source == "user":
+            db.execute(
+                """DELETE FROM suppressions WHERE channel = ? AND address = ? AND topic = ?
+                   AND canonical IN (?, ?)""",
+                [sub.channel, sub.address, sub.topic or "", keyword.canonical, ALL])
+        existed = next(db.query(
+            "SELECT 1 AS x FROM subscriptions WHERE subscriber_id = ? AND keyword_id = ?",
+            [sub.id, keyword.id]), None) is not None
+        db.execute(
+            """INSERT INTO subscriptions (subscriber_id, keyword_id, source, created_at)
+               VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET
+               source = CASE WHEN excluded.source = 'user' THEN 'user' ELSE source END""",
+            [sub.id, keyword.id, source, to_db(now)])
+        return not existed
+
+
+def count(db: Database, subscriber_id: int) -> int:
+    return next(db.query("SELECT count(*) AS n FROM subscriptions WHERE subscriber_id = ?",
+                         [subscriber_id]))["n"]
+
+
+def unsubscribe(db: Database, sub: Subscriber, keyword: Keyword, now: datetime,
+                *, reason: str = "unsubscribed") -> bool:
+    """Stop one keyword for one recipient; recorded so config sync never brings it back."""
+    with write(db):
+        cur = db.execute("DELETE FROM subscriptions WHERE subscriber_id = ? AND keyword_id = ?",
+                         [sub.id, keyword.id])
+        outbox.remove_keyword(db, sub.id, keyword.id)
+        _suppress(db, sub, keyword.canonical, reason, now)
+        return cur.rowcount > 0
+
+
+def unsubscribe_all(db: Database, sub: Subscriber, now: datetime,
+                    *, reason: str = "unsubscribed") -> int:
+    with write(db):
+        n = db.execute("DELETE FROM subscriptions WHERE subscriber_id = ?", [sub.id]).rowcount
+        outbox.drop_pending(db, sub.id)
+        _suppress(db, sub, ALL, reason, now)
+        return n
+
+
+def _suppress(db: Database, sub: Subscriber, canonical: str, reason: str, now: datetime) -> None:
+    db.execute(
+        """INSERT INTO suppressions (channel, address, topic, canonical, reason, created_at)
+           VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = excluded.reason""",
+        [sub.channel, sub.address, sub.topic or "", canonical, reason, to_db(now)])
+
+
+def is_suppressed(db: Database, channel: str, address: str, canonical: str,
+                  topic: str | None = None) -> str | None:
+    row = next(db.query(
+        """SELECT reason FROM suppressions WHERE channel = ? AND address = ? AND topic = ?
+           AND canonical IN (?, ?)""", [channel, address, topic or "", canonical, ALL]), None)
+    return row["reason"] if row else None
+
+
+def deactivate(db: Database, subscriber_id: int, reason: str) -> None:
+    """Blocked bot, unknown channel, hard bounce: stop and drop everything pending."""
+    with write(db):
+        db.execute("UPDATE subscribers SET active = 0, inactive_reason = ? WHERE id = ?",
+                   [reason, subscriber_id])
+        outbox.drop_pending(db, subscriber_id)
+
+
+def reactivate(db: Database, subscriber_id: int) -> bool:
+    with write(db):
+        return db.execute(
+            """UPDATE subscribers SET active = 1, inactive_reason = NULL, permanent_failures = 0
+               WHERE id = ? AND active = 0""", [subscriber_id]).rowcount > 0
+
+
+def add_permanent_failure(db: Database, subscriber_id: int) -> int:
+    with write(db):
+        db.execute("UPDATE subscribers SET permanent_failures = permanent_failures + 1 "
+                   "WHERE id = ?", [subscriber_id])
+        return next(db.query("SELECT permanent_failures AS n FROM subscribers WHERE id = ?",
+                             [subscriber_id]))["n"]
+
+
+def reset_permanent_failures(db: Database, subscriber_id: int) -> None:
+    db.execute("UPDATE subscribers SET permanent_failures = 0 WHERE id = ? "
+               "AND permanent_failures > 0", [subscriber_id])
+
+
+def move_address(db: Database, channel: str, old: str, new: str) -> bool:
+    """A Telegram group that became a supergroup keeps everything, in one transaction."""
+    with write(db):
+        rows = list(db.query("SELECT id, topic FROM subscribers WHERE channel = ? AND address = ?",
+                             [channel, old]))
+        for r in rows:
+            target = find(db, channel, new, r["topic"])
+            if target is None:
+                db.execute("UPDATE subscribers SET address = ? WHERE id = ?", [new, r["id"]])
+                continue
+            db.execute("""INSERT OR IGNORE INTO subscriptions (subscriber_id, keyword_id, source,
+                          created_at) SELECT ?, keyword_id, source, created_at FROM subscriptions
+                          WHERE subscriber_id = ?""", [target.id, r["id"]])
+            db.execute("""UPDATE OR IGNORE outbox SET subscriber_id = ? WHERE subscriber_id = ?""",
+                       [target.id, r["id"]])
+            db.execute("DELETE FROM outbox WHERE subscriber_id = ?", [r["id"]])
+            db.execute("DELETE FROM subscriptions WHERE subscriber_id = ?", [r["id"]])
+            db.execute("DELETE FROM subscribers WHERE id = ?", [r["id"]])
+        db.execute("UPDATE suppressions SET address = ? WHERE channel = ? AND address = ?",
+                   [new, channel, old])
+        return bool(rows)
+
+
+def sync_config(db: Database, channel: str, wanted: Mapping[str, Sequence[Keyword]],
+                now: datetime) -> list[str]:
+    """Make the config's subscriptions of one channel exist; returns suppression conflicts.
+
+    A subscription whose source is config and that config no longer names is removed.
+    """
+    conflicts: list[str] = []
+    with write(db):
+        keep: set[tuple[int, int]] = set()
+        for address, kws in wanted.items():
+            sub = ensure(db, channel, address, now)
+            for kw in kws:
+                reason = is_suppressed(db, channel, address, kw.canonical)
+                if reason:
+                    conflicts.append(f"{channel} {address} '{kw.display}': {reason}")
+                    continue
+                db.execute(
+                    """INSERT OR IGNORE INTO subscriptions (subscriber_id, keyword_id, source,
+                       created_at) VALUES (?, ?, 'config', ?)""", [sub.id, kw.id, to_db(now)])
+                keep.add((sub.id, kw.id))
+        stale = [(r["subscriber_id"], r["keyword_id"]) for r in db.query(
+            """SELECT s.subscriber_id, s.keyword_id FROM subscriptions s
+               JOIN subscribers b ON b.id = s.subscriber_id
+               WHERE b.channel = ? AND s.source = 'config'""", [channel])]
+        for sid, kid in stale:
+            if (sid, kid) not in keep:
+                db.execute("DELETE FROM subscriptions WHERE subscriber_id = ? AND keyword_id = ?",
+                           [sid, kid])
+                outbox.remove_keyword(db, sid, kid)
+    return conflicts
+
+
+def active_counts(db: Database) -> dict[str, int]:
+    return {r["channel"]: r["n"] for r in db.query(
+        "SELECT channel, count(*) AS n FROM subscribers WHERE active = 1 GROUP BY channel")}
+
+
+def pause(db: Database, subscriber_id: int, reason: str) -> None:
+    """Like deactivate, but pending rows wait for the recipient to come back."""
+    with write(db):
+        db.execute("UPDATE subscribers SET active = 0, inactive_reason = ? WHERE id = ?",
+                   [reason, subscriber_id])
+
+
+def subscribers_of(db: Database, keyword_id: int) -> list[Subscriber]:
+    return [subscriber_from_row(r) for r in db.query(
+        """SELECT b.* FROM subscribers b JOIN subscriptions s ON s.subscriber_id = b.id
+           WHERE s.keyword_id = ? AND b.active = 1 ORDER BY b.id""", [keyword_id])]
