@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
+from typing import NoReturn
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
@@ -253,7 +254,7 @@ class ArxivClient:
             state.upcoming_sleep, query,
         )
 
-    def _give_up(self, state: RetryCallState, interactive: bool) -> Feed:
+    def _give_up(self, state: RetryCallState, interactive: bool) -> NoReturn:
         failure = _failure(state)
         if self._circuit_open and not interactive:
             raise CircuitOpen(

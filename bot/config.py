@@ -159,12 +159,12 @@ def load_config(path: Path) -> Config:
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     raw.pop("path", None)
+    digest_off = isinstance(raw.get("digest"), dict) and raw["digest"].get("path") == ""
     cfg = _build(Config, raw, path, "")
     cfg.path = path
     base = path.resolve().parent
     cfg.storage.path = _resolve(base, cfg.storage.path)
-    if cfg.digest.path is not None:
-        cfg.digest.path = _resolve(base, cfg.digest.path) if str(cfg.digest.path) else None
+    cfg.digest.path = None if digest_off else _resolve(base, cfg.digest.path or Path("README.md"))
     if cfg.email.ca_file:
         cfg.email.ca_file = str(_resolve(base, Path(cfg.email.ca_file)))
     _check_values(cfg, path)

@@ -41,6 +41,16 @@ STOP_GRACE = 8.0
 RETENTION = timedelta(days=90)
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for the event at most `timeout` seconds; unlike wait_for, never eats a cancel."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+    return event.is_set()
+
+
 class DaemonError(Exception):
     """The daemon cannot start; the message is for the operator."""
 
@@ -198,13 +208,12 @@ class Daemon:
 
     async def _poller(self, app: App, dispatcher: Dispatcher) -> None:
         interval = self.cfg.arxiv.poll_interval
-        while True:
+        while not app.stop.is_set():
             report = await self._cycle(app)
             dispatcher.wake()
             await self._digest(app, report)
             await self._housekeeping(app)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(app.stop.wait(), interval)
+            await wait_event(app.stop, interval)
 
     async def _cycle(self, app: App) -> CycleReport:
         due_at = due_at_factory(self.cfg, self.now)
@@ -239,8 +248,7 @@ class Daemon:
             log.info("digest written to %s", path)
 
     async def _heartbeat(self, app: App) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT)
+        while not await wait_event(app.stop, HEARTBEAT):
             ok = await app.store.call(lease.heartbeat, self.holder, self.now())
             if not ok:
                 log.error("another process took over the database lease; stopping")

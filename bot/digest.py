@@ -109,7 +109,7 @@ def cut(text: str, limit: int) -> str:
         return ""
     space = text.rfind(" ", 0, limit)
     head = text[:space] if space > 0 else text[: limit - 1]
-    return head.rstrip(" ,;:") + "…"
+    return head.rstrip(" ,;:.") + "…"
 
 
 def _one_line(text: str) -> str:

@@ -70,10 +70,11 @@ class Dispatcher:
             timeout = MAX_IDLE
             if nxt is not None:
                 timeout = min(MAX_IDLE, max(0.05, (nxt - self.now()).total_seconds()))
+            waiter = asyncio.ensure_future(event.wait())
             try:
-                await asyncio.wait_for(event.wait(), timeout)
-            except TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=timeout)
+            finally:
+                waiter.cancel()
 
     async def _round(self, name: str) -> tuple[int, int]:
         """One helping of subscribers, as many as the channel can serve soon."""

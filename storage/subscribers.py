@@ -229,3 +229,13 @@ def subscribers_of(db: Database, keyword_id: int) -> list[Subscriber]:
     return [subscriber_from_row(r) for r in db.query(
         """SELECT b.* FROM subscribers b JOIN subscriptions s ON s.subscriber_id = b.id
            WHERE s.keyword_id = ? AND b.active = 1 ORDER BY b.id""", [keyword_id])]
+
+
+# --- added for the Telegram face and bot/commands.py (every topic of one chat) ---------------
+
+
+def at_address(db: Database, channel: str, address: str) -> list[Subscriber]:
+    """Every subscriber of one chat or channel, whatever its forum topic, active or not."""
+    return [subscriber_from_row(r) for r in db.query(
+        "SELECT * FROM subscribers WHERE channel = ? AND address = ? ORDER BY id",
+        [channel, address])]

@@ -81,6 +81,14 @@ async def test_no_contact_no_mailto(fake: FakeArxiv, make_client: Callable[..., 
     assert agent == f"daily-papers/{bot.__version__} (+https://github.com/daily-papers)"
 
 
+async def test_redirects_are_followed(fake: FakeArxiv):
+    moved = fake.url.replace("/api/query", "/moved/api/query")
+    async with ArxivClient(moved, request_interval=INTERVAL) as client:
+        feed = await client.fetch(QUERY, 0, 2)
+    assert len(feed.entries) == 2
+    assert fake.requests[0].params["search_query"] == QUERY
+
+
 async def test_old_format_answers_read_the_same(fake: FakeArxiv,
                                                 make_client: Callable[..., ArxivClient]):
     async with make_client() as client:

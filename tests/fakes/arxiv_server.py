@@ -108,6 +108,7 @@ class FakeArxiv:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/api/query", self._query)
+        app.router.add_get("/moved/api/query", self._moved)
         app.router.add_post("/_fake/faults", self._program_faults)
         # handler_cancellation: a client that gives up ends the held "timeout" handler too.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -169,6 +170,10 @@ class FakeArxiv:
         # Held until the client gives up (the handler is then cancelled) or the fake stops.
         await self._shutdown.wait()
         raise web.HTTPServiceUnavailable()
+
+    async def _moved(self, request: web.Request) -> web.Response:
+        """An old address, like arXiv's http:// one, that redirects to the real one."""
+        raise web.HTTPMovedPermanently(location=f"/api/query?{request.query_string}")
 
     async def _program_faults(self, request: web.Request) -> web.Response:
         """Standalone mode: POST a JSON list of faults (ints, kinds, or Fault fields)."""

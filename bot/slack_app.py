@@ -1,0 +1,334 @@
+"""The Slack face: slash commands through slack-bolt and channel digests through SlackNotifier.
+
+Commands arrive on the daemon's web server (`POST /slack/events`, signed) or over Socket Mode
+when SLACK_APP_TOKEN is set; both feed the channel-agnostic `bot.commands.Commands`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.app import App
+from bot.commands import EXAMPLE, Chat, Commands, Reply, help_text
+from bot.config import SlackConfig, WebConfig
+from notifiers.slack import SlackNotifier, escape, paper_blocks
+from storage import subscribers as sub_repo
+from storage.records import Subscriber
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+MAX_BODY = 32 * 1024  # a slash command is ~1 KB; events a few KB
+VERBS = ("subscribe", "unsubscribe", "list", "latest", "help")
+ALIASES = {"/subscribe": "subscribe", "/unsubscribe": "unsubscribe", "/list": "list",
+           "/latest": "latest"}
+COMMANDS = ("/papers", *ALIASES)
+SECTION_CHARS = 3000
+MAX_REPLY_PAPERS = 20
+
+_LINK = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+_QUOTES = str.maketrans({c: '"' for c in "“”„‟«»″"} | {c: "'" for c in "‘’‚‛"})
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+INVITE = ("I can't post in this channel yet, so I would not be able to send papers here. "
+          "Invite me first: type `/invite @Daily Papers` in the channel (or open the channel's "
+          "details → Integrations → Add apps), then run the command again.")
+ARCHIVED = "This channel is archived: I can't post papers here."
+OTHER_TEAM = "This Daily Papers app serves another Slack workspace."
+NOT_ALLOWED = "Daily Papers is not enabled in this channel. Ask the operator to add it to " \
+              "`allowed_channels`."
+
+
+def unescape(text: str) -> str:
+    """Slack wire text → what the user typed: `<…|label>` → label, entities, curly quotes."""
+    def link(m: re.Match[str]) -> str:
+        target, label = m.group(1), m.group(2)
+        return label if label else target.removeprefix("mailto:")
+
+    text = _LINK.sub(link, text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return text.translate(_QUOTES)
+
+
+def parse_command(command: str, text: str) -> tuple[str, str]:
+    """`/papers subscribe x` and `/subscribe x` → ("subscribe", "x"); bare `/papers` is help."""
+    text = unescape(text).strip()
+    if command in ALIASES:
+        return ALIASES[command], text
+    verb, _, arg = text.partition(" ")
+    if not verb:
+        return "help", ""
+    return verb.lower(), arg.strip()
+
+
+def slack_help() -> str:
+    """The shared help, in Slack's words: no /help here, `/papers` alone shows this."""
+    text = help_text().replace("/help — this message\n", "")
+    return (f"{text}\n\nEvery command also works as /papers VERB, e.g. /papers subscribe "
+            f"{EXAMPLE}; /papers alone shows this help. Papers arrive in this channel.")
+
+
+def reply_body(reply: Reply) -> dict[str, Any]:
+    """An ephemeral message: the reply text escaped for mrkdwn, its papers as blocks below."""
+    text = escape(reply.text)
+    body: dict[str, Any] = {"response_type": "ephemeral", "text": text}
+    if reply.papers:
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": chunk}}
+                  for chunk in _chunks(text, SECTION_CHARS)]
+        for paper in reply.papers[:MAX_REPLY_PAPERS]:
+            blocks.extend(paper_blocks(paper))
+        body["blocks"] = blocks[:50]
+    return body
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Split at line breaks into pieces of at most `size` characters."""
+    chunks: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > size:
+            chunks.append(line[:size])
+            line = line[size:]
+        if len(current) + len(line) > size:
+            chunks.append(current)
+            current = ""
+        current += line
+    if current.strip():
+        chunks.append(current)
+    return chunks or [" "]
+
+
+class SlackFace:
+    """Slack in the daemon: `routes()` for HTTP mode, Socket Mode in `start()`, the notifier."""
+
+    name = "slack"
+
+    def __init__(self, cfg: SlackConfig, web: WebConfig, bot_token: str, signing_secret: str,
+                 app_token: str) -> None:
+        self.cfg = cfg
+        self.web = web
+        self.app_token = app_token
+        self.socket_mode = bool(app_token)  # wins over HTTP when both are set
+        self.http_mode = bool(signing_secret) and not self.socket_mode
+        self.notifier = SlackNotifier(cfg.api_url, bot_token, max_in_flight=cfg.max_in_flight)
+        self.bolt = AsyncApp(client=self.notifier.client, signing_secret=signing_secret,
+                             request_verification_enabled=self.http_mode, name="daily-papers",
+                             logger=logging.getLogger("bot.slack_app.bolt"))
+        for command in COMMANDS:
+            self.bolt.command(command)(self._on_command)
+        self.bolt.event("member_joined_channel")(self._on_member_joined)
+        self._app: App | None = None
+        self._commands: Commands | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- Face -------------------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(EVENTS_PATH, self._http)] if self.http_mode else []
+
+    async def start(self, app: App) -> None:
+        self._app = app
+        self._commands = Commands(app, channel="slack", allowed=self._allowed)
+        await self.notifier.identity()
+        if self.socket_mode:
+            self._spawn(self._connect_socket())
+        elif self.http_mode:
+            log.info("slack: slash commands at %s%s", self.web.public_url.rstrip("/"),
+                     EVENTS_PATH)
+        else:
+            log.info("slack: digests only; set SLACK_SIGNING_SECRET or SLACK_APP_TOKEN for "
+                     "slash commands")
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                await self._socket.close_async()
+            self._socket = None
+
+    async def tell(self, sub: Subscriber, text: str) -> None:
+        """A one-off note in the channel (e.g. arXiv rejected a keyword)."""
+        await self.notifier.post(sub.address, escape(text))
+
+    # -- transports ---------------------------------------------------------------------------
+
+    async def _http(self, request: web.Request) -> web.StreamResponse:
+        """Bolt's aiohttp adapter on the daemon's server, after a body-size check."""
+        body = await _read_limited(request, MAX_BODY)
+        if body is None:
+            return web.Response(status=413, text="request body too large")
+        bolt_request = AsyncBoltRequest(body=body.decode("utf-8", "replace"),
+                                        query=request.query_string,
+                                        headers=request.headers)  # type: ignore[arg-type]
+        return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
+
+    async def _connect_socket(self) -> None:
+        """Open Socket Mode, retrying while Slack cannot be reached; the SDK reconnects after."""
+        delay = 1.0
+        while True:
+            handler = AsyncSocketModeHandler(
+                self.bolt, app_token=self.app_token,
+                web_client=AsyncWebClient(base_url=self.cfg.api_url))
+            try:
+                await handler.connect_async()
+            except SlackApiError as exc:
+                log.error("slack: Socket Mode refused SLACK_APP_TOKEN (%s): use an app-level "
+                          "token (xapp-…) with connections:write", exc.response.get("error"))
+                return
+            except Exception as exc:  # network: try again
+                log.warning("slack: Socket Mode connection failed (%s); retrying in %.0f s",
+                            exc, delay)
+                with contextlib.suppress(Exception):
+                    await handler.close_async()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            self._socket = handler
+            log.info("slack: Socket Mode connected")
+            return
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def _on_command(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any],
+                          respond: Callable[..., Awaitable[Any]]) -> None:
+        reply = await self._answer(command)
+        await ack(**reply_body(reply))
+        if reply.announce or reply.followup is not None:
+            self._spawn(self._after(reply, command, respond))
+
+    async def _answer(self, command: dict[str, Any]) -> Reply:
+        assert self._commands is not None
+        identity = await self.notifier.identity()
+        if identity and command.get("team_id") != identity.team_id:
+            log.warning("slack: refused a command from workspace %s", command.get("team_id"))
+            return Reply(OTHER_TEAM)
+        chat = Chat(channel="slack", address=str(command.get("channel_id", "")))
+        if not self._allowed(chat):
+            return Reply(NOT_ALLOWED)
+        verb, arg = parse_command(str(command.get("command", "")), str(command.get("text", "")))
+        if verb == "help":
+            return Reply(slack_help())
+        was_inactive = await self._resume_if_paused(chat.address)
+        if verb == "subscribe":
+            problem = await self._posting_problem(chat.address)
+            if problem:
+                return Reply(problem)
+        reply = await self._commands.handle(chat, verb, arg)
+        if was_inactive:  # Commands reactivates a returning channel: its rows are due now
+            assert self._app is not None
+            self._app.wake_dispatcher()
+        return reply
+
+    async def _after(self, reply: Reply, command: dict[str, Any],
+                     respond: Callable[..., Awaitable[Any]]) -> None:
+        """After the ack: the channel announcement, then any slow follow-up."""
+        channel, user = str(command.get("channel_id", "")), str(command.get("user_id", ""))
+        await self._announce(channel, user, reply.announce)
+        if reply.followup is None:
+            return
+        try:
+            later = await reply.followup
+        except Exception:
+            log.exception("slack: follow-up of %s failed", command.get("command"))
+            return
+        body = reply_body(later)
+        await respond(text=body["text"], blocks=body.get("blocks"),
+                      response_type="ephemeral", replace_original=False)
+        await self._announce(channel, user, later.announce)
+
+    async def _announce(self, channel: str, user: str, line: str | None) -> None:
+        """One line for the whole channel; the user's text is escaped, so it cannot ping."""
+        if not line:
+            return
+        who = f" (<@{user}>)" if _USER_ID.match(user) else ""
+        delivery, _ = await self.notifier.post(channel, escape(line.splitlines()[0]) + who)
+        if delivery.reason:
+            log.warning("slack: announcement in %s not posted: %s", channel, delivery.reason)
+
+    def _allowed(self, chat: Chat) -> bool:
+        return not self.cfg.allowed_channels or chat.address in self.cfg.allowed_channels
+
+    async def _posting_problem(self, channel: str) -> str | None:
+        """conversations.info: None when the bot can post here, else what to tell the user."""
+        try:
+            answer = await self.notifier.client.conversations_info(channel=channel)
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error == "channel_not_found":  # private channels the bot is not in look absent
+                return INVITE
+            log.warning("slack: conversations.info %s failed (%s); not checked", channel, error)
+            return None
+        except Exception as exc:
+            log.warning("slack: conversations.info %s failed (%s); not checked", channel, exc)
+            return None
+        info = answer.get("channel") or {}
+        if info.get("is_archived"):
+            return ARCHIVED
+        if info.get("is_im") or info.get("is_member"):
+            return None
+        return INVITE
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def _on_member_joined(self, event: dict[str, Any]) -> None:
+        identity = await self.notifier.identity()
+        if identity and event.get("user") == identity.user_id:
+            await self._resume(str(event.get("channel", "")))
+
+    async def _resume_if_paused(self, channel: str) -> bool:
+        """A command from a paused channel resumes it if the bot may post there again.
+
+        True when the channel was inactive (Commands welcomes it back)."""
+        assert self._app is not None
+        sub = await self._app.store.call(sub_repo.find, "slack", channel)
+        if sub is None or sub.active:
+            return False
+        if _is_paused(sub) and await self._posting_problem(channel) is None:
+            await self._resume(channel)
+        return True
+
+    async def _resume(self, channel: str) -> None:
+        assert self._app is not None
+        sub = await self._app.store.call(sub_repo.find, "slack", channel)
+        if sub is None or not _is_paused(sub):
+            return
+        if await self._app.store.call(sub_repo.reactivate, sub.id):
+            log.info("slack: %s resumed", channel)
+            self._app.wake_dispatcher()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _is_paused(sub: Subscriber) -> bool:
+    return not sub.active and (sub.inactive_reason or "").startswith("paused")
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is (or says it is) larger than `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(8192):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)

@@ -1,0 +1,250 @@
+"""Email unsubscribe, the deliver stage's way back: signed links and the page behind them.
+
+A token is an HMAC over (address, scope) with the instance key; GET only shows, POST stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import jinja2
+from aiohttp import web
+
+from bot.keywords import KeywordError, parse_keyword
+from storage import keywords as kw_repo
+from storage import subscribers as sub_repo
+from storage.store import AsyncStore, Store
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "email"
+MAX_TOKEN_CHARS = 2000  # an address (254) and a keyword (200), base64: far below this
+_DOMAIN = b"daily-papers/unsubscribe/v1."  # binds the MAC to this one use of the key
+_ALL = "*"
+_ONE = "k:"
+REASON = "unsubscribe link"
+
+
+class InvalidToken(Exception):
+    """Forged, altered, truncated or unreadable: answered with 400, nothing changes."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a valid token allows: stop `keyword` (a canonical form), or everything when None."""
+
+    address: str
+    keyword: str | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """Makes and checks unsubscribe tokens with the key `App.unsubscribe_secret`."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("the unsubscribe key is empty")
+        self._key = hashlib.sha256(secret.encode("utf-8")).digest()
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, _DOMAIN + payload.encode("ascii"), "sha256").digest())
+
+    def token(self, address: str, keyword: str | None = None) -> str:
+        """URL-safe text: base64url(address, scope) "." base64url(HMAC-SHA256)."""
+        scope = _ALL if keyword is None else _ONE + keyword
+        payload = _b64(f"{address}\n{scope}".encode())
+        return f"{payload}.{self._mac(payload)}"
+
+    def keyword_token(self, address: str, display: str) -> str:
+        """The per-keyword token from a keyword's display text (what outbox rows carry)."""
+        return self.token(address, canonical_of(display))
+
+    def verify(self, token: str) -> Claim:
+        """The claim of an authentic token; the MAC is compared in constant time, first."""
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise InvalidToken("missing or malformed token")
+        payload, dot, mac = token.partition(".")
+        if not dot or not hmac.compare_digest(mac.encode("ascii"),
+                                              self._mac(payload).encode("ascii")):
+            raise InvalidToken("signature does not match")
+        try:
+            address, scope = _unb64(payload).decode("utf-8").split("\n")
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise InvalidToken("unreadable payload") from None
+        if scope == _ALL:
+            return Claim(address)
+        if scope.startswith(_ONE) and len(scope) > len(_ONE):
+            return Claim(address, scope[len(_ONE):])
+        raise InvalidToken("unknown scope")
+
+
+def canonical_of(display: str) -> str:
+    """A keyword's identity from its display text; stored displays always parse."""
+    try:
+        return parse_keyword(display).canonical
+    except KeywordError:
+        return display
+
+
+def unsubscribe_url(public_url: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}/unsubscribe?t={token}"
+
+
+# --- what the page shows and what the POST does (run on the store's thread) -----------------
+
+
+@dataclass
+class View:
+    """The page's facts: who, which keywords (display texts), and whether anything is left."""
+
+    address: str
+    everything: bool
+    keywords: list[str] = field(default_factory=list)
+    done: bool = False
+
+
+def describe(store: Store, claim: Claim) -> View:
+    """For GET: nothing changes."""
+    sub = sub_repo.find(store.db, CHANNEL, claim.address)
+    current = [kw for kw, _ in sub_repo.subscriptions(store.db, sub.id)] if sub else []
+    if claim.keyword is None:
+        return View(claim.address, True, [kw.display for kw in current])
+    kw = kw_repo.by_canonical(store.db, claim.keyword)
+    return View(claim.address, False, [kw.display if kw else claim.keyword])
+
+
+def apply(store: Store, claim: Claim, now: datetime) -> View:
+    """For POST: stop and record the suppression (so config.toml cannot bring it back)."""
+    db = store.db
+    if claim.keyword is None:
+        view = describe(store, claim)
+        sub = sub_repo.ensure(db, CHANNEL, claim.address, now)
+        sub_repo.unsubscribe_all(db, sub, now, reason=REASON)
+        view.done = True
+        return view
+    kw = kw_repo.by_canonical(db, claim.keyword)
+    view = View(claim.address, False, [kw.display if kw else claim.keyword], done=True)
+    if kw is not None:
+        sub = sub_repo.ensure(db, CHANNEL, claim.address, now)
+        sub_repo.unsubscribe(db, sub, kw, now, reason=REASON)
+    return view
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+_PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+    """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{{ title }} · Daily Papers</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:36em;
+margin:3em auto;padding:0 1em;color:#1a1a1a;line-height:1.5}
+h1{font-size:1.4em}button{font-size:1em;padding:.6em 1.2em;border:0;border-radius:4px;
+background:#b31b1b;color:#fff;cursor:pointer}.muted{color:#555;font-size:.9em}
+</style></head><body>
+<h1 id="title">{{ title }}</h1>
+{% if state == "invalid" %}
+<p id="message">This unsubscribe link is not valid. It may have been cut short or changed;
+open the link from the newest email again, or ask the person who runs this service.</p>
+{% elif state == "confirm" %}
+<p id="message">Stop sending <strong id="address">{{ view.address }}</strong>
+{% if view.everything %}every Daily Papers email{% if view.keywords %} (keywords:
+{% for k in view.keywords %}<span class="keyword">{{ k }}</span>{% if not loop.last %},
+{% endif %}{% endfor %}){% endif %}?{% else %}new papers about
+<span class="keyword">{{ view.keywords[0] }}</span>?{% endif %}</p>
+<form method="post" action="unsubscribe?t={{ token }}">
+<input type="hidden" name="t" value="{{ token }}">
+<button type="submit" id="confirm">Unsubscribe</button>
+</form>
+<p class="muted">Nothing changes until you press the button.</p>
+{% else %}
+<p id="message"><strong id="address">{{ view.address }}</strong> is unsubscribed
+{% if view.everything %}from every Daily Papers email{% else %}from
+<span class="keyword">{{ view.keywords[0] }}</span>{% endif %}.
+No more papers {% if view.everything %}will be sent{% else %}about it will be sent{% endif %}
+to this address.</p>
+<p class="muted">Changed your mind? Ask the person who runs this service to subscribe you
+again.</p>
+{% endif %}
+</body></html>
+""")
+
+_TITLES = {"invalid": "Invalid link", "confirm": "Unsubscribe", "done": "Unsubscribed"}
+
+
+def render_page(state: str, view: View | None = None, token: str = "") -> str:
+    return _PAGE.render(title=_TITLES[state], state=state, view=view, token=token)
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    # no-store: a result page must not be replayed from a cache; the token stays out of referers
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+class UnsubscribePage:
+    """GET /unsubscribe?t=… shows a confirm button; POST (button or RFC 8058 one-click) stops."""
+
+    def __init__(self, store: Callable[[], AsyncStore | None], signer: Callable[[], Signer | None],
+                 now: Callable[[], datetime]) -> None:
+        self._store = store
+        self._signer = signer
+        self._now = now
+
+    def _claim(self, token: str) -> Claim | None:
+        signer = self._signer()
+        if signer is None:
+            raise web.HTTPServiceUnavailable(text="starting up, try again in a moment")
+        try:
+            return signer.verify(token)
+        except InvalidToken as exc:
+            log.info("unsubscribe refused: %s", exc)
+            return None
+
+    def _ready_store(self) -> AsyncStore:
+        store = self._store()
+        if store is None:
+            raise web.HTTPServiceUnavailable(text="starting up, try again in a moment")
+        return store
+
+    async def get(self, request: web.Request) -> web.Response:
+        token = request.query.get("t", "")
+        claim = self._claim(token)
+        if claim is None:
+            return _html(render_page("invalid"), status=400)
+        view = await self._ready_store().run(lambda s: describe(s, claim))
+        return _html(render_page("confirm", view, token))
+
+    async def post(self, request: web.Request) -> web.Response:
+        token = request.query.get("t", "")
+        if not token:
+            form = await request.post()
+            value = form.get("t", "")
+            token = value if isinstance(value, str) else ""
+        claim = self._claim(token)
+        if claim is None:
+            return _html(render_page("invalid"), status=400)
+        now = self._now()
+        view = await self._ready_store().run(lambda s: apply(s, claim, now))
+        log.info("email %s unsubscribed from %s by link", claim.address,
+                 "everything" if view.everything else repr(view.keywords[0]))
+        return _html(render_page("done", view))
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/unsubscribe", self.get, allow_head=False),
+                web.post("/unsubscribe", self.post)]

@@ -1,0 +1,136 @@
+"""Shared fixtures: a store on a temporary file, the local fake arXiv and a client for it,
+a settable clock, and factories for papers, keywords and subscribers."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.arxiv import ArxivClient
+from bot.keywords import parse_keyword
+from storage import keywords as kw_repo
+from storage import subscribers as sub_repo
+from storage.records import Keyword, Paper, Subscriber
+from storage.store import AsyncStore
+from tests.fakes.arxiv_server import FakeArxiv
+
+REQUEST_INTERVAL = 0.02
+BACKOFF_BASE = 0.005
+
+
+@dataclass
+class Clock:
+    """The time the code under test sees; tests move it instead of sleeping."""
+
+    current: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, delta: timedelta) -> datetime:
+        self.current += delta
+        return self.current
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "daily-papers.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[AsyncStore]:
+    astore = await AsyncStore(db_path).open()
+    try:
+        yield astore
+    finally:
+        await astore.close()
+
+
+@pytest.fixture
+async def fake_arxiv() -> AsyncIterator[FakeArxiv]:
+    """An empty fake arXiv: tests add the papers they need."""
+    async with FakeArxiv() as server:
+        yield server
+
+
+@pytest.fixture
+async def arxiv_client(fake_arxiv: FakeArxiv) -> AsyncIterator[ArxivClient]:
+    """The real client, pointed at the fake, fast: short interval, tiny backoff."""
+    async with ArxivClient(fake_arxiv.url, request_interval=REQUEST_INTERVAL, timeout=5,
+                           backoff_base=BACKOFF_BASE) as client:
+        yield client
+
+
+PaperFactory = Callable[..., Paper]
+
+
+@pytest.fixture
+def paper(clock: Clock) -> PaperFactory:
+    """`paper(days=2, about="graph neural networks")`: published `days` before the clock's start.
+
+    Ids count up from 2601.00001 unless given; the title carries `about`, so a phrase keyword
+    with those words matches it on the fake.
+    """
+    start = clock.now()
+    numbers = itertools.count(1)
+
+    def make(*, days: float = 1.0, about: str = "graph neural networks", arxiv_id: str = "",
+             version: int = 1, title: str = "", abstract: str = "",
+             updated_days: float | None = None) -> Paper:
+        n = next(numbers)
+        published = start - timedelta(days=days)
+        updated = start - timedelta(days=updated_days if updated_days is not None else days)
+        return Paper(
+            arxiv_id=arxiv_id or f"2601.{n:05d}", version=version,
+            title=title or f"On {about}, part {n}",
+            abstract=abstract or f"We study {about} in setting number {n}.",
+            authors=("Ada Lovelace", "Alan Turing"), published=published, updated=updated,
+            primary_category="cs.LG", categories=("cs.LG",),
+        )
+
+    return make
+
+
+KeywordFactory = Callable[..., Awaitable[Keyword]]
+
+
+@pytest.fixture
+def add_keyword(store: AsyncStore, clock: Clock) -> KeywordFactory:
+    """`await add_keyword("graph neural networks", in_config=True)`: the stored Keyword."""
+
+    async def make(text: str, *, in_config: bool = False, max_keywords: int = 500) -> Keyword:
+        parsed = parse_keyword(text)
+        kw, _ = await store.call(kw_repo.ensure, parsed.display, parsed.canonical, parsed.query,
+                                 clock.now(), max_keywords=max_keywords)
+        if in_config:
+            current = {k.id for k in await store.call(kw_repo.in_config)}
+            await store.call(kw_repo.set_config_keywords, current | {kw.id})
+        return await store.call(kw_repo.get, kw.id)  # type: ignore[return-value]
+
+    return make
+
+
+SubscriberFactory = Callable[..., Awaitable[Subscriber]]
+
+
+@pytest.fixture
+def add_subscriber(store: AsyncStore, clock: Clock) -> SubscriberFactory:
+    """`await add_subscriber("telegram", "42", kw1, kw2)`: a user subscribed to keywords."""
+
+    async def make(channel: str, address: str, *keywords: Keyword) -> Subscriber:
+        sub = await store.call(sub_repo.ensure, channel, address, clock.now())
+        for kw in keywords:
+            await store.call(sub_repo.subscribe, sub, kw, "user", clock.now())
+        return sub
+
+    return make

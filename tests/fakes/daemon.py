@@ -1,0 +1,116 @@
+"""The real `daily-papers` process, started by end-to-end tests with a temporary config."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+BASE_ENV_DROP = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
+                 "SLACK_APP_TOKEN", "SMTP_PASSWORD", "DAILY_PAPERS_SECRET", "DAILY_PAPERS_CONFIG")
+
+
+def process_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in BASE_ENV_DROP}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PTB_TIMEDELTA"] = "true"
+    env.update(extra or {})
+    return env
+
+
+def write_config(directory: Path, text: str) -> Path:
+    path = directory / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def run_cli(config: Path, *args: str, env: Mapping[str, str] | None = None,
+                  timeout: float = 60) -> tuple[int, str, str]:
+    """Run one CLI command to completion; (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--config", str(config), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=process_env(env), cwd=config.parent,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+class DaemonProcess:
+    """`daily-papers run` in the background; its log is collected line by line."""
+
+    def __init__(self, config: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.args = args or ("run",)
+        self.env = env
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> DaemonProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "--config", str(self.config), *self.args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env=process_env(self.env), cwd=self.config.parent,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        async for raw in self.proc.stdout:
+            async with self._changed:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for_log(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        def found() -> re.Match[str] | None:
+            for line in self.lines:
+                if m := regex.search(line):
+                    return m
+            return None
+
+        async def waiter() -> re.Match[str]:
+            async with self._changed:
+                while not (m := found()):
+                    if self._reader is not None and self._reader.done():
+                        raise AssertionError(f"process ended before {pattern!r}:\n{self.log}")
+                    await self._changed.wait()
+                return m
+
+        try:
+            return await asyncio.wait_for(waiter(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no log line matched {pattern!r}:\n{self.log}") from None
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.proc
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self._reader:
+            await self._reader
+        return code
+
+    async def kill(self) -> int:
+        return await self.stop(signal.SIGKILL)
+
+    async def __aenter__(self) -> DaemonProcess:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc and self.proc.returncode is None:
+            await self.stop(signal.SIGKILL)
