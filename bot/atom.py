@@ -35,14 +35,14 @@ def parse_feed(data: bytes) -> Feed:
     if _key(root) != "atom:feed":
         raise ArxivBadAnswer(f"not an Atom feed: root element <{etree.QName(root).localname}>")
     kids = _children(root)
-    entries = kids.get("atom:entry", [])
+    entries = [_children(entry) for entry in kids.get("atom:entry", [])]
     for entry in entries:
-        _raise_if_error(_children(entry))
+        _raise_if_error(entry)
     return Feed(
         total_results=_int(kids, "os:totalResults"),
         start_index=_int(kids, "os:startIndex"),
         items_per_page=_int(kids, "os:itemsPerPage"),
-        entries=tuple(_paper(_children(entry)) for entry in entries),
+        entries=tuple(_paper(entry) for entry in entries),
     )
 
 
@@ -85,12 +85,20 @@ def _parse_xml(data: bytes) -> etree._Element:
     return root
 
 
+_KEYS: dict[str, str | None] = {}
+ATOM_NAME = "{http://www.w3.org/2005/Atom}name"
+
+
 def _key(element: etree._Element) -> str | None:
-    if not isinstance(element.tag, str):  # comments and processing instructions
+    tag = element.tag
+    if not isinstance(tag, str):  # comments and processing instructions
         return None
-    name = etree.QName(element)
-    family = _FAMILIES.get(name.namespace or "")
-    return f"{family}:{name.localname}" if family else None
+    key = _KEYS.get(tag, "")
+    if key == "":  # first sight of this tag: resolve its namespace once (a hot path)
+        name = etree.QName(tag)
+        family = _FAMILIES.get(name.namespace or "")
+        key = _KEYS[tag] = f"{family}:{name.localname}" if family else None
+    return key
 
 
 def _children(element: etree._Element) -> Children:
@@ -160,5 +168,6 @@ def _paper(kids: Children) -> Paper:
 
 
 def _author_names(kids: Children) -> list[str]:
-    names = (_text(_children(author), "atom:name") for author in kids.get("atom:author", []))
+    names = (collapse(author.findtext(ATOM_NAME)) or _text(_children(author), "atom:name")
+             for author in kids.get("atom:author", []))
     return [name for name in names if name]

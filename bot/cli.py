@@ -82,7 +82,8 @@ def cli(click_ctx: click.Context, config_arg: str | None, verbose: bool, log_for
 
 
 @cli.command()
-@click.option("--once", is_flag=True, help="One cycle: poll, deliver what is due, write the digest, exit.")
+@click.option("--once", is_flag=True,
+              help="One cycle: poll, deliver what is due, write the digest, exit.")
 @click.option("--strict", is_flag=True, help="With --once: exit 3 when any keyword failed.")
 @click.pass_obj
 def run(ctx: Context, once: bool, strict: bool) -> None:
@@ -180,7 +181,7 @@ def _one_address(email: str | None, telegram: str | None, slack: str | None) -> 
             int(value)
         except ValueError:
             fail(f"--telegram takes a numeric chat ID, not {value!r}")
-    elif channel == "slack" and (value.startswith("#") or not value[:1] in ("C", "G")):
+    elif channel == "slack" and (value.startswith("#") or value[:1] not in ("C", "G")):
         fail(f"--slack takes a channel ID like C0123456789, not {value!r} "
              "(open the channel in Slack, click its name, copy the ID at the bottom)")
     return channel, value

@@ -217,9 +217,10 @@ class Commands:
         if kw.rejected:
             return Reply(f"Subscribed to {what}, but arXiv refused this query earlier: "
                          f"{kw.rejected}. Try a different wording.", announce=announce)
-        if result.created_keyword or needs_baseline(kw, self.app.cfg.arxiv.max_papers, now):
-            return Reply(f"Subscribed to {what}. This keyword is new here: a first look at arXiv "
-                         "is under way, its newest papers follow in a moment.",
+        fresh = result.created_keyword or needs_baseline(kw, self.app.cfg.arxiv.max_papers, now)
+        if result.new_subscription and fresh:
+            return Reply(f"Subscribed to {what}. A first look at arXiv is under way: its newest "
+                         "papers follow in a moment.",
                          followup=self._first_look(kw), announce=announce)
         papers = await self.app.store.call(paper_repo.window, kw.id, FIRST_LOOK_COUNT)
         head = "Subscribed to" if result.new_subscription else "Already subscribed to"

@@ -261,11 +261,13 @@ def _problems(cfg: Config) -> typing.Iterator[str]:
         sec = getattr(cfg, section)
         yield from _range(f"{section}.max_in_flight", sec.max_in_flight, 1, 64)
         if sec.digest_time and not _TIME.match(sec.digest_time):
-            yield f"'{section}.digest_time' must be \"\" or a time like \"08:00\", not {sec.digest_time!r}"
+            yield (f"'{section}.digest_time' must be \"\" or a time like \"08:00\", "
+                   f"not {sec.digest_time!r}")
         try:
             ZoneInfo(sec.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            yield f"'{section}.timezone' {sec.timezone!r} is not a known time zone (e.g. \"Europe/Berlin\")"
+            yield (f"'{section}.timezone' {sec.timezone!r} is not a known time zone "
+                   "(e.g. \"Europe/Berlin\")")
     for i, ch in enumerate(cfg.slack.channels):
         yield from _slack_channel(f"slack.channels[{i}].channel", ch.channel)
     for i, ch in enumerate(cfg.slack.allowed_channels):

@@ -98,8 +98,11 @@ async def _poll_one(client: ArxivClient, store: AsyncStore, kw: Keyword, setting
             await on_rejected(kw, exc.message)
         return PollOutcome(kw, error=f"arXiv rejected the query: {exc.message}", rejected=True)
     except CircuitOpen as exc:
-        await store.call(kw_repo.record_failure, kw.id, f"{UNAVAILABLE}: {exc.reason}", now())
-        log.error("keyword '%s': %s (%s)", kw.display, UNAVAILABLE, exc.reason)
+        reason = exc.reason
+        if not reason.startswith(UNAVAILABLE):
+            reason = f"{UNAVAILABLE}: {reason}"
+        await store.call(kw_repo.record_failure, kw.id, reason, now())
+        log.error("keyword '%s': %s", kw.display, reason)
         return PollOutcome(kw, error=UNAVAILABLE)
     except ArxivUnavailable as exc:
         await store.call(kw_repo.record_failure, kw.id, exc.reason, now())

@@ -27,9 +27,8 @@ from bot.logs import redactor
 from bot.schedule import due_at_factory
 from bot.sync import sync_config
 from bot.web import WebServer
-from storage import database, lease
+from storage import database, lease, outbox, papers
 from storage import keywords as kw_repo
-from storage import outbox, papers
 from storage import subscribers as sub_repo
 from storage.records import Keyword
 from storage.store import AsyncStore, Store

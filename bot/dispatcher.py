@@ -126,7 +126,9 @@ class Dispatcher:
                 return True
             case Outcome.RETRY:
                 attempts = max(r.attempts for r in message.rows)
-                wait = delivery.retry_after if delivery.retry_after is not None else backoff(attempts)
+                wait = delivery.retry_after
+                if wait is None:
+                    wait = backoff(attempts)
                 gave_up = await self.store.call(outbox.mark_retry, ids, delivery.reason, now,
                                                 now + timedelta(seconds=wait))
                 if gave_up:

@@ -1,4 +1,4 @@
-"""Logging for every stage: text or JSON lines, secrets and unsubscribe tokens redacted everywhere."""
+"""Logging for every stage: text or JSON lines; secrets and unsubscribe tokens always redacted."""
 
 from __future__ import annotations
 

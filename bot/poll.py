@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from bot.arxiv import ArxivClient
 from storage import keywords as kw_repo
@@ -57,7 +58,7 @@ def suspicion(feed: Feed, *, start: int, page_size: int, state: KeywordState) ->
         return (f"short page: {len(entries)} entries where {expected} were expected "
                 f"(totalResults {feed.total_results})")
     published = [e.published for e in entries]
-    if any(a < b for a, b in zip(published, published[1:], strict=False)):
+    if any(a < b for a, b in pairwise(published)):
         return "entries are not in descending submission order"
     if start > 0:
         return None
@@ -65,7 +66,8 @@ def suspicion(feed: Feed, *, start: int, page_size: int, state: KeywordState) ->
         return f"totalResults fell from {state.last_total} to {feed.total_results}"
     if not entries and state.had_papers:
         return "empty answer for a keyword that had papers"
-    if entries and state.newest_stored and entries[0].published < state.newest_stored - STALE_NEWEST:
+    newest = state.newest_stored
+    if entries and newest and entries[0].published < newest - STALE_NEWEST:
         return "the newest entry is more than 7 days older than the newest stored paper"
     return None
 
@@ -79,10 +81,10 @@ async def poll_keyword(client: ArxivClient, store: AsyncStore, kw: Keyword,
     state = await _state(store, kw, baseline)
     papers, total = await _fetch_pages(client, store, kw, settings, state, started, baseline,
                                        interactive)
-    if not papers and total == 0 and baseline:
-        if kw.empty_since is None or started - kw.empty_since < EMPTY_CONFIRMATION:
-            await store.call(kw_repo.record_waiting, kw.id, started)
-            return PollOutcome(kw, baseline=True, waiting_confirmation=True)
+    unconfirmed = kw.empty_since is None or started - kw.empty_since < EMPTY_CONFIRMATION
+    if not papers and total == 0 and baseline and unconfirmed:
+        await store.call(kw_repo.record_waiting, kw.id, started)
+        return PollOutcome(kw, baseline=True, waiting_confirmation=True)
     floor = started - timedelta(days=settings.notify_max_age_days)
     query_changed = kw.baseline_query is not None and kw.baseline_query != kw.query
     new, changed = await store.call(

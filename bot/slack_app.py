@@ -41,7 +41,7 @@ MAX_REPLY_PAPERS = 20
 
 _LINK = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
 _QUOTES = str.maketrans({c: '"' for c in "“”„‟«»″"} | {c: "'" for c in "‘’‚‛"})
-_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 
 INVITE = ("I can't post in this channel yet, so I would not be able to send papers here. "
           "Invite me first: type `/invite @Daily Papers` in the channel (or open the channel's "

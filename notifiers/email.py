@@ -392,6 +392,16 @@ class _Pool:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
 
+def _cause(exc: BaseException | None, kind: type[ssl.SSLCertVerificationError],
+           ) -> ssl.SSLCertVerificationError | None:
+    """aiosmtplib wraps the TLS failure in SMTPConnectError."""
+    while exc is not None:
+        if isinstance(exc, kind):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 async def _quit(client: aiosmtplib.SMTP) -> None:
     try:
         await client.quit(timeout=5)
@@ -498,9 +508,10 @@ class EmailNotifier(Notifier):
         return self.settings.return_path or getaddresses([self.settings.sender])[0][1]
 
     def _unreachable(self, exc: Exception) -> Delivery:
-        if isinstance(exc, ssl.SSLCertVerificationError):
+        cert = _cause(exc, ssl.SSLCertVerificationError)
+        if cert is not None:
             return Delivery(Outcome.BROKEN, f"the certificate of SMTP server "
-                            f"{self.settings.host} is not trusted ({exc.verify_message}); "
+                            f"{self.settings.host} is not trusted ({cert.verify_message}); "
                             f"set email.ca_file for a private CA")
         return Delivery(Outcome.RETRY, f"cannot reach SMTP server {self.settings.host}:"
                         f"{self.settings.port}: {exc or type(exc).__name__}")

@@ -1,4 +1,4 @@
-"""The shared packer: splits a batch of papers into messages on paper boundaries from declared limits.
+"""The shared packer: splits a batch of papers into messages on paper boundaries, by limits.
 
 No notifier re-implements splitting; each only says how big one rendered paper is.
 """

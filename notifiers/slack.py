@@ -152,7 +152,7 @@ def block_texts(node: Any) -> list[str]:
 def headline(count: int, keywords: Sequence[str], part: int = 1, parts: int = 1) -> str:
     """"5 new papers · vision language model, video understanding", within a header's 150."""
     noun = "paper" if count == 1 else "papers"
-    suffix = f" ({part}/{parts})" if parts > 1 else ""
+    suffix = f" ({part}/{parts})" if part > 1 else ""  # the first message reads as the whole
     head = f"{count} new {noun}"
     listed = ", ".join(keywords)
     if listed:
@@ -172,7 +172,10 @@ def matched_keywords(rows: Sequence[OutboxRow]) -> list[str]:
 
 def digest_payload(papers: Sequence[Paper], blocks: list[dict[str, Any]], head: str,
                    part: int, parts: int, thread: Thread) -> SlackPayload:
-    footer = FOOTER if parts == 1 else f"Part {part} of {parts} · {FOOTER}"
+    footer = FOOTER
+    if parts > 1:
+        more = " · continued in the thread" if part == 1 else ""
+        footer = f"Part {part} of {parts}{more} · {FOOTER}"
     all_blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": head, "emoji": False}},
         *blocks,
@@ -186,7 +189,7 @@ def digest_payload(papers: Sequence[Paper], blocks: list[dict[str, Any]], head: 
 def render_digest(rows: Sequence[OutboxRow], limits: Limits = LIMITS) -> list[Message]:
     """Pack rows into messages on paper boundaries; parts after the first go in its thread."""
     groups = pack(rows, lambda row: render_paper(row.paper), limits,
-                  overhead=HEADER_CHARS + len(FOOTER) + 20, overhead_parts=2)
+                  overhead=HEADER_CHARS + len(FOOTER) + 50, overhead_parts=2)
     keywords = matched_keywords(rows)
     thread = Thread()
     messages = []

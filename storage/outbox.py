@@ -1,4 +1,4 @@
-"""The outbox: one row per (subscriber, paper), written with the poll, deleted 90 days after it ends.
+"""The outbox: one row per (subscriber, paper), written with the poll, kept 90 days after it ends.
 
 The dispatcher only reads due rows from here and marks each message's rows right after sending.
 """

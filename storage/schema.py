@@ -1,4 +1,4 @@
-"""The schema as versioned sqlite-utils migrations; one function per step, never edited once shipped."""
+"""The schema as versioned sqlite-utils migrations: one function per step, never edited later."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Subscribers, their subscriptions, and suppressions (recipient-side stops config never overrides)."""
+"""Subscribers, their subscriptions, and suppressions (recipient stops config never overrides)."""
 
 from __future__ import annotations
 

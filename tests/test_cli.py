@@ -110,7 +110,7 @@ async def test_a_killed_daemons_lease_is_taken_over_at_once(tmp_path: Path) -> N
 
 async def test_a_bad_config_gets_one_line_and_no_traceback(tmp_path: Path) -> None:
     config = write_config(tmp_path, "[arxiv]\nmax_papers = \"many\"\n")
-    code, out, err = await run_cli(config, "status")
+    code, _, err = await run_cli(config, "status")
     assert code == 2
     assert err.strip() == (f"error: {config}: 'arxiv.max_papers' must be a whole number, "
                            "not a string")
@@ -131,7 +131,7 @@ async def test_an_old_database_must_be_migrated_first(tmp_path: Path) -> None:
     assert code == 0 and "x y" in out
 
 
-def connect_at_first_schema(path: Path):  # noqa: ANN201 - sqlite-utils Database
+def connect_at_first_schema(path: Path):
     from sqlite_utils import Database
 
     db = Database(sqlite3.connect(str(path)))

@@ -388,3 +388,31 @@ async def test_window_keeps_the_newest_and_a_trimmed_paper_that_returns_is_not_n
     assert out.new_papers == []
     assert ids(await pending_rows(store, clock, sub)) == ids(newer)
     assert await window_ids(store, kw) == kept
+
+
+async def test_paging_stops_at_the_age_floor(
+        store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
+        kw: Keyword, paper: PaperFactory):
+    await poll(store, arxiv_client, clock, kw)  # empty, then confirmed empty: an empty baseline
+    clock.advance(timedelta(minutes=10))
+    assert (await poll(store, arxiv_client, clock, kw)).baseline
+    recent = [paper(days=i / 10) for i in range(1, 13)]
+    old = [paper(days=20 + i) for i in range(13)]  # a back catalogue arXiv started listing
+    fake_arxiv.add(*recent, *old)
+
+    before = len(fake_arxiv.requests)
+    out = await poll(store, arxiv_client, clock, kw, max_papers=10)
+    assert [r.params["start"] for r in fake_arxiv.requests[before:]] == ["0", "10"]
+    assert ids(out.new_papers) == ids(recent)
+
+
+async def test_old_style_ids_are_diffed_like_new_ones(
+        store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
+        kw: Keyword, paper: PaperFactory):
+    fake_arxiv.add(paper(days=2, arxiv_id="cs/0601001"))
+    await poll(store, arxiv_client, clock, kw)
+    fresh = paper(days=1, arxiv_id="cs/0601002")
+    fake_arxiv.add(fresh)
+    out = await poll(store, arxiv_client, clock, kw)
+    assert out.new_papers == [fresh]
+    assert await window_ids(store, kw) == ["cs/0601002", "cs/0601001"]

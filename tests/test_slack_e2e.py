@@ -1,0 +1,311 @@
+"""End to end through the Slack face: the real `daily-papers run` process, signed slash commands
+on its web server (or Socket Mode), digests posted to the fake Slack, papers from the fake arXiv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from storage.records import Paper
+from tests.fakes.arxiv_server import FakeArxiv
+from tests.fakes.slack_server import FakeSlack, SlackPost, slack_escape, slack_signature
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "8f14e45fceea167a5a36dedd4bea2543"
+CHANNEL = "C0PAPERS1"
+KEYWORD = "vision language model"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_paper(n: int, *, title: str | None = None) -> Paper:
+    published = datetime.now(UTC) - timedelta(minutes=n)
+    return Paper(arxiv_id=f"2599.{n:05d}", version=1,
+                 title=title or f"A Vision Language Model That Reads Paper {n}",
+                 abstract=f"We present vision language model number {n}. It reads $x_i^*$.",
+                 authors=("Ada Lovelace", "Alan Turing"), published=published,
+                 updated=published, primary_category="cs.CV", categories=("cs.CV",))
+
+
+def digests(fake: FakeSlack, channel: str = CHANNEL) -> list[SlackPost]:
+    """Digest messages (with a header block), not command announcements."""
+    return [p for p in fake.posts_to(channel)
+            if p.blocks and p.blocks[0]["type"] == "header"]
+
+
+def papers_shown(posts: list[SlackPost]) -> list[str]:
+    return [b["text"]["text"].split("|", 1)[0].removeprefix("<") for p in posts
+            for b in p.blocks or [] if b["type"] == "section"]
+
+
+@dataclass
+class Daemon:
+    """The running `python -m bot run` process and what it logged."""
+
+    proc: asyncio.subprocess.Process
+    url: str
+    lines: list[str] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+            self._changed.set()
+        self._changed.set()
+
+    async def wait_log(self, needle: str, timeout: float = 20) -> None:
+        async with asyncio.timeout(timeout):
+            while not any(needle in line for line in self.lines):
+                if self.proc.returncode is not None:
+                    raise AssertionError("daemon exited:\n" + "\n".join(self.lines))
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        async with asyncio.timeout(15):
+            return await self.proc.wait()
+
+
+def write_config(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, port: int) -> Path:
+    path = tmp / "config.toml"
+    path.write_text(f"""
+[arxiv]
+api_url = "{arxiv.url}"
+keywords = []
+poll_interval = 1
+request_interval = 0
+timeout = 10
+
+[storage]
+path = "papers.db"
+
+[digest]
+path = ""
+
+[slack]
+api_url = "{slack.api_url}"
+
+[web]
+host = "127.0.0.1"
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+""", encoding="utf-8")
+    return path
+
+
+@contextlib.asynccontextmanager
+async def daemon(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, *, http: bool = True,
+                 socket_mode: bool = False) -> AsyncIterator[Daemon]:
+    port = free_port()
+    config = write_config(tmp, arxiv, slack, port)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "TELEGRAM_", "SMTP_", "DAILY_PAPERS_"))}
+    env["SLACK_BOT_TOKEN"] = slack.bot_token
+    if http:
+        env["SLACK_SIGNING_SECRET"] = SECRET
+    if socket_mode:
+        env["SLACK_APP_TOKEN"] = slack.app_token
+    env["PYTHONPATH"] = str(ROOT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--config", str(config), "run",
+        cwd=tmp, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    d = Daemon(proc, f"http://127.0.0.1:{port}")
+    pump = asyncio.create_task(d._pump())
+    try:
+        await d.wait_log("web server listening")
+        yield d
+        assert await d.stop() == 0, "\n".join(d.lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await pump
+
+
+async def command(d: Daemon, fake: FakeSlack, cmd: str, text: str = "", *,
+                  channel: str = CHANNEL, team_id: str | None = None,
+                  timestamp: int | None = None,
+                  sign: Callable[[bytes, dict[str, str]], dict[str, str]] | None = None,
+                  ) -> tuple[int, Any]:
+    body, headers = fake.signed_command_request(
+        SECRET, cmd, slack_escape(text), channel_id=channel, team_id=team_id or fake.team_id,
+        timestamp=timestamp)
+    if sign is not None:
+        headers = sign(body, headers)
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{d.url}/slack/events", data=body, headers=headers) as resp:
+        payload = await resp.json(content_type=None) if resp.status == 200 else await resp.text()
+        return resp.status, payload
+
+
+async def bot_joined(d: Daemon, fake: FakeSlack, channel: str = CHANNEL) -> int:
+    """The Events API's member_joined_channel for the bot itself, signed like Slack does."""
+    body = json.dumps({
+        "token": "legacy", "team_id": fake.team_id, "api_app_id": "A0001",
+        "type": "event_callback", "event_id": "Ev0001", "event_time": int(time.time()),
+        "event": {"type": "member_joined_channel", "user": fake.user_id, "channel": channel,
+                  "channel_type": "C", "team": fake.team_id, "event_ts": f"{time.time():.6f}"},
+    }).encode()
+    ts = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": ts,
+               "X-Slack-Signature": slack_signature(SECRET, ts, body)}
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{d.url}/slack/events", data=body, headers=headers) as resp:
+        return resp.status
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeArxiv, FakeSlack]]:
+    async with FakeArxiv(papers=FakeArxiv.seed_corpus()) as arxiv, FakeSlack() as slack:
+        yield arxiv, slack
+
+
+async def subscribed(d: Daemon, fake: FakeSlack, arxiv: FakeArxiv) -> None:
+    """/subscribe, then wait until the first look (the baseline) is committed."""
+    status, ack = await command(d, fake, "/subscribe", KEYWORD)
+    assert status == 200, ack
+    assert ack["response_type"] == "ephemeral"
+    assert "Subscribed to 'vision language model'" in ack["text"]
+    await fake.wait_for(lambda: len(fake.responses) >= 1, timeout=20)
+    assert "First look done for 'vision language model'" in fake.responses[0].body["text"]
+
+
+async def test_subscribe_list_and_exactly_one_digest(tmp_path: Path, fakes: Any) -> None:
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake) as d:
+        await subscribed(d, fake, arxiv)
+        await fake.wait_posts(1, CHANNEL)  # the one-line announcement
+        announce = fake.posts_to(CHANNEL)[0]
+        assert announce.text == "This channel now follows 'vision language model'. (<@U1>)"
+
+        status, listing = await command(d, fake, "/papers", "list")
+        assert status == 200
+        assert listing["text"].startswith("1 keyword followed here:\n• vision language model")
+
+        arxiv.add(new_paper(1))
+        await fake.wait_for(lambda: len(digests(fake)) >= 1, timeout=20)
+        seen = len(arxiv.requests)
+        await arxiv.wait_requests(seen + 2)  # two more cycles: nothing is sent twice
+        (digest,) = digests(fake)
+        assert digest.blocks[0]["text"]["text"] == "1 new paper · vision language model"
+        assert papers_shown([digest]) == ["https://arxiv.org/abs/2599.00001"]
+        assert digest.unfurl_links is False and digest.unfurl_media is False
+        assert digest.text == "1 new paper · vision language model"
+
+
+async def test_forged_stale_and_oversized_requests_change_nothing(tmp_path: Path,
+                                                                   fakes: Any) -> None:
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake) as d:
+        def forged(body: bytes, headers: dict[str, str]) -> dict[str, str]:
+            return {**headers, "X-Slack-Signature": "v0=" + "0" * 64}
+
+        assert (await command(d, fake, "/subscribe", KEYWORD, sign=forged))[0] == 401
+        stale = int(time.time()) - 6 * 60
+        assert (await command(d, fake, "/subscribe", KEYWORD, timestamp=stale))[0] == 401
+        status, _ = await command(d, fake, "/subscribe", KEYWORD + " " + "x" * 100_000)
+        assert status == 413
+
+        status, listing = await command(d, fake, "/list")
+        assert status == 200 and listing["text"].startswith("No keywords are followed here")
+        assert fake.posts == [] and arxiv.requests == []
+
+
+async def test_sixty_new_papers_arrive_whole(tmp_path: Path, fakes: Any) -> None:
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake) as d:
+        await subscribed(d, fake, arxiv)
+        arxiv.add(*(new_paper(n) for n in range(1, 61)))
+        await fake.wait_for(lambda: len(papers_shown(digests(fake))) >= 60, timeout=30)
+        posts = digests(fake)
+    assert sorted(papers_shown(posts)) == [f"https://arxiv.org/abs/2599.{n:05d}"
+                                           for n in range(1, 61)]
+    first, *rest = posts
+    assert rest and first.thread_ts is None and {p.thread_ts for p in rest} == {first.ts}
+    assert first.blocks[0]["text"]["text"] == "60 new papers · vision language model"
+    assert all(len(p.blocks) <= 50 for p in posts)
+
+
+async def test_bot_missing_from_channel_gets_the_invite_answer(tmp_path: Path,
+                                                                fakes: Any) -> None:
+    arxiv, fake = fakes
+    fake.channels["C0PRIVATE"] = {"is_member": False}
+    async with daemon(tmp_path, arxiv, fake) as d:
+        status, ack = await command(d, fake, "/papers", f"subscribe {KEYWORD}",
+                                    channel="C0PRIVATE")
+        assert status == 200 and "/invite @Daily Papers" in ack["text"]
+        _, listing = await command(d, fake, "/list", channel="C0PRIVATE")
+        assert listing["text"].startswith("No keywords are followed here")
+        assert fake.posts == []
+
+
+async def test_another_workspace_and_hostile_text(tmp_path: Path, fakes: Any) -> None:
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake) as d:
+        _, ack = await command(d, fake, "/subscribe", KEYWORD, team_id="T0OTHER")
+        assert ack["text"] == "This Daily Papers app serves another Slack workspace."
+        _, ack = await command(d, fake, "/subscribe", "<!channel> & friends")
+        assert "&lt;!channel&gt; &amp; friends" in ack["text"]
+        assert "<!channel>" not in ack["text"]
+        await fake.wait_posts(1, CHANNEL)
+        assert "<!channel>" not in (fake.posts_to(CHANNEL)[0].text or "")
+        assert "&lt;!channel&gt;" in (fake.posts_to(CHANNEL)[0].text or "")
+
+
+async def test_removed_bot_pauses_the_channel_until_invited_again(tmp_path: Path,
+                                                                   fakes: Any) -> None:
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake) as d:
+        await subscribed(d, fake, arxiv)
+        fake.channels[CHANNEL] = {"is_member": False}  # someone removed the bot
+        arxiv.add(new_paper(1))
+        await fake.wait_for(lambda: any(c.error == "not_in_channel"
+                                        for c in fake.calls_to("chat.postMessage")), timeout=20)
+        await d.wait_log("paused")
+        refused = len(fake.calls_to("chat.postMessage"))
+        seen = len(arxiv.requests)
+        await arxiv.wait_requests(seen + 2)  # paused: no new attempts while it is away
+        assert len(fake.calls_to("chat.postMessage")) == refused and digests(fake) == []
+
+        fake.channels[CHANNEL] = {"is_member": True}  # /invite @Daily Papers
+        assert await bot_joined(d, fake) == 200
+        await fake.wait_for(lambda: len(digests(fake)) == 1, timeout=20)
+        assert papers_shown(digests(fake)) == ["https://arxiv.org/abs/2599.00001"]
+
+
+async def test_socket_mode_subscribe(tmp_path: Path, fakes: Any) -> None:
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake, http=True, socket_mode=True) as d:
+        payload = await fake.send_slash_command(command="/papers",
+                                                text=f"subscribe {KEYWORD}",
+                                                channel_id=CHANNEL, timeout=20)
+        assert "Subscribed to 'vision language model'" in payload["text"]
+        payload = await fake.send_slash_command(command="/list", channel_id=CHANNEL)
+        assert payload["text"].startswith("1 keyword followed here")
+        async with aiohttp.ClientSession() as session, session.post(
+                f"{d.url}/slack/events", data=b"x") as resp:
+            assert resp.status in (404, 405)  # Socket Mode wins: no HTTP endpoint
