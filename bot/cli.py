@@ -16,6 +16,7 @@ from bot.app import utcnow
 from bot.config import Config, ConfigError, Secrets, config_path, load_config
 from bot.logs import setup_logging
 from storage.database import SchemaError
+from storage.records import PollOutcome
 from storage.store import Store
 
 log = logging.getLogger("bot.cli")
@@ -92,7 +93,10 @@ def run(ctx: Context, once: bool, strict: bool) -> None:
 
     with operator_errors():
         cfg = ctx.cfg
-        daemon = Daemon(cfg, Secrets.from_env())
+        progress = terminal_progress() if once and sys.stderr.isatty() else None
+        if progress is not None:  # the progress line replaces the per-keyword log lines
+            logging.getLogger("bot.cycle").setLevel(logging.WARNING)
+        daemon = Daemon(cfg, Secrets.from_env(), on_polled=progress)
         report = asyncio.run(daemon.run(once=once))
     if not once:
         return
@@ -105,6 +109,20 @@ def run(ctx: Context, once: bool, strict: bool) -> None:
         sys.exit(3)
     if report.outcomes and not report.completed and failed:
         sys.exit(1)
+
+
+def terminal_progress() -> Callable[[int, int, PollOutcome], None]:
+    """One self-updating line on a terminal; log lines stay for pipes and files."""
+
+    def show(done: int, total: int, outcome: PollOutcome) -> None:
+        width = 24
+        filled = width * done // max(total, 1)
+        state = outcome.error or (f"{len(outcome.new_papers)} new" if not outcome.baseline
+                                  else "baseline")
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {outcome.keyword.display}"
+        click.echo(f"\r{line[:70]:<70} {state[:30]}", err=True, nl=done == total)
+
+    return show
 
 
 @cli.command()

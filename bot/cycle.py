@@ -62,11 +62,13 @@ class CycleReport:
 
 DueAt = Callable[[Subscriber], datetime]
 OnRejected = Callable[[Keyword, str], Awaitable[None]]
+OnPolled = Callable[[int, int, PollOutcome], None]  # (done, total, outcome): progress display
 
 
 async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettings,
                     now: Callable[[], datetime], due_at: DueAt,
-                    on_rejected: OnRejected | None = None) -> CycleReport:
+                    on_rejected: OnRejected | None = None,
+                    on_polled: OnPolled | None = None) -> CycleReport:
     report = CycleReport(started=now())
     t0 = time.monotonic()
     client.start_cycle()
@@ -75,6 +77,8 @@ async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettin
         for index, kw in enumerate(keywords):
             outcome = await _poll_one(client, store, kw, settings, now, on_rejected)
             report.outcomes.append(outcome)
+            if on_polled is not None:
+                on_polled(index + 1, len(keywords), outcome)
             if outcome.error == UNAVAILABLE:
                 report.stopped_early = (f"{UNAVAILABLE} after repeated failures; "
                                         f"{len(keywords) - index - 1} keywords left for next cycle")

@@ -20,7 +20,7 @@ from bot import metrics
 from bot.app import App, Face, utcnow
 from bot.arxiv import ArxivClient
 from bot.config import Config, Secrets
-from bot.cycle import CycleReport, run_cycle
+from bot.cycle import CycleReport, OnPolled, run_cycle
 from bot.digest_job import write_digest_from_store
 from bot.dispatcher import Dispatcher
 from bot.logs import redactor
@@ -108,7 +108,7 @@ def _take_lease(store: Store, holder: str) -> None:
 
 class Daemon:
     def __init__(self, cfg: Config, secrets: Secrets,
-                 now: Callable[[], datetime] = utcnow) -> None:
+                 now: Callable[[], datetime] = utcnow, on_polled: OnPolled | None = None) -> None:
         self.cfg = cfg
         self.secrets = secrets
         self.now = now
@@ -116,6 +116,7 @@ class Daemon:
         self.faces = build_faces(cfg, secrets)
         self.last_report: CycleReport | None = None
         self.started = now()
+        self.on_polled = on_polled
 
     async def run(self, *, once: bool = False) -> CycleReport | None:
         store = prepare_store(self.cfg.storage.path, migrate=True, holder=self.holder)
@@ -217,7 +218,8 @@ class Daemon:
     async def _cycle(self, app: App) -> CycleReport:
         due_at = due_at_factory(self.cfg, self.now)
         report = await run_cycle(app.client, app.store, app.poll_settings, self.now, due_at,
-                                 on_rejected=lambda kw, msg: self._tell_rejected(app, kw, msg))
+                                 on_rejected=lambda kw, msg: self._tell_rejected(app, kw, msg),
+                                 on_polled=self.on_polled)
         self.last_report = report
         log.info("%s", report.summary())
         await self._refresh_gauges(app)

@@ -416,3 +416,20 @@ async def test_old_style_ids_are_diffed_like_new_ones(
     out = await poll(store, arxiv_client, clock, kw)
     assert out.new_papers == [fresh]
     assert await window_ids(store, kw) == ["cs/0601002", "cs/0601001"]
+
+
+async def test_a_changed_query_starts_the_window_afresh(
+        store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
+        kw: Keyword, paper: PaperFactory):
+    in_title = paper(days=1)
+    in_abstract = paper(days=2, title="A title about something else",
+                        abstract=f"We use {KEYWORD} here.")
+    fake_arxiv.add(in_title, in_abstract)
+    await poll(store, arxiv_client, clock, kw)
+    assert await window_ids(store, kw) == [in_title.arxiv_id, in_abstract.arxiv_id]
+
+    await store.call(kw_repo.ensure, kw.display, kw.canonical, f'ti:"{KEYWORD}"', clock.now(),
+                     max_keywords=500)
+    out = await poll(store, arxiv_client, clock, kw)
+    assert out.baseline and out.new_papers == []
+    assert await window_ids(store, kw) == [in_title.arxiv_id]
