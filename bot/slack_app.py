@@ -36,6 +36,8 @@ VERBS = ("subscribe", "unsubscribe", "list", "latest", "help")
 ALIASES = {"/subscribe": "subscribe", "/unsubscribe": "unsubscribe", "/list": "list",
            "/latest": "latest"}
 COMMANDS = ("/papers", *ALIASES)
+SOCKET_TOKEN_ERRORS = frozenset({"invalid_auth", "not_authed", "not_allowed_token_type",
+                                 "token_revoked", "account_inactive"})
 SECTION_CHARS = 3000
 MAX_REPLY_PAPERS = 20
 
@@ -111,6 +113,13 @@ def _chunks(text: str, size: int) -> list[str]:
     return chunks or [" "]
 
 
+class _UnusedTokenNotice(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN is unused because we hand it our configured client."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
 class SlackFace:
     """Slack in the daemon: `routes()` for HTTP mode, Socket Mode in `start()`, the notifier."""
 
@@ -124,9 +133,11 @@ class SlackFace:
         self.socket_mode = bool(app_token)  # wins over HTTP when both are set
         self.http_mode = bool(signing_secret) and not self.socket_mode
         self.notifier = SlackNotifier(cfg.api_url, bot_token, max_in_flight=cfg.max_in_flight)
+        bolt_log = logging.getLogger("bot.slack_app.bolt")
+        bolt_log.addFilter(_UnusedTokenNotice())
         self.bolt = AsyncApp(client=self.notifier.client, signing_secret=signing_secret,
                              request_verification_enabled=self.http_mode, name="daily-papers",
-                             logger=logging.getLogger("bot.slack_app.bolt"))
+                             logger=bolt_log)
         for command in COMMANDS:
             self.bolt.command(command)(self._on_command)
         self.bolt.event("member_joined_channel")(self._on_member_joined)
@@ -188,20 +199,24 @@ class SlackFace:
             try:
                 await handler.connect_async()
             except SlackApiError as exc:
-                log.error("slack: Socket Mode refused SLACK_APP_TOKEN (%s): use an app-level "
-                          "token (xapp-…) with connections:write", exc.response.get("error"))
-                return
+                error = exc.response.get("error")
+                if error in SOCKET_TOKEN_ERRORS:
+                    log.error("slack: Socket Mode refused SLACK_APP_TOKEN (%s): use an "
+                              "app-level token (xapp-…) with connections:write", error)
+                    return
+                log.warning("slack: Socket Mode not opened (%s); retrying in %.0f s", error,
+                            delay)
             except Exception as exc:  # network: try again
                 log.warning("slack: Socket Mode connection failed (%s); retrying in %.0f s",
                             exc, delay)
-                with contextlib.suppress(Exception):
-                    await handler.close_async()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
-                continue
-            self._socket = handler
-            log.info("slack: Socket Mode connected")
-            return
+            else:
+                self._socket = handler
+                log.info("slack: Socket Mode connected")
+                return
+            with contextlib.suppress(Exception):
+                await handler.close_async()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -224,13 +239,15 @@ class SlackFace:
         verb, arg = parse_command(str(command.get("command", "")), str(command.get("text", "")))
         if verb == "help":
             return Reply(slack_help())
-        was_inactive = await self._resume_if_paused(chat.address)
+        if verb not in VERBS:
+            return Reply(f"Unknown command '/papers {verb}'.\n\n{slack_help()}")
+        was_inactive = await self._is_inactive(chat.address)
         if verb == "subscribe":
             problem = await self._posting_problem(chat.address)
             if problem:
                 return Reply(problem)
         reply = await self._commands.handle(chat, verb, arg)
-        if was_inactive:  # Commands reactivates a returning channel: its rows are due now
+        if was_inactive:  # Commands reactivated it: its waiting rows are due now
             assert self._app is not None
             self._app.wake_dispatcher()
         return reply
@@ -248,8 +265,11 @@ class SlackFace:
             log.exception("slack: follow-up of %s failed", command.get("command"))
             return
         body = reply_body(later)
-        await respond(text=body["text"], blocks=body.get("blocks"),
-                      response_type="ephemeral", replace_original=False)
+        try:
+            await respond(text=body["text"], blocks=body.get("blocks"),
+                          response_type="ephemeral", replace_original=False)
+        except Exception as exc:  # the response_url expired or Slack is unreachable
+            log.warning("slack: follow-up not delivered to response_url: %s", exc)
         await self._announce(channel, user, later.announce)
 
     async def _announce(self, channel: str, user: str, line: str | None) -> None:
@@ -291,17 +311,11 @@ class SlackFace:
         if identity and event.get("user") == identity.user_id:
             await self._resume(str(event.get("channel", "")))
 
-    async def _resume_if_paused(self, channel: str) -> bool:
-        """A command from a paused channel resumes it if the bot may post there again.
-
-        True when the channel was inactive (Commands welcomes it back)."""
+    async def _is_inactive(self, channel: str) -> bool:
+        """A paused (or stopped) channel that sends any command is welcomed back by Commands."""
         assert self._app is not None
         sub = await self._app.store.call(sub_repo.find, "slack", channel)
-        if sub is None or sub.active:
-            return False
-        if _is_paused(sub) and await self._posting_problem(channel) is None:
-            await self._resume(channel)
-        return True
+        return sub is not None and not sub.active
 
     async def _resume(self, channel: str) -> None:
         assert self._app is not None

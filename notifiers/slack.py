@@ -7,10 +7,11 @@ first message's thread. Slack's answers become the dispatcher's outcomes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,16 +74,18 @@ def escape(text: str) -> str:
 
 def escape_cut(text: str, limit: int) -> str:
     """Escape, keeping at most `limit` characters without splitting an entity."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
     out: list[str] = []
     size = 0
     for ch in text:
         piece = escape(ch)
         if size + len(piece) > limit - 1:
-            out.append("…")
             break
         out.append(piece)
         size += len(piece)
-    return "".join(out)
+    return "".join(out) + "…"
 
 
 def cut_words(text: str, limit: int) -> str:
@@ -224,7 +227,7 @@ class SlackNotifier(Notifier):
         self.client = AsyncWebClient(token=bot_token, base_url=api_url, retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=1)])
         self._identity: Identity | None = None
-        self._pace: dict[str, tuple[asyncio.Lock, list[float]]] = {}
+        self._pace: dict[str, _Pace] = {}
 
     async def start(self) -> None:
         await self.identity()
@@ -258,8 +261,8 @@ class SlackNotifier(Notifier):
         delivery, ts = await self.post(subscriber.address, payload.text, payload.blocks,
                                        thread_ts=thread_ts)
         if delivery.outcome is Outcome.FAILED and delivery.reason in RENDER_ERRORS:
-            log.error("slack: %s refused the blocks of %d papers for %s (%s); sending text",
-                      delivery.reason, len(message.rows), subscriber.address, delivery.reason)
+            log.error("slack: %s for %d papers to %s: our blocks are wrong; sending text",
+                      delivery.reason, len(message.rows), subscriber.address)
             delivery, ts = await self.post(subscriber.address, payload.fallback, None,
                                            thread_ts=thread_ts)
             if delivery.outcome is Outcome.FAILED:
@@ -288,27 +291,25 @@ class SlackNotifier(Notifier):
                 return Delivery(Outcome.RETRY, f"cannot reach Slack: {exc}"), None
         return Delivery(Outcome.SENT), str(answer.get("ts") or "") or None
 
-    def _paced(self, channel: str) -> _Paced:
-        lock, last = self._pace.setdefault(channel, (asyncio.Lock(), [float("-inf")]))
-        return _Paced(lock, last, self.limits.per_recipient_interval)
-
-
-class _Paced:
-    """Holds a channel's turn: one post at a time, `interval` seconds after the previous one."""
-
-    def __init__(self, lock: asyncio.Lock, last: list[float], interval: float) -> None:
-        self.lock, self.last, self.interval = lock, last, interval
-
-    async def __aenter__(self) -> None:
-        await self.lock.acquire()
+    @contextlib.asynccontextmanager
+    async def _paced(self, channel: str) -> AsyncIterator[None]:
+        """One post at a time per channel, `per_recipient_interval` after the previous one."""
+        pace = self._pace.setdefault(channel, _Pace())
         loop = asyncio.get_running_loop()
-        wait = self.last[0] + self.interval - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        async with pace.lock:
+            wait = pace.last + self.limits.per_recipient_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                yield
+            finally:
+                pace.last = loop.time()
 
-    async def __aexit__(self, *exc: object) -> None:
-        self.last[0] = asyncio.get_running_loop().time()
-        self.lock.release()
+
+@dataclass
+class _Pace:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last: float = float("-inf")
 
 
 def delivery_for(exc: SlackApiError) -> Delivery:

@@ -30,17 +30,25 @@ def paper_from_row(row: dict[str, Any]) -> Paper:
 
 
 def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime) -> None:
-    """A newer version updates the row; an equal or older one changes nothing."""
+    """A newer version updates the row; an older one changes nothing. At the same version only
+    journal_ref and DOI may change (arXiv adds them without a new version)."""
+    newer = "excluded.version > papers.version"
     db.conn.executemany(
         f"""INSERT INTO papers ({PAPER_COLUMNS}, first_seen)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(arxiv_id) DO UPDATE SET
-              version = excluded.version, title = excluded.title, abstract = excluded.abstract,
-              authors = excluded.authors, comment = excluded.comment,
-              journal_ref = excluded.journal_ref, doi = excluded.doi,
-              primary_category = excluded.primary_category, categories = excluded.categories,
-              updated = excluded.updated
-            WHERE excluded.version > papers.version""",
+              version = excluded.version,
+              title = CASE WHEN {newer} THEN excluded.title ELSE title END,
+              abstract = CASE WHEN {newer} THEN excluded.abstract ELSE abstract END,
+              authors = CASE WHEN {newer} THEN excluded.authors ELSE authors END,
+              comment = CASE WHEN {newer} THEN excluded.comment ELSE comment END,
+              primary_category = CASE WHEN {newer} THEN excluded.primary_category
+                                 ELSE primary_category END,
+              categories = CASE WHEN {newer} THEN excluded.categories ELSE categories END,
+              updated = CASE WHEN {newer} THEN excluded.updated ELSE updated END,
+              journal_ref = excluded.journal_ref, doi = excluded.doi
+            WHERE {newer} OR (excluded.version = papers.version AND (
+              excluded.journal_ref IS NOT papers.journal_ref OR excluded.doi IS NOT papers.doi))""",
         [
             (p.arxiv_id, p.version, p.title, p.abstract, json.dumps(list(p.authors)),
              p.comment, p.journal_ref, p.doi, p.primary_category, json.dumps(list(p.categories)),

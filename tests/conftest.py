@@ -76,20 +76,21 @@ PaperFactory = Callable[..., Paper]
 
 @pytest.fixture
 def paper(clock: Clock) -> PaperFactory:
-    """`paper(days=2, about="graph neural networks")`: published `days` before the clock's start.
+    """`paper(days=2, about="graph neural networks")`: published `days` before the clock's now.
 
     Ids count up from 2601.00001 unless given; the title carries `about`, so a phrase keyword
     with those words matches it on the fake.
     """
-    start = clock.now()
     numbers = itertools.count(1)
 
     def make(*, days: float = 1.0, about: str = "graph neural networks", arxiv_id: str = "",
              version: int = 1, title: str = "", abstract: str = "",
              updated_days: float | None = None) -> Paper:
         n = next(numbers)
-        published = start - timedelta(days=days)
-        updated = start - timedelta(days=updated_days if updated_days is not None else days)
+        # whole seconds, as Atom carries them: a paper read back from the fake equals this one
+        published = (clock.now() - timedelta(days=days)).replace(microsecond=0)
+        back = updated_days if updated_days is not None else days
+        updated = (clock.now() - timedelta(days=back)).replace(microsecond=0)
         return Paper(
             arxiv_id=arxiv_id or f"2601.{n:05d}", version=version,
             title=title or f"On {about}, part {n}",

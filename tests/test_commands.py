@@ -27,7 +27,7 @@ from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
 from storage.records import Paper
 from storage.store import AsyncStore, Store
-from tests.fakes.arxiv_server import Fault, FakeArxiv
+from tests.fakes.arxiv_server import FakeArxiv, Fault
 
 NOW = datetime.now(UTC)
 CHAT = Chat("telegram", "42")

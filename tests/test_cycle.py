@@ -126,6 +126,7 @@ async def test_error_feed_rejects_the_keyword_once_and_keeps_its_digest_rows(
     fake_arxiv.rejected_queries[bad.query] = "unbalanced parentheses in query"
     report = await cycle(store, arxiv_client, clock, on_rejected=on_rejected)
     assert told == [(bad.display, "unbalanced parentheses in query")]
+    assert report.changed  # the digest must show arXiv's note
     assert [o.keyword.id for o in report.failed] == [bad.id] and report.failed[0].rejected
     assert [o.keyword.id for o in report.completed] == [good.id]
     rejected = await fresh(store, bad)

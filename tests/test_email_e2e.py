@@ -173,7 +173,7 @@ def body(mail: ReceivedMail, kind: str) -> str:
 
 
 def list_unsubscribe(mail: ReceivedMail) -> str:
-    value = str(mail.message["List-Unsubscribe"])
+    value = str(mail.message["List-Unsubscribe"]).strip()  # long values are folded
     assert value.startswith("<") and value.endswith(">"), value
     return value[1:-1]
 

@@ -305,4 +305,4 @@ async def test_a_note_is_a_plain_mail_with_the_unsubscribe_header(plain: FakeSMT
     [mail] = plain.messages
     assert mail.message.get_content_type() == "text/plain"
     assert "arXiv rejected 'ti:('." in mail.message.get_content()
-    assert str(mail.message["List-Unsubscribe"]).startswith("<https://papers.example.org/")
+    assert str(mail.message["List-Unsubscribe"]).strip().startswith("<https://papers.example.org/")

@@ -238,7 +238,7 @@ async def test_two_empty_answers_ten_minutes_apart_take_an_empty_baseline(
 
 
 # -- suspicious answers: retried, then the poll fails and nothing is written ----------------
-async def _baseline_then_expect_suspicious(
+async def _expect_suspicious_and_unchanged(
         store: AsyncStore, client: ArxivClient, fake: FakeArxiv, clock: Clock, kw: Keyword,
         reason: str) -> None:
     before = await snapshot(store, kw)
@@ -258,7 +258,7 @@ async def test_short_page_is_retried_then_fails_and_the_next_poll_recovers(
     fresh = paper(days=0.1)
     fake_arxiv.add(fresh)
     fake_arxiv.push(*["short"] * ATTEMPTS)
-    await _baseline_then_expect_suspicious(store, arxiv_client, fake_arxiv, clock, kw,
+    await _expect_suspicious_and_unchanged(store, arxiv_client, fake_arxiv, clock, kw,
                                            "short page")
     assert await pending_rows(store, clock, sub) == []
 
@@ -287,7 +287,7 @@ async def test_total_results_falling_by_more_than_half_is_suspicious(
     await poll(store, arxiv_client, clock, kw)
     del fake_arxiv.papers[3:]
     fake_arxiv.add(paper(days=0.1))  # 4 of 10 left
-    await _baseline_then_expect_suspicious(store, arxiv_client, fake_arxiv, clock, kw,
+    await _expect_suspicious_and_unchanged(store, arxiv_client, fake_arxiv, clock, kw,
                                            "totalResults fell from 10 to 4")
 
 
@@ -297,7 +297,7 @@ async def test_newest_entry_a_week_older_than_the_newest_stored_is_suspicious(
     fake_arxiv.add(*(paper(days=d) for d in (1, 2, 12, 13, 14, 15, 16, 17)))
     await poll(store, arxiv_client, clock, kw)
     del fake_arxiv.papers[:2]  # an answer from a stale mirror: the recent week is missing
-    await _baseline_then_expect_suspicious(store, arxiv_client, fake_arxiv, clock, kw,
+    await _expect_suspicious_and_unchanged(store, arxiv_client, fake_arxiv, clock, kw,
                                            "more than 7 days older")
 
 
@@ -312,7 +312,7 @@ async def test_empty_answer_for_a_keyword_that_had_papers_is_suspicious(
         fake_arxiv.push(*["empty"] * ATTEMPTS)
     else:
         fake_arxiv.papers.clear()
-    await _baseline_then_expect_suspicious(store, arxiv_client, fake_arxiv, clock, kw, reason)
+    await _expect_suspicious_and_unchanged(store, arxiv_client, fake_arxiv, clock, kw, reason)
     # not "waiting for confirmation": the keyword had papers
     after = await store.call(kw_repo.get, kw.id)
     assert after is not None and after.empty_since is None

@@ -10,19 +10,28 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.slack_app import parse_command, reply_body, unescape
+from bot.slack_app import (
+    COMMANDS,
+    EVENTS_PATH,
+    parse_command,
+    reply_body,
+    slack_help,
+    unescape,
+)
 from notifiers.base import Outcome
 from notifiers.slack import LIMITS, SlackNotifier, block_texts, headline, render_digest
 from storage.records import OutboxRow, Paper, Subscriber
 from tests.fakes.slack_server import FakeSlack
 
 GOLDEN = Path(__file__).parent / "golden"
+MANIFEST = Path(__file__).parent.parent / "deploy" / "slack-app-manifest.yml"
 HOSTILE_TITLE = "<!channel> *Bold* _claims_ & <https://evil.example|click> > everything"
 LATEX_ABSTRACT = ("We bound $\\sum_i x_i^*$ by *two* and _three_ :tada: <!here> & more. "
                   "Then the rest of a long abstract follows with many words " * 4).strip()
@@ -194,6 +203,12 @@ def test_unescape_keeps_unlabelled_links() -> None:
     assert unescape("&amp;lt;") == "&lt;"  # one level only: what the user typed
 
 
+def test_help_speaks_slack() -> None:
+    text = slack_help()
+    assert "/help" not in text and "/start" not in text
+    assert "/subscribe KEYWORD" in text and "/papers alone shows this help" in text
+
+
 def test_reply_body_escapes_and_renders_papers() -> None:
     from bot.commands import Reply
 
@@ -301,3 +316,14 @@ async def test_identity_and_refused_token() -> None:
         bad = SlackNotifier(fake.api_url, "xoxb-wrong")
         with pytest.raises(RuntimeError, match="invalid_auth"):
             await bad.start()
+
+
+def test_manifest_matches_the_code() -> None:
+    """The app manifest registers exactly the commands the face handles, at its path."""
+    text = MANIFEST.read_text(encoding="utf-8")
+    assert re.findall(r"- command: (\S+)", text) == list(COMMANDS)
+    urls = re.findall(r"(?:url|request_url): (\S+)", text)
+    assert urls and all(u.endswith(EVENTS_PATH) for u in urls)
+    for scope in ("chat:write", "chat:write.public", "commands", "channels:read", "groups:read"):
+        assert re.search(rf"^\s+- {re.escape(scope)}\s", text, re.M), scope
+    assert "- member_joined_channel" in text

@@ -74,13 +74,19 @@ class Daemon:
             self._changed.set()
         self._changed.set()
 
-    async def wait_log(self, needle: str, timeout: float = 20) -> None:
+    async def wait_log(self, needle: str, count: int = 1, timeout: float = 20) -> None:
+        """Until `count` logged lines contain `needle`."""
         async with asyncio.timeout(timeout):
-            while not any(needle in line for line in self.lines):
+            while sum(needle in line for line in self.lines) < count:
                 if self.proc.returncode is not None:
                     raise AssertionError("daemon exited:\n" + "\n".join(self.lines))
                 self._changed.clear()
                 await self._changed.wait()
+
+    async def cycles(self, n: int) -> None:
+        """Wait for `n` more poll cycles to end."""
+        done = sum("cycle:" in line for line in self.lines)
+        await self.wait_log("cycle:", done + n)
 
     async def stop(self) -> int:
         if self.proc.returncode is None:
@@ -137,7 +143,10 @@ async def daemon(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, *, http: bool = 
     pump = asyncio.create_task(d._pump())
     try:
         await d.wait_log("web server listening")
-        yield d
+        try:
+            yield d
+        finally:
+            print("\n".join(d.lines))  # shown by pytest when the test fails
         assert await d.stop() == 0, "\n".join(d.lines)
     finally:
         if proc.returncode is None:
@@ -208,8 +217,7 @@ async def test_subscribe_list_and_exactly_one_digest(tmp_path: Path, fakes: Any)
 
         arxiv.add(new_paper(1))
         await fake.wait_for(lambda: len(digests(fake)) >= 1, timeout=20)
-        seen = len(arxiv.requests)
-        await arxiv.wait_requests(seen + 2)  # two more cycles: nothing is sent twice
+        await d.cycles(2)  # two more cycles: nothing is sent twice
         (digest,) = digests(fake)
         assert digest.blocks[0]["text"]["text"] == "1 new paper · vision language model"
         assert papers_shown([digest]) == ["https://arxiv.org/abs/2599.00001"]
@@ -233,6 +241,8 @@ async def test_forged_stale_and_oversized_requests_change_nothing(tmp_path: Path
         status, listing = await command(d, fake, "/list")
         assert status == 200 and listing["text"].startswith("No keywords are followed here")
         assert fake.posts == [] and arxiv.requests == []
+        _, help_reply = await command(d, fake, "/papers")
+        assert "/papers alone shows this help" in help_reply["text"]
 
 
 async def test_sixty_new_papers_arrive_whole(tmp_path: Path, fakes: Any) -> None:
@@ -287,8 +297,7 @@ async def test_removed_bot_pauses_the_channel_until_invited_again(tmp_path: Path
                                         for c in fake.calls_to("chat.postMessage")), timeout=20)
         await d.wait_log("paused")
         refused = len(fake.calls_to("chat.postMessage"))
-        seen = len(arxiv.requests)
-        await arxiv.wait_requests(seen + 2)  # paused: no new attempts while it is away
+        await d.cycles(2)  # paused: no new attempts while it is away
         assert len(fake.calls_to("chat.postMessage")) == refused and digests(fake) == []
 
         fake.channels[CHANNEL] = {"is_member": True}  # /invite @Daily Papers

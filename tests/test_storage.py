@@ -189,3 +189,24 @@ def test_a_poll_that_fails_midway_writes_nothing(sync_store: Store, paper: Paper
     new, changed = commit_poll(db, kw, [good], baseline=False, now=later, max_papers=10,
                                notify_floor=floor, total_results=4)
     assert new == [good] and changed
+
+
+def test_journal_ref_and_doi_arrive_without_a_new_version(tmp_path: Path) -> None:
+    """arXiv adds them to a paper later at the same version; an older version changes nothing."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from storage import papers as paper_repo
+    from storage.database import connect, write
+    from storage.records import Paper
+
+    db = connect(tmp_path / "p.db")
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    v2 = Paper("2511.00001", 2, "Title v2", "Abstract", ("A",), now, now)
+    with write(db):
+        paper_repo.upsert_papers(db, [v2], now)
+        paper_repo.upsert_papers(db, [replace(v2, journal_ref="CVPR 2026", doi="10.1/x")], now)
+        paper_repo.upsert_papers(db, [replace(v2, version=1, title="Title v1", doi="")], now)
+    row = next(db.query("SELECT version, title, journal_ref, doi FROM papers"))
+    assert row == {"version": 2, "title": "Title v2", "journal_ref": "CVPR 2026", "doi": "10.1/x"}
+    db.close()

@@ -8,6 +8,7 @@ flood limits, and the commands as a user types them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from bot.app import App
 from bot.arxiv import ArxivClient
 from bot.config import Config, Secrets, TelegramConfig
 from bot.telegram_bot import TelegramFace, parse_command
-from notifiers.base import Message, Outcome
+from notifiers.base import Outcome
 from notifiers.telegram import (
     TELEGRAM_LIMITS,
     UNLIMITED,
@@ -245,7 +246,7 @@ async def test_one_chat_gets_at_most_one_message_per_interval(telegram: FakeTele
     for chat, interval in ((42, 0.2), (-77, 60 / 300)):
         times = telegram.arrivals(chat)
         assert len(times) == 4
-        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= interval * 0.9
+        assert min(b - a for a, b in itertools.pairwise(times)) >= interval * 0.9
 
 
 def test_default_limits_are_telegrams() -> None:
