@@ -73,12 +73,12 @@ def build_faces(cfg: Config, secrets: Secrets) -> list[Face]:
 
 
 def public_url_warning(cfg: Config) -> str | None:
-    url = cfg.web.public_url
-    if cfg.email.host and (not url.startswith("https://") or "localhost" in url
-                           or "127.0.0.1" in url):
-        return (f"[web] public_url {url!r} is not a public https address: unsubscribe links "
-                "in emails will not work for recipients")
-    return None
+    """Unsubscribe links need a public https address; only matters with email on."""
+    if not cfg.email.host:
+        return None
+    from bot.email_face import public_url_warning as warning
+
+    return warning(cfg.web)
 
 
 def prepare_store(path: Path, *, migrate: bool, holder: str | None = None) -> Store:

@@ -139,7 +139,9 @@ class Dispatcher:
                 await self.store.call(outbox.mark_failed, ids, delivery.reason, now)
                 if delivery.counts_against_recipient:
                     n = await self.store.call(sub_repo.add_permanent_failure, sub.id)
-                    if n >= PERMANENT_FAILURES_TO_DEACTIVATE:
+                    limit = getattr(notifier, "max_permanent_failures",
+                                    PERMANENT_FAILURES_TO_DEACTIVATE)
+                    if n >= limit:
                         await self._deactivate(notifier, sub, f"{n} permanent failures: "
                                                f"{delivery.reason}")
                         return False

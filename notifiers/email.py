@@ -447,6 +447,11 @@ class EmailNotifier(Notifier):
         self._pool: _Pool | None = None
 
     @property
+    def max_permanent_failures(self) -> int:
+        """Hard bounces before the dispatcher deactivates an address ([email] max_bounces)."""
+        return self.settings.max_bounces
+
+    @property
     def connections_opened(self) -> int:
         return self._pool.opened if self._pool else 0
 

@@ -95,7 +95,8 @@ class Daemon:
             return await self.proc.wait()
 
 
-def write_config(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, port: int) -> Path:
+def write_config(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, port: int,
+                 slack_extra: str = "") -> Path:
     path = tmp / "config.toml"
     path.write_text(f"""
 [arxiv]
@@ -113,6 +114,7 @@ path = ""
 
 [slack]
 api_url = "{slack.api_url}"
+{slack_extra}
 
 [web]
 host = "127.0.0.1"
@@ -124,9 +126,9 @@ public_url = "http://127.0.0.1:{port}"
 
 @contextlib.asynccontextmanager
 async def daemon(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, *, http: bool = True,
-                 socket_mode: bool = False) -> AsyncIterator[Daemon]:
+                 socket_mode: bool = False, slack_extra: str = "") -> AsyncIterator[Daemon]:
     port = free_port()
-    config = write_config(tmp, arxiv, slack, port)
+    config = write_config(tmp, arxiv, slack, port, slack_extra)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLACK_", "TELEGRAM_", "SMTP_", "DAILY_PAPERS_"))}
     env["SLACK_BOT_TOKEN"] = slack.bot_token
@@ -286,8 +288,9 @@ async def test_another_workspace_and_hostile_text(tmp_path: Path, fakes: Any) ->
         assert "&lt;!channel&gt;" in (fake.posts_to(CHANNEL)[0].text or "")
 
 
-async def test_removed_bot_pauses_the_channel_until_invited_again(tmp_path: Path,
-                                                                   fakes: Any) -> None:
+@pytest.mark.parametrize("comes_back", ["invited", "command"])
+async def test_removed_bot_pauses_the_channel_until_it_comes_back(
+        tmp_path: Path, fakes: Any, comes_back: str) -> None:
     arxiv, fake = fakes
     async with daemon(tmp_path, arxiv, fake) as d:
         await subscribed(d, fake, arxiv)
@@ -301,9 +304,31 @@ async def test_removed_bot_pauses_the_channel_until_invited_again(tmp_path: Path
         assert len(fake.calls_to("chat.postMessage")) == refused and digests(fake) == []
 
         fake.channels[CHANNEL] = {"is_member": True}  # /invite @Daily Papers
-        assert await bot_joined(d, fake) == 200
+        if comes_back == "invited":
+            assert await bot_joined(d, fake) == 200
+        else:
+            _, ack = await command(d, fake, "/papers", "list")
+            assert ack["text"].startswith("Welcome back")
         await fake.wait_for(lambda: len(digests(fake)) == 1, timeout=20)
         assert papers_shown(digests(fake)) == ["https://arxiv.org/abs/2599.00001"]
+
+
+async def test_config_channels_and_allowed_channels(tmp_path: Path, fakes: Any) -> None:
+    arxiv, fake = fakes
+    extra = """allowed_channels = ["C0CONFIG1"]
+[[slack.channels]]
+channel = "C0CONFIG1"
+keywords = ["Vision Language Model"]
+"""
+    async with daemon(tmp_path, arxiv, fake, slack_extra=extra) as d:
+        _, ack = await command(d, fake, "/subscribe", KEYWORD, channel="C0ELSEWHERE")
+        assert ack["text"].startswith("Daily Papers is not enabled in this channel")
+        _, listing = await command(d, fake, "/list", channel="C0CONFIG1")
+        assert "Vision Language Model" in listing["text"] and "(from the config)" in listing["text"]
+        await d.wait_log("1 ok")  # the baseline of the configured keyword
+        arxiv.add(new_paper(1))
+        await fake.wait_for(lambda: len(digests(fake, "C0CONFIG1")) == 1, timeout=20)
+        assert fake.posts_to("C0ELSEWHERE") == []
 
 
 async def test_socket_mode_subscribe(tmp_path: Path, fakes: Any) -> None:
