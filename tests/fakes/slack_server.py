@@ -17,6 +17,8 @@ from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.changes import Changes
+
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_SECTION_FIELDS = 10
@@ -33,24 +35,6 @@ _BLOCK_TYPES = frozenset({
     "file", "video", "markdown",
 })
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
-
-
-class _Changes:
-    """Wakes waiters whenever the fake records something, so tests never sleep."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def bump(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def until(self, predicate: Callable[[], bool]) -> None:
-        while True:
-            event = self._event
-            if predicate():
-                return
-            await event.wait()
 
 
 def slack_escape(text: str) -> str:
@@ -141,7 +125,7 @@ class FakeSlack:
         self._ts_base = int(time.time())
         self._response_ids = itertools.count(1)
         self._envelope_ids = itertools.count(1)
-        self._changes = _Changes()
+        self._changes = Changes()
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -182,15 +166,9 @@ class FakeSlack:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
         """Return once `predicate()` holds; re-checked after every recorded request."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._changes.until(predicate)
-        except TimeoutError:
-            recent = [(c.method, c.channel, c.error) for c in self.calls[-10:]]
-            raise AssertionError(
-                f"condition not met within {timeout}s; last calls: {recent}; "
-                f"posts: {len(self.posts)}; responses: {len(self.responses)}"
-            ) from None
+        await self._changes.wait_for(predicate, timeout, lambda: (
+            f"last calls: {[(c.method, c.channel, c.error) for c in self.calls[-10:]]}; "
+            f"posts: {len(self.posts)}; responses: {len(self.responses)}"))
 
     async def wait_posts(self, count: int, channel: str | None = None, timeout: float = 10) -> None:
         await self.wait_for(lambda: len(self.posts_to(channel)) >= count, timeout)

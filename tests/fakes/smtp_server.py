@@ -17,6 +17,8 @@ from typing import Any, Literal
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.fakes.changes import Changes
+
 Security = Literal["none", "starttls", "tls"]
 Stage = Literal["rcpt", "data"]
 
@@ -32,24 +34,6 @@ ANSWERS = {
     "5.7.1": "550 5.7.1 Message rejected as spam",
     "drop": "drop",
 }
-
-
-class _Changes:
-    """Wakes waiters whenever the fake records something, so tests never sleep."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def bump(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def until(self, predicate: Callable[[], bool]) -> None:
-        while True:
-            event = self._event
-            if predicate():
-                return
-            await event.wait()
 
 
 @dataclass
@@ -100,7 +84,7 @@ class FakeSMTP:
         self._by_rcpt: dict[tuple[Stage, str], deque[_Programmed]] = {}
         self._fifo: dict[Stage, deque[_Programmed]] = {"rcpt": deque(), "data": deque()}
         self._protocols: list[SMTP] = []
-        self._changes = _Changes()
+        self._changes = Changes()
         self._server: asyncio.Server | None = None
         self._server_ctx: ssl.SSLContext | None = None
 
@@ -223,14 +207,9 @@ class FakeSMTP:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
         """Return once `predicate()` holds; re-checked after every connection, reply or mail."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._changes.until(predicate)
-        except TimeoutError:
-            raise AssertionError(
-                f"condition not met within {timeout}s; messages: {len(self.messages)}, "
-                f"connections: {self.connections}, refusals: {self.refusals[-5:]}"
-            ) from None
+        await self._changes.wait_for(predicate, timeout, lambda: (
+            f"messages: {len(self.messages)}, connections: {self.connections}, "
+            f"refusals: {self.refusals[-5:]}"))
 
     async def wait_messages(self, count: int, timeout: float = 10) -> None:
         await self.wait_for(lambda: len(self.messages) >= count, timeout)

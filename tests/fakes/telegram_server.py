@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.changes import Changes
+
 MAX_TEXT_UTF16 = 4096
 
 # Form bodies carry non-string values JSON-encoded (PTB's RequestData); strings arrive raw.
@@ -33,24 +35,6 @@ _ENTITY = re.compile(r"&(?:#(\d+)|#[xX]([0-9a-fA-F]+)|(lt|gt|amp|quot));")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 _Answer = tuple[int, dict[str, Any]]  # HTTP status and JSON body
 _ATTR = re.compile(r"""([\w-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""")
-
-
-class _Changes:
-    """Wakes waiters whenever the fake records something, so tests never sleep."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def bump(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def until(self, predicate: Callable[[], bool]) -> None:
-        while True:
-            event = self._event
-            if predicate():
-                return
-            await event.wait()
 
 
 class EntityParseError(ValueError):
@@ -238,7 +222,7 @@ class FakeTelegram:
         self._global_failures: dict[str, deque[_Programmed]] = {}
         self._poll_generation = 0
         self._closing = False
-        self._changes = _Changes()
+        self._changes = Changes()
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -280,15 +264,9 @@ class FakeTelegram:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
         """Return once `predicate()` holds; re-checked after every request or pushed update."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._changes.until(predicate)
-        except TimeoutError:
-            recent = [(c.method, c.chat_id, c.status) for c in self.calls[-10:]]
-            raise AssertionError(
-                f"condition not met within {timeout}s; last calls: {recent}; "
-                f"sent: {[(m.chat_id, m.visible_text[:60]) for m in self.sent[-5:]]}"
-            ) from None
+        await self._changes.wait_for(predicate, timeout, lambda: (
+            f"last calls: {[(c.method, c.chat_id, c.status) for c in self.calls[-10:]]}; "
+            f"sent: {[(m.chat_id, m.visible_text[:60]) for m in self.sent[-5:]]}"))
 
     async def wait_sent(self, count: int, chat_id: int | None = None, timeout: float = 10) -> None:
         """Wait until at least `count` messages were accepted (for one chat if given)."""
