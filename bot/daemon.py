@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -158,12 +158,16 @@ class Daemon:
         started: list[Face] = []
         try:
             for face in self.faces:
-                await face.start(app)
-                started.append(face)
-            for notifier in notifiers.values():
-                await notifier.start()
+                if await self._start_channel(app, dispatcher, face.name, face.start(app)):
+                    started.append(face)
+                else:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(face.stop(), STOP_GRACE / 2)
+            for name, notifier in notifiers.items():
+                if name not in dispatcher.broken:
+                    await self._start_channel(app, dispatcher, name, notifier.start())
             if not once:
-                await web.start(self.faces)
+                await web.start(started)
             if once:
                 return await self._once(app, dispatcher)
             await self._forever(app, dispatcher)
@@ -176,6 +180,22 @@ class Daemon:
             for notifier in notifiers.values():
                 with contextlib.suppress(Exception):
                     await notifier.close()
+
+    async def _start_channel(self, app: App, dispatcher: Dispatcher, name: str,
+                             starting: Awaitable[None]) -> bool:
+        """A channel that cannot start (refused token, unreachable service) stays off with its
+        rows kept, and the others go on. The reason goes through the redacting log: library
+        errors quote tokens (python-telegram-bot's InvalidToken does)."""
+        try:
+            await starting
+        except Exception as exc:
+            reason = redactor().redact(f"{name} is off: it could not start: {exc}")
+            log.error("%s", reason)
+            log.debug("%s start failure", name, exc_info=True)
+            app.warnings.append(reason)
+            dispatcher.broken[name] = reason
+            return False
+        return True
 
     async def _sync(self, app: App) -> None:
         email_on = bool(self.cfg.email.host)
@@ -222,7 +242,7 @@ class Daemon:
                                  on_polled=self.on_polled)
         self.last_report = report
         log.info("%s", report.summary())
-        await self._refresh_gauges(app)
+        await self.refresh_gauges(app)
         return report
 
     async def _tell_rejected(self, app: App, kw: Keyword, message: str) -> None:
@@ -268,14 +288,10 @@ class Daemon:
 
         await app.store.run(clean)
 
-    async def _refresh_gauges(self, app: App) -> None:
+    async def refresh_gauges(self, app: App) -> None:
+        """After each cycle and at each scrape: outbox rows change while the dispatcher sends."""
         def read(store: Store) -> tuple[int, dict, dict]:
             return (papers.count(store.db), outbox.counts(store.db),
                     sub_repo.active_counts(store.db))
 
-        n, counts, subs = await app.store.run(read)
-        metrics.PAPERS_STORED.set(n)
-        for (channel, status), value in counts.items():
-            metrics.OUTBOX.labels(channel, status).set(value)
-        for channel, value in subs.items():
-            metrics.SUBSCRIBERS.labels(channel).set(value)
+        metrics.set_store_gauges(*await app.store.run(read))

@@ -106,6 +106,8 @@ class Dispatcher:
             return 0
         sent = 0
         for message in messages:
+            if notifier.channel in self.broken:  # a refusal of our token ends the round
+                break
             delivery = await notifier.send(sub, message)
             metrics.DELIVERIES.labels(notifier.channel, delivery.outcome.value).inc()
             if not await self._apply(notifier, sub, message, delivery):
@@ -155,6 +157,8 @@ class Dispatcher:
                 log.warning("%s %s paused: %s", notifier.channel, sub.address, delivery.reason)
                 return False
             case Outcome.BROKEN:
+                if notifier.channel in self.broken:
+                    return False
                 self.broken[notifier.channel] = delivery.reason
                 log.error("%s notifier stopped: %s (pending messages are kept)",
                           notifier.channel, delivery.reason)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable
+from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -37,6 +39,8 @@ class RedactFilter(logging.Filter):
         record.args = None
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
+        # Formatters that re-render exc_info (the JSON one does) would bring the secret back.
+        record.exc_info = None
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return True
@@ -65,6 +69,19 @@ def setup_logging(*, verbose: bool = False, fmt: str = "text",
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # Library chatter stays quiet even with --verbose: polling must not flood the log,
     # and request URLs can carry tokens (the Telegram bot token is part of its URL path).
+    sys.excepthook = _log_uncaught
+    threading.excepthook = lambda args: _log_uncaught(args.exc_type, args.exc_value,
+                                                      args.exc_traceback)
     for noisy in ("httpx", "httpcore", "telegram", "apscheduler", "aiosqlite", "slack_sdk",
                   "slack_bolt", "aiohttp.access", "asyncio", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException | None,
+                  tb: TracebackType | None) -> None:
+    """A traceback nobody caught goes through the redacting handler too, never raw to stderr:
+    library errors quote tokens (python-telegram-bot's InvalidToken names the bot token)."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value or kind(), tb)
+        return
+    logging.getLogger("bot").critical("uncaught error", exc_info=(kind, value, tb))

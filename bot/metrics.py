@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -28,3 +30,16 @@ DELIVERIES = Counter(
 SUBSCRIBERS = Gauge(
     "daily_papers_subscribers", "Active subscribers per channel", ["channel"], registry=REGISTRY
 )
+
+CHANNELS = ("telegram", "slack", "email")
+OUTBOX_STATES = ("pending", "sent", "failed")
+
+
+def set_store_gauges(papers: int, outbox: Mapping[tuple[str, str], int],
+                     subscribers: Mapping[str, int]) -> None:
+    """Gauges read from the store; a (channel, status) with no rows is 0, never a stale value."""
+    PAPERS_STORED.set(papers)
+    for channel in {*CHANNELS, *(c for c, _ in outbox), *subscribers}:
+        for status in OUTBOX_STATES:
+            OUTBOX.labels(channel, status).set(outbox.get((channel, status), 0))
+        SUBSCRIBERS.labels(channel).set(subscribers.get(channel, 0))

@@ -63,10 +63,6 @@ ERROR_OUTCOMES = {
 _AUTH_ERRORS = frozenset(k for k, v in ERROR_OUTCOMES.items() if v is Outcome.BROKEN)
 
 
-class SlackAuthError(RuntimeError):
-    """Slack refused the bot token: the operator must fix SLACK_BOT_TOKEN."""
-
-
 def escape(text: str) -> str:
     """Slack's three control characters; also defuses `<!channel>` and `<@U…>` in echoed text."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -227,22 +223,27 @@ class SlackNotifier(Notifier):
         self.client = AsyncWebClient(token=bot_token, base_url=api_url, retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=1)])
         self._identity: Identity | None = None
+        self.refused: str | None = None  # set when Slack refused the token at auth.test
         self._pace: dict[str, _Pace] = {}
 
     async def start(self) -> None:
+        """auth.test; a refused token is logged once here and stops the channel (BROKEN)."""
         await self.identity()
 
     async def identity(self) -> Identity | None:
-        """auth.test once; None while Slack cannot be reached. Raises SlackAuthError."""
-        if self._identity is None:
+        """auth.test once; None while Slack cannot be reached or refuses the token."""
+        if self._identity is None and self.refused is None:
             try:
                 answer = await self.client.auth_test()
             except SlackApiError as exc:
                 error = str(exc.response.get("error", ""))
                 if error in _AUTH_ERRORS:
-                    raise SlackAuthError(f"Slack refused SLACK_BOT_TOKEN ({error}): use the "
-                                         "app's Bot User OAuth Token (xoxb-…)") from None
-                log.warning("slack: auth.test failed: %s", error)
+                    self.refused = (f"Slack refused SLACK_BOT_TOKEN ({error}): use the app's "
+                                    "Bot User OAuth Token (xoxb-…)")
+                    log.error("slack: %s; Slack stays off until the daemon restarts",
+                              self.refused)
+                else:
+                    log.warning("slack: auth.test failed: %s", error)
                 return None
             except (aiohttp.ClientError, TimeoutError, OSError, SlackClientError) as exc:
                 log.warning("slack: cannot reach Slack for auth.test: %s", exc)
@@ -257,6 +258,8 @@ class SlackNotifier(Notifier):
 
     async def send(self, subscriber: Subscriber, message: Message) -> Delivery:
         payload: SlackPayload = message.payload
+        if self.refused:
+            return Delivery(Outcome.BROKEN, self.refused)
         thread_ts = payload.thread.ts if message.part > 1 else None
         delivery, ts = await self.post(subscriber.address, payload.text, payload.blocks,
                                        thread_ts=thread_ts)

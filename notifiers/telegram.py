@@ -75,14 +75,9 @@ def cut(text: str, units: int) -> str:
         return text
     if units <= 1:
         return "…"[:units]
-    out, used = [], 0
-    for ch in text:
-        size = 2 if ord(ch) > 0xFFFF else 1
-        if used + size > units - 1:
-            break
-        out.append(ch)
-        used += size
-    head = "".join(out)
+    head = text[:units - 1]  # code points ≤ units; astral characters may make it longer
+    while utf16_len(head) > units - 1:
+        head = head[:-max(1, (utf16_len(head) - units + 1) // 2)]
     space = head.rfind(" ")
     if space > len(head) * 2 // 3:
         head = head[:space]

@@ -309,13 +309,18 @@ async def test_refused_twice_fails_without_blaming_the_channel() -> None:
     assert delivery.counts_against_recipient is False
 
 
-async def test_identity_and_refused_token() -> None:
+async def test_identity_and_refused_token(caplog: pytest.LogCaptureFixture) -> None:
     async with FakeSlack() as fake:
         identity = await SlackNotifier(fake.api_url, fake.bot_token).identity()
         assert identity is not None and identity.team_id == fake.team_id
         bad = SlackNotifier(fake.api_url, "xoxb-wrong")
-        with pytest.raises(RuntimeError, match="invalid_auth"):
-            await bad.start()
+        await bad.start()
+        (message,) = bad.pack(SUB, five_rows())
+        delivery = await bad.send(SUB, message)
+        assert fake.posts == []
+    assert delivery.outcome is Outcome.BROKEN and "invalid_auth" in delivery.reason
+    (line,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "Slack refused SLACK_BOT_TOKEN (invalid_auth)" in line.getMessage()
 
 
 def test_manifest_matches_the_code() -> None:

@@ -126,12 +126,13 @@ public_url = "http://127.0.0.1:{port}"
 
 @contextlib.asynccontextmanager
 async def daemon(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, *, http: bool = True,
-                 socket_mode: bool = False, slack_extra: str = "") -> AsyncIterator[Daemon]:
+                 socket_mode: bool = False, slack_extra: str = "",
+                 bot_token: str | None = None) -> AsyncIterator[Daemon]:
     port = free_port()
     config = write_config(tmp, arxiv, slack, port, slack_extra)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLACK_", "TELEGRAM_", "SMTP_", "DAILY_PAPERS_"))}
-    env["SLACK_BOT_TOKEN"] = slack.bot_token
+    env["SLACK_BOT_TOKEN"] = bot_token or slack.bot_token
     if http:
         env["SLACK_SIGNING_SECRET"] = SECRET
     if socket_mode:
@@ -329,6 +330,15 @@ keywords = ["Vision Language Model"]
         arxiv.add(new_paper(1))
         await fake.wait_for(lambda: len(digests(fake, "C0CONFIG1")) == 1, timeout=20)
         assert fake.posts_to("C0ELSEWHERE") == []
+
+
+async def test_refused_bot_token_is_one_clear_line(tmp_path: Path, fakes: Any) -> None:
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake, bot_token="xoxb-revoked") as d:
+        await d.wait_log("Slack refused SLACK_BOT_TOKEN (invalid_auth)")
+        await d.cycles(1)  # the daemon keeps polling; Slack stays off
+    assert sum("SLACK_BOT_TOKEN" in line for line in d.lines) == 1
+    assert fake.posts == []
 
 
 async def test_socket_mode_subscribe(tmp_path: Path, fakes: Any) -> None:

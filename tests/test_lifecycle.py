@@ -1,0 +1,325 @@
+"""Lifecycle: upgrading an old database (nothing lost, backup written), one daemon per database,
+a daily digest across a DST change (once per local date), a changed keyword re-baselining
+without notifying, and a one-click unsubscribe that survives a restart with the address still
+in config.toml."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+from sqlite_utils import Database
+
+from bot.config import Config, EmailConfig
+from bot.dispatcher import Dispatcher
+from bot.keywords import parse_keyword
+from bot.schedule import due_at_factory, next_digest_time
+from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
+from storage import keywords as kw_repo
+from storage import outbox, polls
+from storage import subscribers as sub_repo
+from storage.records import OutboxRow, Paper, Subscriber
+from storage.schema import MIGRATIONS, known_names
+from storage.store import AsyncStore
+from tests.conftest import Clock, KeywordFactory, SubscriberFactory
+from tests.fakes.arxiv_server import FakeArxiv
+from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.fakes.smtp_server import FakeSMTP
+from tests.test_operability import LISTENING, config_text, free_port, health, paper
+
+pytestmark = pytest.mark.slow
+
+KEYWORD = "graph neural networks"
+BOB = "bob@example.org"
+SECRET = "lifecycle-unsubscribe-key-0123456789"
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+# -- end-to-end world: fake arXiv, fake SMTP, one config subscriber -----------------------------
+@dataclass
+class World:
+    tmp: Path
+    arxiv: FakeArxiv
+    smtp: FakeSMTP
+    port: int
+    keyword: str = KEYWORD
+
+    @property
+    def db(self) -> Path:
+        return self.tmp / "papers.db"
+
+    @property
+    def config(self) -> Path:
+        extra = f"""
+[email]
+host = "127.0.0.1"
+port = {self.smtp.port}
+security = "none"
+sender = "Daily Papers <papers@example.org>"
+[[email.subscribers]]
+address = "{BOB}"
+keywords = ["{self.keyword}"]
+"""
+        return write_config(self.tmp, config_text(self.arxiv, self.port,
+                                                  keywords=(self.keyword,), extra=extra))
+
+    async def once(self) -> str:
+        code, out, err = await run_cli(self.config, "run", "--once",
+                                       env={"DAILY_PAPERS_SECRET": SECRET})
+        assert code == 0, out + err
+        return err
+
+    def titles(self) -> list[str]:
+        return [line[2:] for m in self.smtp.messages_to(BOB)
+                for line in m.message.get_body(("plain",)).get_content().splitlines()
+                if line.startswith("* On ")]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with FakeArxiv() as arxiv, FakeSMTP() as smtp:
+        arxiv.add(*(paper(n, days=1 + n) for n in range(1, 4)))
+        yield World(tmp_path, arxiv, smtp, free_port())
+
+
+# -- upgrades ---------------------------------------------------------------------------------
+def database_at(path: Path, last: str) -> Database:
+    """A database as the release whose newest migration was `last` left it."""
+    names = [m.name for m in MIGRATIONS._migrations]
+    later = names[names.index(last) + 1:]
+    db = Database(sqlite3.connect(str(path)))
+    MIGRATIONS.apply(db, stop_before=later or None)
+    return db
+
+
+def baseline_keyword(db: Database, text: str, papers: Sequence[Paper], now: datetime):
+    """The keyword as a finished baseline poll of the old release left it."""
+    parsed = parse_keyword(text)
+    kw, _ = kw_repo.ensure(db, parsed.display, parsed.canonical, parsed.query, now,
+                           max_keywords=500)
+    kw_repo.set_config_keywords(db, {kw.id})
+    polls.commit_poll(db, kw, papers, baseline=True, now=now, max_papers=100,
+                      notify_floor=now - timedelta(days=14), total_results=len(papers))
+    return kw_repo.get(db, kw.id)
+
+
+async def test_a_schema_1_database_is_migrated_with_a_backup_and_keeps_its_baseline(
+        world: World) -> None:
+    w = world
+    db = database_at(w.db, "m001_core")
+    baseline_keyword(db, KEYWORD, w.arxiv.papers, datetime.now(UTC) - timedelta(hours=2))
+    db.close()
+    w.arxiv.add(paper(10, days=0.1))
+
+    log = await w.once()
+    assert "database migrated to schema 2 (backup: " in log
+    backup = w.tmp / "papers.db.bak-1"
+    with sqlite3.connect(backup) as old:
+        assert old.execute("SELECT count(*) FROM keyword_seen").fetchone() == (3,)
+        assert "outbox" not in {r[0] for r in old.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    # the baseline survived the upgrade: only the paper that arrived since is news
+    assert w.titles() == [f"On {KEYWORD}, part 10"]
+    code, out, _ = await run_cli(w.config, "status")
+    assert code == 0 and f"{KEYWORD}  [config]  papers: 4" in out
+
+
+async def test_pending_outbox_rows_are_delivered_after_a_restart_on_an_older_release_database(
+        world: World) -> None:
+    """Rows a previous release left pending, due or still waiting for their cycle's end (the
+    process died mid-cycle), all arrive once; a migration, if one is due, keeps a backup."""
+    w = world
+    db = database_at(w.db, "m002_channels")
+    pending_migrations = len(known_names()) > 2
+    now = datetime.now(UTC)
+    kw = baseline_keyword(db, KEYWORD, w.arxiv.papers, now - timedelta(hours=2))
+    sub = sub_repo.ensure(db, "email", BOB, now)
+    sub_repo.subscribe(db, sub, kw, "config", now)
+    due, interrupted = paper(20, days=0.2), paper(21, days=0.1)
+    w.arxiv.add(due, interrupted)
+    for item in (due, interrupted):
+        kw = kw_repo.get(db, kw.id)
+        new, _ = polls.commit_poll(db, kw, [item], baseline=False, now=now, max_papers=100,
+                                   notify_floor=now - timedelta(days=14), total_results=4)
+        assert new == [item]
+        if item is due:
+            outbox.release(db, now, lambda _sub: now)
+    db.close()
+
+    log = await w.once()
+    assert sorted(w.titles()) == [f"On {KEYWORD}, part 20", f"On {KEYWORD}, part 21"]
+    assert len(w.smtp.messages) == 1
+    backup = w.tmp / "papers.db.bak-2"
+    assert backup.exists() == pending_migrations
+    assert ("database migrated" in log) == pending_migrations
+    with sqlite3.connect(w.db) as conn:
+        assert conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall() \
+            == [("sent", 2)]
+    await w.once()
+    assert len(w.smtp.messages) == 1  # sent once, never again
+
+
+# -- one daemon per database ------------------------------------------------------------------
+async def test_a_second_daemon_on_the_same_database_is_refused(world: World) -> None:
+    w = world
+    async with DaemonProcess(w.config, "run", env={"DAILY_PAPERS_SECRET": SECRET}) as first:
+        base = (await first.wait_for_log(LISTENING)).group(1)
+        await first.wait_for_log(r"cycle: 1 keywords polled")
+        for args in (("run",), ("run", "--once"), ("migrate",)):
+            code, out, err = await run_cli(w.config, *args)
+            assert code == 2, (args, out, err)
+            assert "another daily-papers process" in err and "holds this database" in err
+            assert "Traceback" not in err
+        assert (await health(base))[0] == 200  # the first one did not notice
+        assert await first.stop() == 0
+
+
+# -- the daily digest across a DST change -----------------------------------------------------
+def berlin(*args: int, fold: int = 0) -> datetime:
+    return datetime(*args, tzinfo=BERLIN, fold=fold).astimezone(UTC)
+
+
+@pytest.mark.parametrize(("now", "hhmm", "expected"), [
+    # the last Sunday of October 2025: 03:00 CEST becomes 02:00 CET
+    (berlin(2025, 10, 25, 9, 0), "08:00", berlin(2025, 10, 26, 8, 0)),  # 07:00 UTC now
+    (berlin(2025, 10, 26, 2, 0), "02:30", berlin(2025, 10, 26, 2, 30)),  # first 02:30
+    (berlin(2025, 10, 26, 2, 45), "02:30", berlin(2025, 10, 27, 2, 30)),  # not the second
+    (berlin(2025, 10, 26, 2, 15, fold=1), "02:30", berlin(2025, 10, 27, 2, 30)),
+    (berlin(2025, 10, 26, 2, 30), "02:30", berlin(2025, 10, 26, 2, 30)),  # at the time: now
+    # the last Sunday of March 2026: 02:00 CET becomes 03:00 CEST; 02:30 does not exist
+    (berlin(2026, 3, 29, 1, 0), "02:30", berlin(2026, 3, 29, 3, 30)),
+    (berlin(2026, 3, 28, 23, 0), "08:00", berlin(2026, 3, 29, 8, 0)),
+])
+def test_next_digest_time_across_dst(now: datetime, hhmm: str, expected: datetime) -> None:
+    assert next_digest_time(now, hhmm, "Europe/Berlin") == expected
+    assert berlin(2025, 10, 26, 8, 0) == datetime(2025, 10, 26, 7, 0, tzinfo=UTC)
+
+
+class Recorder(Notifier):
+    """An in-memory channel: what the dispatcher handed over, and when (the injected clock)."""
+
+    channel = "email"
+
+    def __init__(self, clock: Clock) -> None:
+        self.limits = Limits()
+        self.clock = clock
+        self.sent: list[tuple[datetime, list[str]]] = []
+
+    def pack(self, subscriber: Subscriber, rows: Sequence[OutboxRow]) -> list[Message]:
+        return [Message(tuple(rows), None)]
+
+    async def send(self, subscriber: Subscriber, message: Message) -> Delivery:
+        self.sent.append((self.clock.now(), [r.paper.arxiv_id for r in message.rows]))
+        return Delivery(Outcome.SENT)
+
+
+@pytest.mark.parametrize("hhmm", ["02:30", "08:00"])
+async def test_a_daily_digest_goes_once_per_local_date_across_the_october_change(
+        store: AsyncStore, clock: Clock, add_keyword: KeywordFactory,
+        add_subscriber: SubscriberFactory, hhmm: str) -> None:
+    """Four days, a new paper every hour, a cycle and a dispatcher round every 15 minutes."""
+    clock.current = berlin(2025, 10, 24, 12, 0)
+    cfg = Config(email=EmailConfig(host="smtp.test", digest_time=hhmm, timezone="Europe/Berlin"))
+    due_at = due_at_factory(cfg, clock.now)
+    kw = await add_keyword(KEYWORD)
+    await add_subscriber("email", BOB, kw)
+    await store.call(polls.commit_poll, kw, [], baseline=True, now=clock.now(), max_papers=100,
+                     notify_floor=clock.now(), total_results=0)
+    recorder = Recorder(clock)
+    dispatcher = Dispatcher(store, {"email": recorder}, clock.now)
+    made: list[tuple[str, datetime]] = []
+    for step in range(4 * 24 * 4):
+        if step % 4 == 0:
+            made.append((f"2510.{step:05d}", clock.now()))
+            news = Paper(arxiv_id=made[-1][0], version=1, title="t", abstract="a", authors=("A",),
+                         published=clock.now(), updated=clock.now())
+            current = await store.call(kw_repo.get, kw.id)
+            await store.call(polls.commit_poll, current, [news], baseline=False,
+                             now=clock.now(), max_papers=100,
+                             notify_floor=clock.now() - timedelta(days=14), total_results=step)
+            await store.call(outbox.release, clock.now(), due_at)
+        await dispatcher.drain()
+        clock.advance(timedelta(minutes=15))
+
+    local_dates = [when.astimezone(BERLIN).date() for when, _ in recorder.sent]
+    assert len(local_dates) == len(set(local_dates)) == 4  # Oct 25, 26, 27, 28
+    hour, minute = (int(x) for x in hhmm.split(":"))
+    for when, _ in recorder.sent:
+        local = when.astimezone(BERLIN)
+        assert (local.hour, local.minute, local.fold) == (hour, minute, 0)
+    delivered = [aid for _, ids in recorder.sent for aid in ids]
+    assert len(delivered) == len(set(delivered))  # each paper once
+    last = recorder.sent[-1][0]
+    assert set(delivered) == {aid for aid, at in made if at <= last}
+
+
+async def test_a_digest_missed_while_down_goes_at_the_next_start(
+        store: AsyncStore, clock: Clock, add_keyword: KeywordFactory,
+        add_subscriber: SubscriberFactory) -> None:
+    clock.current = berlin(2025, 10, 25, 20, 0)
+    cfg = Config(email=EmailConfig(host="smtp.test", digest_time="08:00",
+                                   timezone="Europe/Berlin"))
+    kw = await add_keyword(KEYWORD)
+    await add_subscriber("email", BOB, kw)
+    await store.call(polls.commit_poll, kw, [], baseline=True, now=clock.now(), max_papers=100,
+                     notify_floor=clock.now(), total_results=0)
+    news = Paper(arxiv_id="2510.00001", version=1, title="t", abstract="a", authors=("A",),
+                 published=clock.now(), updated=clock.now())
+    current = await store.call(kw_repo.get, kw.id)
+    await store.call(polls.commit_poll, current, [news], baseline=False, now=clock.now(),
+                     max_papers=100, notify_floor=clock.now() - timedelta(days=14),
+                     total_results=1)
+    await store.call(outbox.release, clock.now(), due_at_factory(cfg, clock.now))
+    clock.current = berlin(2025, 10, 27, 6, 0)  # down over the digest of the 26th
+    recorder = Recorder(clock)
+    await Dispatcher(store, {"email": recorder}, clock.now).drain()
+    assert recorder.sent == [(clock.now(), ["2510.00001"])]
+
+
+# -- a changed keyword ------------------------------------------------------------------------
+async def test_a_changed_keyword_rebaselines_without_notifying(world: World) -> None:
+    w = world
+    w.arxiv.add(*(paper(30 + n, "graph neural network", days=0.5 + n) for n in range(3)))
+    await w.once()  # baseline of "graph neural networks"
+    w.keyword = "graph neural network"  # the operator edits config.toml: a new query
+    log = await w.once()
+    assert "keyword 'graph neural network': 3 papers, 0 new (baseline)" in log
+    assert w.smtp.messages == []  # three recent papers match the new query: none is news
+    readme = (w.tmp / "README.md").read_text(encoding="utf-8")
+    assert "## graph neural network\n" in readme and "## graph neural networks" not in readme
+    w.arxiv.add(paper(40, "graph neural network", days=0.05))
+    await w.once()
+    assert w.titles() == ["On graph neural network, part 40"]
+
+
+# -- one-click unsubscribe, then a restart with the address still in config.toml ------------------
+async def test_one_click_unsubscribe_holds_across_a_restart(world: World) -> None:
+    w = world
+    await w.once()
+    w.arxiv.add(paper(50, days=0.1))
+    await w.once()
+    (mail,) = w.smtp.messages
+    link = str(mail.message["List-Unsubscribe"]).strip()[1:-1]
+    env = {"DAILY_PAPERS_SECRET": SECRET}
+    async with DaemonProcess(w.config, "run", env=env) as daemon:
+        await daemon.wait_for_log(LISTENING)
+        async with aiohttp.ClientSession() as http, http.post(
+                link, data={"List-Unsubscribe": "One-Click"}) as resp:
+            assert resp.status == 200
+        assert await daemon.stop() == 0
+
+    w.arxiv.add(paper(51, days=0.05))
+    async with DaemonProcess(w.config, "run", env=env) as daemon:  # config still names bob
+        await daemon.wait_for_log(r"cycle: 1 keywords polled, 1 ok, 1 new papers, "
+                                  r"0 notifications queued")
+        assert await daemon.stop() == 0
+    assert any(BOB in line and "not re-created" in line for line in daemon.lines)
+    assert len(w.smtp.messages) == 1
+    code, out, _ = await run_cli(w.config, "subscriptions")
+    assert code == 0 and BOB not in out

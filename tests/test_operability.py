@@ -1,0 +1,277 @@
+"""Operability of the real `daily-papers run` process: /healthz, /metrics, the per-cycle log line,
+JSON logs, and a SIGTERM that arrives while an arXiv request hangs.
+
+The small helpers at the top are shared by the other reliability suites (faults, lifecycle,
+secrets): a free port, a config for the fake arXiv, and plain HTTP reads of the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from storage.records import Paper
+from tests.fakes.arxiv_server import FakeArxiv, Fault
+from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.fakes.smtp_server import FakeSMTP
+
+pytestmark = pytest.mark.slow
+
+KEYWORDS = ("graph neural networks", "protein folding")
+LISTENING = r"web server listening on (http://[\w.:-]+)"
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def paper(n: int, about: str = KEYWORDS[0], *, days: float = 1.0) -> Paper:
+    """A paper whose title matches the phrase `about` on the fake arXiv."""
+    published = (datetime.now(UTC) - timedelta(days=days, minutes=n)).replace(microsecond=0)
+    return Paper(arxiv_id=f"2601.{n:05d}", version=1, title=f"On {about}, part {n}",
+                 abstract=f"We study {about} in setting {n}.", authors=("Ada Lovelace",),
+                 published=published, updated=published, primary_category="cs.LG",
+                 categories=("cs.LG",))
+
+
+def config_text(fake: FakeArxiv, port: int, *, keywords: tuple[str, ...] = KEYWORDS,
+                poll_interval: float = 3600, timeout: float = 5, extra: str = "") -> str:
+    """A daemon config against the fake arXiv, fast, with the digest written next to it."""
+    return f"""
+[arxiv]
+api_url = "{fake.url}"
+keywords = {json.dumps(list(keywords))}
+poll_interval = {poll_interval}
+request_interval = 0.02
+timeout = {timeout}
+
+[storage]
+path = "papers.db"
+
+[web]
+host = "127.0.0.1"
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+{extra}
+"""
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+async def health(base: str) -> tuple[int, dict[str, Any]]:
+    status, text = await get(f"{base}/healthz")
+    return status, json.loads(text)
+
+
+async def metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}."""
+    status, text = await get(f"{base}/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def sample(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def wait_metric(base: str, name: str, value: float, timeout: float = 20,
+                      **labels: str) -> dict:
+    """Scrape /metrics until a sample reaches `value` (the daemon commits after the send)."""
+    async with asyncio.timeout(timeout):
+        while sample(samples := await metrics(base), name, **labels) != value:
+            await asyncio.sleep(0.05)
+    return samples
+
+
+async def wait_health(base: str, status: int, timeout: float = 20) -> dict[str, Any]:
+    """Ask /healthz until it answers `status` (the daemon's clock is real: time must pass)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            code, body = await health(base)
+            if code == status:
+                return body
+            await asyncio.sleep(0.1)
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeArxiv]:
+    async with FakeArxiv() as server:
+        server.add(*(paper(n, KEYWORDS[n % 2], days=2 + n) for n in range(1, 7)))
+        yield server
+
+
+# -- /healthz and /metrics --------------------------------------------------------------------
+async def test_metrics_move_after_a_cycle_that_found_papers(tmp_path: Path,
+                                                            fake: FakeArxiv) -> None:
+    port = free_port()
+    async with FakeSMTP() as smtp:
+        extra = f"""
+[email]
+host = "127.0.0.1"
+port = {smtp.port}
+security = "none"
+sender = "Daily Papers <papers@example.org>"
+[[email.subscribers]]
+address = "reader@example.org"
+keywords = ["{KEYWORDS[0]}"]
+"""
+        config = write_config(tmp_path, config_text(fake, port, poll_interval=1, extra=extra))
+        async with DaemonProcess(config, "run") as daemon:
+            base = (await daemon.wait_for_log(LISTENING)).group(1)
+            await daemon.wait_for_log(r"cycle: 2 keywords polled, 2 ok, 0 new papers")
+            before = await metrics(base)
+            names = {name for name, _ in before}
+            for expected in ("daily_papers_arxiv_requests_total",
+                             "daily_papers_arxiv_retries_total",
+                             "daily_papers_cycle_seconds_count", "daily_papers_papers_stored",
+                             "daily_papers_new_papers_total", "daily_papers_outbox_rows",
+                             "daily_papers_subscribers"):
+                assert expected in names, f"{expected} missing from /metrics"
+            for status in ("pending", "sent", "failed"):
+                assert ("daily_papers_outbox_rows",
+                        (("channel", "email"), ("status", status))) in before
+            assert sample(before, "daily_papers_subscribers", channel="email") == 1
+
+            fake.add(paper(50, days=0.1), paper(51, days=0.2))
+            await daemon.wait_for_log(r"cycle: .* 2 new papers")
+            await smtp.wait_messages(1)
+            after = await wait_metric(base, "daily_papers_outbox_rows", 2, channel="email",
+                                      status="sent")
+    assert sample(after, "daily_papers_new_papers_total") - \
+        sample(before, "daily_papers_new_papers_total") == 2
+    assert sample(after, "daily_papers_papers_stored") == \
+        sample(before, "daily_papers_papers_stored") + 2
+    assert sample(after, "daily_papers_arxiv_requests_total", outcome="ok") > \
+        sample(before, "daily_papers_arxiv_requests_total", outcome="ok")
+    assert sample(after, "daily_papers_cycle_seconds_count") > \
+        sample(before, "daily_papers_cycle_seconds_count")
+    assert sample(after, "daily_papers_deliveries_total", channel="email", result="sent") == 1
+    assert sample(after, "daily_papers_outbox_rows", channel="email", status="sent") == 2
+    assert sample(after, "daily_papers_outbox_rows", channel="email", status="pending") == 0
+    assert len(smtp.messages) == 1
+
+
+async def test_healthz_is_200_with_the_facts_then_503_when_the_cycle_is_stale(
+        tmp_path: Path, fake: FakeArxiv) -> None:
+    port = free_port()
+    config = write_config(tmp_path, config_text(fake, port, poll_interval=1, timeout=60))
+    async with DaemonProcess(config, "run") as daemon:
+        base = (await daemon.wait_for_log(LISTENING)).group(1)
+        await daemon.wait_for_log(r"cycle: 2 keywords polled")
+        code, body = await health(base)
+        assert code == 200, body
+        assert body["healthy"] is True
+        assert body["version"] and body["uptime_seconds"] >= 0
+        assert body["last_cycle"] and body["last_cycle_result"].startswith("cycle: 2 keywords")
+        assert body["pending"] == {} and body["failing_keywords"] == []
+        assert body["warnings"] == []
+
+        release = asyncio.Event()
+        fake.push(Fault("hold", release=release))  # the next cycle hangs in its first request
+        body = await wait_health(base, 503)
+        assert body["healthy"] is False
+        stale = body["last_cycle"]
+        release.set()
+        body = await wait_health(base, 200)
+        assert body["last_cycle"] > stale
+        assert await daemon.stop() == 0
+
+
+async def test_healthz_is_503_while_the_store_cannot_be_written(tmp_path: Path,
+                                                                fake: FakeArxiv) -> None:
+    port = free_port()
+    config = write_config(tmp_path, config_text(fake, port))
+    async with DaemonProcess(config, "run") as daemon:
+        base = (await daemon.wait_for_log(LISTENING)).group(1)
+        await daemon.wait_for_log(r"cycle: 2 keywords polled")
+        assert (await health(base))[0] == 200
+        other = sqlite3.connect(tmp_path / "papers.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        try:
+            code, body = await health(base)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert code == 503 and body["healthy"] is False
+        assert body["last_cycle_result"].startswith("cycle: 2 keywords")
+        assert (await health(base))[0] == 200
+        assert await daemon.stop() == 0
+    assert "health check: store not writable: database is locked" in daemon.log
+
+
+async def test_failing_keywords_show_in_healthz(tmp_path: Path, fake: FakeArxiv) -> None:
+    port = free_port()
+    fake.push(*[503] * 4)  # every attempt of the first keyword
+    config = write_config(tmp_path, config_text(fake, port))
+    async with DaemonProcess(config, "run") as daemon:
+        base = (await daemon.wait_for_log(LISTENING)).group(1)
+        await daemon.wait_for_log(r"cycle: 2 keywords polled, 1 ok")
+        code, body = await health(base)
+        assert code == 200
+        assert body["failing_keywords"] == [KEYWORDS[0]]
+        samples = await metrics(base)
+        assert sample(samples, "daily_papers_arxiv_requests_total", outcome="http_5xx") == 4
+        assert sample(samples, "daily_papers_arxiv_retries_total") == 3
+        assert await daemon.stop() == 0
+
+
+# -- logs -------------------------------------------------------------------------------------
+async def test_one_summary_line_per_cycle_and_json_logs(tmp_path: Path,
+                                                        fake: FakeArxiv) -> None:
+    config = write_config(tmp_path, config_text(fake, free_port()))
+    for _ in range(2):
+        code, out, err = await run_cli(config, "--log-format", "json", "run", "--once")
+        assert code == 0, err
+        records = [json.loads(line) for line in err.splitlines()]  # every line is one object
+        assert all({"asctime", "levelname", "name", "message"} <= r.keys() for r in records)
+        summaries = [r["message"] for r in records if r["message"].startswith("cycle:")]
+        assert len(summaries) == 1
+        assert "2 keywords polled, 2 ok" in summaries[0] and "failed: none" in summaries[0]
+    code, out, err = await run_cli(config, "run", "--once")
+    assert [line for line in err.splitlines() if "cycle:" in line][0].split(" ")[2] == "INFO"
+
+
+# -- SIGTERM ----------------------------------------------------------------------------------
+def keyword_state(db_path: Path) -> list[tuple]:
+    with sqlite3.connect(db_path) as db:
+        return db.execute("""SELECT display, last_poll, last_success, last_total,
+                                    (SELECT count(*) FROM keyword_papers p WHERE p.keyword_id = k.id)
+                             FROM keywords k ORDER BY id""").fetchall()
+
+
+async def test_sigterm_during_a_hanging_request_exits_0_and_commits_nothing(
+        tmp_path: Path, fake: FakeArxiv) -> None:
+    config = write_config(tmp_path, config_text(fake, free_port(), poll_interval=1,
+                                                timeout=300))
+    async with DaemonProcess(config, "run") as daemon:
+        await daemon.wait_for_log(r"cycle: 2 keywords polled, 2 ok")
+        before = keyword_state(tmp_path / "papers.db")
+        _, status_before, _ = await run_cli(config, "status")
+        fake.add(paper(60, days=0.1))
+        fake.push(Fault("hold"))  # held until the client goes away
+        seen = len(fake.requests)
+        await fake.wait_requests(seen + 1)
+        assert await daemon.stop(timeout=10) == 0
+    assert "stopping" in daemon.log and "Traceback" not in daemon.log
+    assert keyword_state(tmp_path / "papers.db") == before
+    code, status_after, _ = await run_cli(config, "status")
+    assert code == 0 and status_after == status_before
+    assert "2601.00060" not in (tmp_path / "README.md").read_text(encoding="utf-8")
