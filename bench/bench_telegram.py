@@ -85,28 +85,6 @@ def seed(path: Path, chats: range) -> None:
     store.close()
 
 
-# -- the outbox query proposed to the storage owner (opt-in: --proposed-outbox-query) ---------
-
-_PROPOSED_DUE = """
-    SELECT b.*, min(o.due_at) AS first_due
-    FROM outbox o JOIN subscribers b ON b.id = o.subscriber_id
-    WHERE o.status = 'pending' AND o.due_at IS NOT NULL AND o.due_at <= ?
-      AND (o.next_attempt IS NULL OR o.next_attempt <= ?) AND b.channel = ? AND b.active = 1
-    GROUP BY b.id ORDER BY first_due, b.id LIMIT ?"""
-
-
-def use_proposed_outbox_query() -> None:
-    """storage.outbox.due_subscribers scans every pending row once per subscriber (the planner
-    picks idx_outbox_status_due_at inside its correlated subqueries): O(n²) per send-out.
-    This one-pass GROUP BY is what the report proposes; the bench can measure with it."""
-    from storage.database import to_db
-
-    def due_subscribers(db: Any, channel: str, now: datetime, limit: int) -> list[Any]:
-        rows = db.query(_PROPOSED_DUE, [to_db(now), to_db(now), channel, limit])
-        return [sub_repo.subscriber_from_row(r) for r in rows]
-
-    outbox.due_subscribers = due_subscribers  # type: ignore[assignment]
-
 
 # -- (a): throughput, rate limits off -------------------------------------------------------
 
@@ -138,7 +116,7 @@ async def _sendout(db: Path, url: str, in_flight: int) -> dict[str, Any]:
     return {"messages": sent, "seconds": elapsed, "per_second": sent / elapsed, "rss_mb": rss_mb}
 
 
-def bench_a(workdir: Path, chats: int, *, proposed: bool) -> list[dict[str, Any]]:
+def bench_a(workdir: Path, chats: int) -> list[dict[str, Any]]:
     template = workdir / "a-template.db"
     seed(template, range(1_000_000, 1_000_000 + chats))
     ctx = multiprocessing.get_context("spawn")
@@ -151,7 +129,7 @@ def bench_a(workdir: Path, chats: int, *, proposed: bool) -> list[dict[str, Any]
         server.start()
         url = parent.recv()
         command = [sys.executable, "-m", "bench.bench_telegram", "--sendout", str(db), url,
-                   str(in_flight)] + (["--proposed-outbox-query"] if proposed else [])
+                   str(in_flight)]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         parent.send("stop")
@@ -243,19 +221,15 @@ def main() -> None:
     parser.add_argument("--chats-b", type=int, default=2_000)
     parser.add_argument("--in-flight-b", type=int, default=1,
                         help="max_in_flight for (b); the daemon's default is 1")
-    parser.add_argument("--proposed-outbox-query", action="store_true",
-                        help="measure with the due-subscribers query proposed for storage/outbox")
     parser.add_argument("--sendout", nargs=3, metavar=("DB", "URL", "IN_FLIGHT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.proposed_outbox_query:
-        use_proposed_outbox_query()
     if args.sendout:
         db, url, in_flight = args.sendout
         print(json.dumps(asyncio.run(_sendout(Path(db), url, int(in_flight)))))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        results = bench_a(Path(tmp), args.chats_a, proposed=args.proposed_outbox_query) \
+        results = bench_a(Path(tmp), args.chats_a) \
             if args.chats_a else []
         for r in results:
             verdict = "ok" if r["in_flight"] == 1 or r["per_second"] >= 1000 else "MISSED"

@@ -131,7 +131,9 @@ def digest(ctx: Context) -> None:
     """Rewrite the README digest from the store, without the network."""
     from bot.digest_job import write_digest_sync
 
-    if ctx.cfg.digest.path is None:
+    with operator_errors():
+        off = ctx.cfg.digest.path is None
+    if off:
         fail("the digest is off ([digest] path is empty)")
     with open_store(ctx) as store, operator_errors():
         _sync_keywords(store, ctx.cfg)

@@ -77,20 +77,37 @@ class Dispatcher:
                 waiter.cancel()
 
     async def _round(self, name: str) -> tuple[int, int]:
-        """One helping of subscribers, as many as the channel can serve soon."""
+        """Serve due subscribers until none is left, `max_in_flight` at a time.
+
+        The pool is refilled as soon as one subscriber is done, so one slow recipient never
+        holds up the others; only a few subscribers are read ahead of what can be sent soon.
+        """
         notifier = self.notifiers[name]
         width = notifier.limits.max_in_flight
-        subs = await self.store.call(outbox.due_subscribers, name, self.now(), width * 4)
-        if not subs:
-            return 0, 0
-        gate = asyncio.Semaphore(width)
-
-        async def serve(sub: Subscriber) -> int:
-            async with gate:
-                return await self._serve_subscriber(notifier, sub)
-
-        results = await asyncio.gather(*(serve(s) for s in subs))
-        return sum(results), len(subs)
+        running: dict[int, asyncio.Task[int]] = {}
+        sent = served = 0
+        exhausted = False
+        try:
+            while name not in self.broken:
+                if not exhausted and len(running) < width:
+                    subs = await self.store.call(outbox.due_subscribers, name, self.now(),
+                                                 width * 2, list(running))
+                    exhausted = len(subs) < width * 2
+                    for sub in subs[: width - len(running)]:
+                        running[sub.id] = asyncio.create_task(
+                            self._serve_subscriber(notifier, sub))
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running.values(),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for sid in [sid for sid, task in running.items() if task in done]:
+                    sent += running.pop(sid).result()
+                    served += 1
+                    exhausted = False
+        finally:
+            for task in running.values():
+                task.cancel()
+        return sent, served
 
     async def _serve_subscriber(self, notifier: Notifier, sub: Subscriber) -> int:
         rows = await self.store.call(outbox.due_rows, sub.id, self.now())

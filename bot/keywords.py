@@ -58,9 +58,18 @@ def parse_keyword(text: str) -> ParsedKeyword:
     tokens = _tokenize(normal)
     if _looks_like_syntax(tokens):
         canonical = _emit(_simplify(_Parser(tokens).parse()), top=True)
+        _check_expanded(len(canonical))
         return ParsedKeyword(display, canonical, canonical, is_syntax=True)
     phrase, canonical = _phrase(normal)
+    _check_expanded(len(canonical))
     return ParsedKeyword(display, canonical, f'ti:"{phrase}" OR abs:"{phrase}"', is_syntax=False)
+
+
+def _check_expanded(n: int) -> None:
+    """Ligatures and prefixes can make the written-out form longer than what was typed."""
+    if n > MAX_CHARS:
+        raise KeywordError(f"A keyword needs {MIN_CHARS} to {MAX_CHARS} characters once written "
+                           f"out in full (ligatures and prefixes expand); yours has {n}.")
 
 
 # --- checks and normalisation ---------------------------------------------------------------

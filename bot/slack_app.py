@@ -19,6 +19,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import App
@@ -132,6 +133,7 @@ class SlackFace:
         self.app_token = app_token
         self.socket_mode = bool(app_token)  # wins over HTTP when both are set
         self.http_mode = bool(signing_secret) and not self.socket_mode
+        self._verifier = SignatureVerifier(signing_secret)
         self.notifier = SlackNotifier(cfg.api_url, bot_token, max_in_flight=cfg.max_in_flight)
         bolt_log = logging.getLogger("bot.slack_app.bolt")
         bolt_log.addFilter(_UnusedTokenNotice())
@@ -184,9 +186,22 @@ class SlackFace:
         body = await _read_limited(request, MAX_BODY)
         if body is None:
             return web.Response(status=413, text="request body too large")
-        bolt_request = AsyncBoltRequest(body=body.decode("utf-8", "replace"),
-                                        query=request.query_string,
-                                        headers=request.headers)  # type: ignore[arg-type]
+        # Check the signature ourselves first: bolt's request parsing raises on malformed
+        # bodies and timestamps, and an unsigned request must not reach it (nor the log).
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return web.json_response({"error": "malformed request"}, status=400)
+        if not timestamp.isdigit() or not self._verifier.is_valid(text, timestamp, signature):
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            bolt_request = AsyncBoltRequest(body=text,
+                                            query=request.query_string,
+                                            headers=request.headers)  # type: ignore[arg-type]
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return web.json_response({"error": "malformed request"}, status=400)
         return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
 
     async def _connect_socket(self) -> None:

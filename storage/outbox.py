@@ -22,44 +22,58 @@ MAX_AGE = timedelta(hours=24)
 
 
 def release(db: Database, now: datetime, due_at: Callable[[Subscriber], datetime]) -> int:
-    """At cycle end: rows written during the cycle become due (now, or at the digest time)."""
+    """At cycle end: rows written during the cycle become due (now, or at the digest time).
+
+    One UPDATE per distinct due time, not per subscriber: each per-subscriber UPDATE walked that
+    subscriber's whole 90-day history (1-2 s a cycle with 10,000 subscribers)."""
     with write(db):
         subs = [subscriber_repo.subscriber_from_row(r) for r in db.query(
             """SELECT * FROM subscribers WHERE id IN (
                  SELECT DISTINCT subscriber_id FROM outbox
                  WHERE due_at IS NULL AND status = 'pending')""")]
-        total = 0
+        groups: dict[str, list[int]] = {}
         for sub in subs:
             when = due_at(sub) if sub.active else now
+            groups.setdefault(to_db(when), []).append(sub.id)  # type: ignore[arg-type]
+        total = 0
+        for when, ids in groups.items():
             total += db.execute(
-                """UPDATE outbox SET due_at = ? WHERE subscriber_id = ? AND due_at IS NULL
-                   AND status = 'pending'""", [to_db(when), sub.id]).rowcount
+                """UPDATE outbox SET due_at = ? WHERE status = 'pending' AND due_at IS NULL
+                   AND subscriber_id IN (SELECT value FROM json_each(?))""",
+                [when, json.dumps(ids)]).rowcount
         return total
 
 
-def due_subscribers(db: Database, channel: str, now: datetime, limit: int) -> list[Subscriber]:
-    """Active subscribers of a channel with at least one row that may be sent now."""
+def due_subscribers(db: Database, channel: str, now: datetime, limit: int,
+                    exclude: Sequence[int] = ()) -> list[Subscriber]:
+    """Active subscribers of a channel with a row that may be sent now, longest waiting first.
+
+    One pass over the pending rows (a correlated subquery per subscriber made a send-out
+    quadratic); `exclude` skips subscribers the dispatcher is serving right now.
+    """
+    skip = ",".join("?" * len(exclude))
     rows = db.query(
-        """SELECT b.* FROM subscribers b WHERE b.channel = ? AND b.active = 1 AND EXISTS (
-             SELECT 1 FROM outbox o WHERE o.subscriber_id = b.id AND o.status = 'pending'
-             AND o.due_at IS NOT NULL AND o.due_at <= ?
-             AND (o.next_attempt IS NULL OR o.next_attempt <= ?))
-           ORDER BY (SELECT min(o.due_at) FROM outbox o WHERE o.subscriber_id = b.id
-                     AND o.status = 'pending'), b.id
-           LIMIT ?""",
-        [channel, to_db(now), to_db(now), limit],
+        f"""SELECT b.*, min(o.due_at) AS first_due
+            FROM outbox o JOIN subscribers b ON b.id = o.subscriber_id
+            WHERE o.status = 'pending' AND o.due_at IS NOT NULL AND o.due_at <= ?
+              AND (o.next_attempt IS NULL OR o.next_attempt <= ?)
+              AND b.channel = ? AND b.active = 1 {f"AND b.id NOT IN ({skip})" if skip else ""}
+            GROUP BY b.id ORDER BY first_due, b.id LIMIT ?""",
+        [to_db(now), to_db(now), channel, *exclude, limit],
     )
     return [subscriber_repo.subscriber_from_row(r) for r in rows]
 
 
 def due_rows(db: Database, subscriber_id: int, now: datetime) -> list[OutboxRow]:
+    # The unary + keeps SQLite on the subscriber index: left to itself it walks every pending
+    # row of every subscriber through (status, due_at), 25 ms a call during a large send-out.
     cols = ", ".join("p." + c.strip() for c in PAPER_COLUMNS.split(","))
     rows = list(db.query(
         f"""SELECT o.id AS outbox_id, o.subscriber_id, o.keyword_ids, o.attempts, o.created_at,
                    {cols}
             FROM outbox o JOIN papers p ON p.arxiv_id = o.arxiv_id
-            WHERE o.subscriber_id = ? AND o.status = 'pending' AND o.due_at IS NOT NULL
-              AND o.due_at <= ? AND (o.next_attempt IS NULL OR o.next_attempt <= ?)
+            WHERE o.subscriber_id = ? AND +o.status = 'pending' AND +o.due_at IS NOT NULL
+              AND +o.due_at <= ? AND (o.next_attempt IS NULL OR o.next_attempt <= ?)
             ORDER BY p.published DESC, o.id""",
         [subscriber_id, to_db(now), to_db(now)]))
     names = _keyword_names(db, {k for r in rows for k in json.loads(r["keyword_ids"])})
@@ -144,13 +158,13 @@ def remove_keyword(db: Database, subscriber_id: int, keyword_id: int) -> None:
     db.execute(
         """UPDATE outbox SET keyword_ids = (SELECT json_group_array(value) FROM
              json_each(outbox.keyword_ids) WHERE value != ?)
-           WHERE subscriber_id = ? AND status = 'pending'""", [keyword_id, subscriber_id])
-    db.execute("""DELETE FROM outbox WHERE subscriber_id = ? AND status = 'pending'
+           WHERE subscriber_id = ? AND +status = 'pending'""", [keyword_id, subscriber_id])
+    db.execute("""DELETE FROM outbox WHERE subscriber_id = ? AND +status = 'pending'
                   AND json_array_length(keyword_ids) = 0""", [subscriber_id])
 
 
 def drop_pending(db: Database, subscriber_id: int) -> int:
-    return db.execute("DELETE FROM outbox WHERE subscriber_id = ? AND status = 'pending'",
+    return db.execute("DELETE FROM outbox WHERE subscriber_id = ? AND +status = 'pending'",
                       [subscriber_id]).rowcount
 
 
