@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -229,10 +230,14 @@ class Daemon:
     async def _poller(self, app: App, dispatcher: Dispatcher) -> None:
         interval = self.cfg.arxiv.poll_interval
         while not app.stop.is_set():
-            report = await self._cycle(app)
-            dispatcher.wake()
-            await self._digest(app, report)
-            await self._housekeeping(app)
+            try:
+                report = await self._cycle(app)
+                dispatcher.wake()
+                await self._digest(app, report)
+                await self._housekeeping(app)
+            except sqlite3.Error as exc:  # locked by another writer, disk full: next cycle
+                log.error("poll cycle stopped, the store refused: %s; next try in %g s",
+                          exc, interval)
             await wait_event(app.stop, interval)
 
     async def _cycle(self, app: App) -> CycleReport:
@@ -270,7 +275,11 @@ class Daemon:
 
     async def _heartbeat(self, app: App) -> None:
         while not await wait_event(app.stop, HEARTBEAT):
-            ok = await app.store.call(lease.heartbeat, self.holder, self.now())
+            try:
+                ok = await app.store.call(lease.heartbeat, self.holder, self.now())
+            except sqlite3.Error as exc:  # a passing lock; the lease lasts 60 s
+                log.warning("lease heartbeat not written: %s", exc)
+                continue
             if not ok:
                 log.error("another process took over the database lease; stopping")
                 app.stop.set()

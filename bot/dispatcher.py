@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -63,10 +64,14 @@ class Dispatcher:
         event = self._wake[name]
         while name not in self.broken:
             event.clear()
-            _, handled = await self._round(name)
-            if handled:
-                continue
-            nxt = await self.store.call(outbox.next_wakeup, name)
+            try:
+                _, handled = await self._round(name)
+                if handled:
+                    continue
+                nxt = await self.store.call(outbox.next_wakeup, name)
+            except sqlite3.Error as exc:  # a long lock or a full disk: rows stay, try again
+                log.error("%s: dispatcher paused, the store refused: %s", name, exc)
+                handled, nxt = 0, None
             timeout = MAX_IDLE
             if nxt is not None:
                 timeout = min(MAX_IDLE, max(0.05, (nxt - self.now()).total_seconds()))

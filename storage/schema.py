@@ -76,5 +76,17 @@ def m002_channels(db: Database) -> None:
     db.table("outbox").create_index(["status", "due_at"])
 
 
+@MIGRATIONS()
+def m003_reference_indexes(db: Database) -> None:
+    """Index the columns that reference papers: pruning a paper checks its foreign keys, and
+    without these each check scanned the whole outbox (minutes a night after a year of use).
+    And the pending rows by subscriber: the dispatcher's reads must not walk 90 days of sent
+    rows, nor every subscriber's pending rows for each subscriber (bench/bench_year.py)."""
+    db.table("keyword_papers").create_index(["arxiv_id"])
+    db.table("outbox").create_index(["arxiv_id"])
+    db.execute("CREATE INDEX idx_outbox_pending ON outbox (subscriber_id, due_at) "
+               "WHERE status = 'pending'")
+
+
 def known_names() -> set[str]:
     return {m.name for m in MIGRATIONS._migrations}
