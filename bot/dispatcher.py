@@ -9,6 +9,7 @@ import asyncio
 import logging
 import random
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -21,6 +22,7 @@ from storage.store import AsyncStore
 
 log = logging.getLogger(__name__)
 
+READ_AHEAD = 64  # due subscribers read per outbox query during a send-out
 MAX_IDLE = 60.0  # re-check the outbox at least this often (rows written by the CLI)
 PERMANENT_FAILURES_TO_DEACTIVATE = 3
 
@@ -90,15 +92,20 @@ class Dispatcher:
         notifier = self.notifiers[name]
         width = notifier.limits.max_in_flight
         running: dict[int, asyncio.Task[int]] = {}
+        backlog: deque[Subscriber] = deque()
         sent = served = 0
         exhausted = False
         try:
             while name not in self.broken:
-                if not exhausted and len(running) < width:
+                if not backlog and not exhausted and len(running) < width:
+                    batch = max(width * 4, READ_AHEAD)
                     subs = await self.store.call(outbox.due_subscribers, name, self.now(),
-                                                 width * 2, list(running))
-                    exhausted = len(subs) < width * 2
-                    for sub in subs[: width - len(running)]:
+                                                 batch, list(running))
+                    backlog.extend(subs)
+                    exhausted = len(subs) < batch
+                while backlog and len(running) < width:
+                    sub = backlog.popleft()
+                    if sub.id not in running:
                         running[sub.id] = asyncio.create_task(
                             self._serve_subscriber(notifier, sub))
                 if not running:
@@ -108,7 +115,8 @@ class Dispatcher:
                 for sid in [sid for sid, task in running.items() if task in done]:
                     sent += running.pop(sid).result()
                     served += 1
-                    exhausted = False
+                if not backlog:
+                    exhausted = False  # rows may have become due meanwhile: look again
         finally:
             for task in running.values():
                 task.cancel()
