@@ -11,7 +11,7 @@ from collections.abc import Awaitable
 from dataclasses import replace
 
 from aiohttp import web
-from telegram import Bot, BotCommand, Message, Update
+from telegram import BotCommand, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import ChatMigrated, Forbidden, RetryAfter, TelegramError
 from telegram.ext import (
@@ -22,7 +22,6 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
 
 from bot.app import App
 from bot.commands import (
@@ -43,8 +42,10 @@ from notifiers.telegram import (
     TelegramLimits,
     TelegramNotifier,
     chat_id_of,
+    file_url,
     pack_html,
     seconds_of,
+    sendout_bot,
 )
 from storage import subscribers as sub_repo
 from storage.records import Subscriber
@@ -82,11 +83,6 @@ def parse_command(text: str, bot_username: str) -> tuple[str, str, bool] | None:
     return verb, arg.strip(), target is not None
 
 
-def file_url(api_url: str) -> str:
-    base = api_url.removesuffix("/bot")
-    return f"{base}/file/bot"
-
-
 class TelegramFace:
     """One bot token's presence: commands in, replies out, and the notifier for send-outs."""
 
@@ -103,11 +99,8 @@ class TelegramFace:
             .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW))
             .build())
         # Send-outs get their own Bot and connection pool: a reply never waits for a connection.
-        request = HTTPXRequest(connection_pool_size=limits.max_in_flight + 2,
-                               read_timeout=15, write_timeout=15, pool_timeout=30)
-        bot = Bot(token, base_url=cfg.api_url, base_file_url=file_url(cfg.api_url),
-                  request=request)
-        self.notifier = TelegramNotifier(bot, limits, flood=self.flood, on_migrate=self.migrate)
+        self.notifier = TelegramNotifier(sendout_bot(token, cfg.api_url, limits.max_in_flight),
+                                         limits, flood=self.flood, on_migrate=self.migrate)
         self.throttle = ChatThrottle()
         self.app: App | None = None
         self.commands: Commands | None = None

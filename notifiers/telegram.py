@@ -26,6 +26,7 @@ from telegram.error import (
 
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from notifiers.packer import Piece, pack
+from notifiers.telegram_request import AiohttpJsonRequest
 from storage.records import OutboxRow, Paper, Subscriber
 
 # Opt in to PTB's timedelta durations: the int form of RetryAfter.retry_after is deprecated
@@ -276,6 +277,19 @@ class FloodControl:
 # --- the notifier ---------------------------------------------------------------------------
 
 OnMigrate = Callable[[str, str], Awaitable[None]]  # (old chat id, new chat id)
+
+
+def file_url(api_url: str) -> str:
+    """The Bot API's file endpoint next to its method endpoint (…/bot → …/file/bot)."""
+    return f"{api_url.removesuffix('/bot')}/file/bot"
+
+
+def sendout_bot(token: str, api_url: str = "https://api.telegram.org/bot",
+                max_in_flight: int = 1) -> Bot:
+    """The Bot a send-out uses: its own pool (a reply never waits for one of its connections)
+    and the lean JSON transport, which doubles a send-out's ceiling (see telegram_request)."""
+    return Bot(token, base_url=api_url, base_file_url=file_url(api_url),
+               request=AiohttpJsonRequest(pool_size=max_in_flight + 2))
 
 
 def chat_id_of(address: str) -> int | str:

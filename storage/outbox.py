@@ -48,20 +48,38 @@ def due_subscribers(db: Database, channel: str, now: datetime, limit: int,
                     exclude: Sequence[int] = ()) -> list[Subscriber]:
     """Active subscribers of a channel with a row that may be sent now, longest waiting first.
 
-    One pass over the pending rows (a correlated subquery per subscriber made a send-out
-    quadratic); `exclude` skips subscribers the dispatcher is serving right now.
+    Walks the pending rows in due order and stops at `limit` distinct subscribers. Grouping
+    every pending row instead took 28 ms per call at the start of a 50,000-row send-out, more
+    than the sends it scheduled; this reads a few hundred rows (0.2 ms). CROSS JOIN keeps the
+    outbox as the outer loop so the index gives the order and no sort is needed.
+    `exclude` skips subscribers the dispatcher is serving right now.
     """
-    skip = ",".join("?" * len(exclude))
-    rows = db.query(
-        f"""SELECT b.*, min(o.due_at) AS first_due
-            FROM outbox o JOIN subscribers b ON b.id = o.subscriber_id
-            WHERE o.status = 'pending' AND o.due_at IS NOT NULL AND o.due_at <= ?
-              AND (o.next_attempt IS NULL OR o.next_attempt <= ?)
-              AND b.channel = ? AND b.active = 1 {f"AND b.id NOT IN ({skip})" if skip else ""}
-            GROUP BY b.id ORDER BY first_due, b.id LIMIT ?""",
-        [to_db(now), to_db(now), channel, *exclude, limit],
-    )
-    return [subscriber_repo.subscriber_from_row(r) for r in rows]
+    skip = set(exclude)
+    ids: list[int] = []
+    cursor = db.execute(
+        """SELECT o.subscriber_id
+           FROM outbox o INDEXED BY idx_outbox_status_due_at
+           CROSS JOIN subscribers b ON b.id = o.subscriber_id
+           WHERE o.status = 'pending' AND o.due_at IS NOT NULL AND o.due_at <= ?
+             AND (o.next_attempt IS NULL OR o.next_attempt <= ?)
+             AND b.channel = ? AND b.active = 1
+           ORDER BY o.due_at""",
+        [to_db(now), to_db(now), channel])
+    try:
+        for (sid,) in cursor:
+            if sid not in skip:
+                skip.add(sid)
+                ids.append(sid)
+                if len(ids) >= limit:
+                    break
+    finally:
+        cursor.close()
+    if not ids:
+        return []
+    found = {r["id"]: subscriber_repo.subscriber_from_row(r) for r in db.query(
+        "SELECT * FROM subscribers WHERE id IN (SELECT value FROM json_each(?))",
+        [json.dumps(ids)])}
+    return [found[i] for i in ids if i in found]
 
 
 def due_rows(db: Database, subscriber_id: int, now: datetime) -> list[OutboxRow]:

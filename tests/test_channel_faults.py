@@ -21,7 +21,6 @@ import aiohttp
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from telegram import Bot
 
 from bot import metrics
 from bot.commands import subscribe_address
@@ -30,7 +29,7 @@ from bot.dispatcher import Dispatcher
 from notifiers.base import Notifier
 from notifiers.email import EmailNotifier, SmtpSettings
 from notifiers.slack import SlackNotifier
-from notifiers.telegram import TELEGRAM_LIMITS, UNLIMITED, TelegramNotifier
+from notifiers.telegram import TELEGRAM_LIMITS, UNLIMITED, TelegramNotifier, sendout_bot
 from storage import outbox, polls
 from storage import subscribers as sub_repo
 from storage.records import Keyword, Paper, Subscriber
@@ -150,7 +149,7 @@ async def world(store: AsyncStore, clock: Clock, paper: PaperFactory,
     subs = {channel: [await add_subscriber(channel, a, kw) for a in addresses]
             for channel, addresses in ADDRESSES.items()}
     notifiers: dict[str, Notifier] = {
-        "telegram": TelegramNotifier(Bot(TOKEN, base_url=telegram.base_url), TELEGRAM_LIMITS),
+        "telegram": TelegramNotifier(sendout_bot(TOKEN, telegram.base_url), TELEGRAM_LIMITS),
         "slack": SlackNotifier(slack.api_url, slack.bot_token),
         "email": email_notifier(smtp, clock),
     }
@@ -282,7 +281,7 @@ async def test_a_recipient_that_never_recovers_ends_failed_after_ten_attempts(
         world: World, paper: PaperFactory) -> None:
     w = world
     # Without the 1/s per-chat pace: ten attempts need not take ten seconds.
-    fast = TelegramNotifier(Bot(TOKEN, base_url=w.telegram.base_url), UNLIMITED)
+    fast = TelegramNotifier(sendout_bot(TOKEN, w.telegram.base_url), UNLIMITED)
     w.notifiers["telegram"] = fast
     w.telegram.fail(Failure.server_error(500), chat_id=int(VICTIM["telegram"]), times=None)
     await w.queue(paper())

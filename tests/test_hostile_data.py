@@ -28,7 +28,7 @@ from bot.unsubscribe import Signer
 from notifiers.email import HTML_MAX_BYTES, EmailNotifier, SmtpSettings
 from notifiers.slack import SlackNotifier
 from notifiers.slack import render_digest as slack_render
-from notifiers.telegram import TELEGRAM_LIMITS, UNLIMITED, TelegramNotifier
+from notifiers.telegram import TELEGRAM_LIMITS, UNLIMITED, TelegramNotifier, sendout_bot
 from storage.records import OutboxRow, Paper, Subscriber
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.telegram_server import MAX_TEXT_UTF16, FakeTelegram, utf16_len, visible_text
@@ -256,7 +256,7 @@ def test_email_html_has_no_active_content() -> None:
 
 async def test_telegram_and_slack_accept_every_hostile_message() -> None:
     async with FakeTelegram(token="1:hostile") as telegram, FakeSlack() as slack:
-        tg = TelegramNotifier(Bot("1:hostile", base_url=telegram.base_url), UNLIMITED)
+        tg = TelegramNotifier(sendout_bot("1:hostile", telegram.base_url), UNLIMITED)
         sl = SlackNotifier(slack.api_url, slack.bot_token)
         await tg.start()
         try:

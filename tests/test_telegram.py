@@ -29,8 +29,10 @@ from notifiers.telegram import (
     FloodControl,
     TelegramLimits,
     TelegramNotifier,
+    sendout_bot,
     utf16_len,
 )
+from notifiers.telegram_request import AiohttpJsonRequest
 from storage import subscribers as sub_repo
 from storage.records import OutboxRow, Paper, Subscriber
 from storage.store import AsyncStore, Store
@@ -76,7 +78,7 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 async def notifier(telegram: FakeTelegram) -> AsyncIterator[TelegramNotifier]:
-    n = TelegramNotifier(Bot(telegram.token, base_url=telegram.base_url), UNLIMITED)
+    n = TelegramNotifier(sendout_bot(telegram.token, telegram.base_url), UNLIMITED)
     await n.start()
     yield n
     await n.close()
@@ -218,7 +220,7 @@ async def test_a_migrated_group_is_moved_and_retried_at_once(
 
 
 async def test_a_refused_token_stops_the_channel(telegram: FakeTelegram) -> None:
-    n = TelegramNotifier(Bot("999:wrong", base_url=telegram.base_url), UNLIMITED)
+    n = TelegramNotifier(sendout_bot("999:wrong", telegram.base_url), UNLIMITED)
     with pytest.raises(RuntimeError, match="refused TELEGRAM_BOT_TOKEN") as info:
         await n.start()
     assert "999:wrong" not in str(info.value)
@@ -228,6 +230,40 @@ async def test_a_refused_token_stops_the_channel(telegram: FakeTelegram) -> None
     await n.close()
 
 
+# -- the send-out transport (JSON over aiohttp) -------------------------------------------------
+
+
+async def test_an_api_gone_after_start_is_a_retry_for_the_rows(telegram: FakeTelegram) -> None:
+    n = TelegramNotifier(sendout_bot(telegram.token, telegram.base_url), UNLIMITED)
+    await n.start()
+    await telegram.stop()  # getMe answered, then the Bot API went away
+    try:
+        delivery = await n.send(sub(), n.pack(sub(), [row(1, paper(1))])[0])
+    finally:
+        await n.close()
+    assert delivery.outcome is Outcome.RETRY
+    assert delivery.reason.startswith("aiohttp."), delivery.reason
+
+
+async def test_a_chat_whose_answer_never_comes_times_out_without_holding_up_others(
+        telegram: FakeTelegram) -> None:
+    bot = Bot(telegram.token, base_url=telegram.base_url,
+              request=AiohttpJsonRequest(pool_size=4, read_timeout=0.5))
+    n = TelegramNotifier(bot, UNLIMITED)
+    await n.start()
+    telegram.stall(42)
+    try:
+        stalled = asyncio.create_task(n.send(sub("42"), n.pack(sub("42"), [row(1, paper(1))])[0]))
+        await telegram.wait_for(lambda: telegram.stalls_waiting == 1)
+        other = await n.send(sub("43"), n.pack(sub("43"), [row(2, paper(2))])[0])
+        assert other.outcome is Outcome.SENT and not stalled.done()
+        delivery = await stalled
+    finally:
+        await n.close()
+    assert (delivery.outcome, delivery.reason) == (Outcome.RETRY, "Timed out")
+    assert [m.chat_id for m in telegram.sent] == [43]
+
+
 # -- flood limits ----------------------------------------------------------------------------
 
 FAST = TelegramLimits(max_chars=4096, per_recipient_interval=0.2, overall_rate=20.0,
@@ -235,7 +271,7 @@ FAST = TelegramLimits(max_chars=4096, per_recipient_interval=0.2, overall_rate=2
 
 
 async def test_one_chat_gets_at_most_one_message_per_interval(telegram: FakeTelegram) -> None:
-    n = TelegramNotifier(Bot(telegram.token, base_url=telegram.base_url), FAST)
+    n = TelegramNotifier(sendout_bot(telegram.token, telegram.base_url), FAST)
     await n.start()
     try:
         for i in range(4):
@@ -438,7 +474,7 @@ async def test_a_group_that_becomes_a_supergroup_keeps_its_subscriptions(
 async def test_replies_take_the_next_slot_ahead_of_a_send_out(telegram: FakeTelegram) -> None:
     limits = TelegramLimits(max_chars=4096, overall_rate=10.0, max_in_flight=16)
     flood = FloodControl(limits)
-    n = TelegramNotifier(Bot(telegram.token, base_url=telegram.base_url), limits, flood=flood)
+    n = TelegramNotifier(sendout_bot(telegram.token, telegram.base_url), limits, flood=flood)
     await n.start()
     bot = Bot(telegram.token, base_url=telegram.base_url)
     await bot.initialize()

@@ -222,6 +222,8 @@ class FakeTelegram:
         self._global_failures: dict[str, deque[_Programmed]] = {}
         self._poll_generation = 0
         self._closing = False
+        self.stalled: set[int | str] = set()  # chats whose sendMessage gets no answer for now
+        self.stalls_waiting = 0
         self._changes = Changes()
         self._runner: web.AppRunner | None = None
 
@@ -330,6 +332,14 @@ class FakeTelegram:
     def block(self, chat_id: int | str) -> None:
         """The user blocked the bot: every later send to this chat gets 403."""
         self.fail(Failure.blocked(), chat_id=chat_id, times=None)
+
+    def stall(self, chat_id: int | str) -> None:
+        """sendMessage to this chat is read but not answered until `unstall` (or stop)."""
+        self.stalled.add(chat_id)
+
+    def unstall(self, chat_id: int | str) -> None:
+        self.stalled.discard(chat_id)
+        self._changes.bump()
 
     def clear_failures(self) -> None:
         self._chat_failures.clear()
@@ -573,6 +583,13 @@ class FakeTelegram:
         parse_mode = params.get("parse_mode")
         if chat_id is None:
             return _error(Failure.bad_request("Bad Request: chat_id is empty"))
+        if chat_id in self.stalled:
+            self.stalls_waiting += 1
+            self._changes.bump()
+            try:
+                await self._changes.until(lambda: self._closing or chat_id not in self.stalled)
+            finally:
+                self.stalls_waiting -= 1
         try:
             shown = visible_text(text) if str(parse_mode).upper() == "HTML" else text
         except EntityParseError as exc:
