@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from bot.config import ArxivConfig, Config, DigestConfig
 from bot.digest_job import write_digest_sync
+from bot.dispatcher import READ_AHEAD
 from bot.keywords import parse_keyword
 from storage import keywords as kw_repo
 from storage import outbox, polls
@@ -181,21 +182,22 @@ def measured_cycle(store: Store, keywords: list[Keyword], papers: Papers,
 
 
 def send_out(store: Store, now: datetime, sample: int) -> tuple[int, int]:
-    """The dispatcher's reads and writes at the start of a send-out, as
-    Dispatcher._drain_channel makes them with max_in_flight 1: due_subscribers for 2, serve 1
-    (due_rows, one mark_sent for its message), ask again; `sample` subscribers per channel in
-    proportion (a whole send-out costs about subscribers × this rate / 2, as the pending rows
-    that due_subscribers reads go down while it runs)."""
+    """The dispatcher's reads and writes at the start of a send-out, as Dispatcher._round makes
+    them: due_subscribers for READ_AHEAD at a time, then per subscriber due_rows and one
+    mark_sent for its message; `sample` subscribers per channel in proportion."""
     served = rows_sent = 0
     for channel, share in CHANNELS:
-        for _ in range(max(1, round(sample * share))):
-            subs = outbox.due_subscribers(store.db, channel, now, 2)
+        left = max(1, round(sample * share))
+        while left > 0:
+            subs = outbox.due_subscribers(store.db, channel, now, min(READ_AHEAD, left))
             if not subs:
                 break
-            rows = outbox.due_rows(store.db, subs[0].id, now)
-            outbox.mark_sent(store.db, [r.id for r in rows], now)
-            served += 1
-            rows_sent += len(rows)
+            for sub in subs:
+                rows = outbox.due_rows(store.db, sub.id, now)
+                outbox.mark_sent(store.db, [r.id for r in rows], now)
+                rows_sent += len(rows)
+            served += len(subs)
+            left -= len(subs)
     return served, rows_sent
 
 

@@ -73,7 +73,7 @@ def setup_logging(*, verbose: bool = False, fmt: str = "text",
     threading.excepthook = lambda args: _log_uncaught(args.exc_type, args.exc_value,
                                                       args.exc_traceback)
     for noisy in ("httpx", "httpcore", "telegram", "apscheduler", "aiosqlite", "slack_sdk",
-                  "slack_bolt", "aiohttp.access", "asyncio", "hpack"):
+                  "slack_bolt", "aiohttp", "asyncio", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

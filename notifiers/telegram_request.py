@@ -22,6 +22,12 @@ from telegram.request import BaseRequest, RequestData
 _DEFAULT = BaseRequest.DEFAULT_NONE
 
 
+def _without_token(text: str, url: str) -> str:
+    """`text` with the token part of a Bot API URL (…/bot<token>/method) replaced."""
+    _, found, token = url.rsplit("/", 1)[0].rpartition("/bot")
+    return text.replace(token, "<token>") if found and token else text
+
+
 class AiohttpJsonRequest(BaseRequest):
     """POSTs a method's parameters as application/json over a pool of `pool_size` connections.
 
@@ -85,7 +91,10 @@ class AiohttpJsonRequest(BaseRequest):
         except (TimeoutError, aiohttp.ServerTimeoutError) as err:
             raise TimedOut from err
         except aiohttp.ClientError as err:
-            raise NetworkError(f"aiohttp.{type(err).__name__}: {err}") from err
+            # The message may quote the URL, whose path carries the bot token; it goes to the
+            # log and to the outbox row's last_error, so the token is cut out here.
+            text = _without_token(f"aiohttp.{type(err).__name__}: {err}", url)
+            raise NetworkError(text) from None
 
     def _pick(self, value: object, name: str) -> float | None:
         if isinstance(value, int | float) or value is None:

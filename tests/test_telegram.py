@@ -32,7 +32,7 @@ from notifiers.telegram import (
     sendout_bot,
     utf16_len,
 )
-from notifiers.telegram_request import AiohttpJsonRequest
+from notifiers.telegram_request import AiohttpJsonRequest, _without_token
 from storage import subscribers as sub_repo
 from storage.records import OutboxRow, Paper, Subscriber
 from storage.store import AsyncStore, Store
@@ -243,6 +243,13 @@ async def test_an_api_gone_after_start_is_a_retry_for_the_rows(telegram: FakeTel
         await n.close()
     assert delivery.outcome is Outcome.RETRY
     assert delivery.reason.startswith("aiohttp."), delivery.reason
+
+
+def test_a_transport_error_quoting_the_url_does_not_quote_the_token() -> None:
+    url = "https://proxy.example.org/botapi/bot123456:SECRET-token/sendMessage"
+    text = f"aiohttp.InvalidURL: {url}"
+    assert _without_token(text, url) == \
+        "aiohttp.InvalidURL: https://proxy.example.org/botapi/bot<token>/sendMessage"
 
 
 async def test_a_chat_whose_answer_never_comes_times_out_without_holding_up_others(
