@@ -25,7 +25,7 @@ from bot.cycle import CycleReport, OnPolled, run_cycle
 from bot.digest_job import write_digest_from_store
 from bot.dispatcher import Dispatcher
 from bot.logs import redactor
-from bot.schedule import due_at_factory
+from bot.schedule import digest_date_factory, due_at_factory
 from bot.sync import sync_config
 from bot.web import WebServer
 from storage import database, lease, outbox, papers
@@ -153,7 +153,7 @@ class Daemon:
             log.warning("%s", warning)
         await self._sync(app)
         notifiers = {f.name: f.notifier for f in self.faces if f.notifier is not None}
-        dispatcher = Dispatcher(app.store, notifiers, self.now)
+        dispatcher = Dispatcher(app.store, notifiers, self.now, digest_date_factory(self.cfg))
         app.wake_dispatcher = dispatcher.wake
         web = WebServer(self.cfg.web, self, app)
         started: list[Face] = []

@@ -34,10 +34,12 @@ def backoff(attempts: int) -> float:
 
 class Dispatcher:
     def __init__(self, store: AsyncStore, notifiers: Mapping[str, Notifier],
-                 now: Callable[[], datetime]) -> None:
+                 now: Callable[[], datetime],
+                 digest_date: Callable[[Subscriber, datetime], str | None] | None = None) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
         self.now = now
+        self.digest_date = digest_date  # see bot.schedule.digest_date_factory
         self._wake = {name: asyncio.Event() for name in self.notifiers}
         self.broken: dict[str, str] = {}
 
@@ -152,7 +154,7 @@ class Dispatcher:
         ids = message.row_ids
         match delivery.outcome:
             case Outcome.SENT:
-                await self.store.call(outbox.mark_sent, ids, now)
+                await self.store.call(outbox.mark_sent, ids, now, self._digest(sub, message))
                 if sub.permanent_failures:
                     await self.store.call(sub_repo.reset_permanent_failures, sub.id)
                 return True
@@ -194,6 +196,11 @@ class Dispatcher:
                           notifier.channel, delivery.reason)
                 return False
         return False
+
+    def _digest(self, sub: Subscriber, message: Message) -> tuple[int, str] | None:
+        due = [r.due_at for r in message.rows if r.due_at is not None]
+        date = self.digest_date(sub, max(due)) if self.digest_date and due else None
+        return (sub.id, date) if date else None
 
     async def _deactivate(self, notifier: Notifier, sub: Subscriber, reason: str) -> None:
         await self.store.call(sub_repo.deactivate, sub.id, reason)

@@ -29,17 +29,54 @@ def next_digest_time(now: datetime, hhmm: str, zone: str) -> datetime:
     raise AssertionError("unreachable: a wall time recurs within three days")
 
 
-def due_at_factory(cfg: Config, now: Callable[[], datetime]) -> Callable[[Subscriber], datetime]:
-    """Per subscriber: its own digest time and zone, else its channel's, else at once."""
+DigestDate = Callable[[Subscriber, datetime], str | None]
+
+
+def _slot(cfg: Config) -> Callable[[Subscriber], tuple[str, str] | None]:
+    """Per subscriber: (HH:MM, zone) of its daily digest — its own, else its channel's — or
+    None for delivery at every cycle end."""
     channels = {"telegram": cfg.telegram, "slack": cfg.slack, "email": cfg.email}
 
-    def due_at(sub: Subscriber) -> datetime:
+    def slot(sub: Subscriber) -> tuple[str, str] | None:
         chan = channels.get(sub.channel)
         hhmm = sub.digest_time or (chan.digest_time if chan else "")
-        current = now()
         if not hhmm:
+            return None
+        return hhmm, sub.timezone or (chan.timezone if chan else "UTC")
+
+    return slot
+
+
+def due_at_factory(cfg: Config, now: Callable[[], datetime]) -> Callable[[Subscriber], datetime]:
+    """Per subscriber: at once, or its next digest time on a local date that had no digest yet
+    (`last_digest_date`: a digest time moved later the same day does not bring a second one)."""
+    slot_of = _slot(cfg)
+
+    def due_at(sub: Subscriber) -> datetime:
+        current = now()
+        slot = slot_of(sub)
+        if slot is None:
             return current
-        zone = sub.timezone or (chan.timezone if chan else "UTC")
-        return next_digest_time(current, hhmm, zone)
+        hhmm, zone = slot
+        when = next_digest_time(current, hhmm, zone)
+        while sub.last_digest_date and local_date(when, zone) <= sub.last_digest_date:
+            when = next_digest_time(when + timedelta(minutes=1), hhmm, zone)
+        return when
 
     return due_at
+
+
+def digest_date_factory(cfg: Config) -> DigestDate:
+    """For the dispatcher: the local date a daily subscriber's rows due at `due_at` belong to
+    (None for instant delivery), recorded with the message so that date gets no second one."""
+    slot_of = _slot(cfg)
+
+    def digest_date(sub: Subscriber, due_at: datetime) -> str | None:
+        slot = slot_of(sub)
+        return None if slot is None else local_date(due_at, slot[1])
+
+    return digest_date
+
+
+def local_date(when: datetime, zone: str) -> str:
+    return when.astimezone(ZoneInfo(zone)).date().isoformat()

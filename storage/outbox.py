@@ -88,6 +88,7 @@ def due_rows(db: Database, subscriber_id: int, now: datetime) -> list[OutboxRow]
     cols = ", ".join("p." + c.strip() for c in PAPER_COLUMNS.split(","))
     rows = list(db.query(
         f"""SELECT o.id AS outbox_id, o.subscriber_id, o.keyword_ids, o.attempts, o.created_at,
+                   o.due_at AS outbox_due_at,
                    {cols}
             FROM outbox o INDEXED BY idx_outbox_pending JOIN papers p ON p.arxiv_id = o.arxiv_id
             WHERE o.subscriber_id = ? AND o.status = 'pending' AND o.due_at IS NOT NULL
@@ -111,15 +112,25 @@ def _row(r: dict[str, Any], names: dict[int, str]) -> OutboxRow:
         id=r["outbox_id"], subscriber_id=r["subscriber_id"], paper=paper_from_row(r),
         keywords=tuple(names.get(k, "?") for k in json.loads(r["keyword_ids"])),
         attempts=r["attempts"], created_at=from_db(r["created_at"]),
+        due_at=from_db(r["outbox_due_at"]),
     )
 
 
-def mark_sent(db: Database, row_ids: Sequence[int], now: datetime) -> None:
-    """One commit per message, right after the service answered."""
+def mark_sent(db: Database, row_ids: Sequence[int], now: datetime,
+              digest: tuple[int, str] | None = None) -> None:
+    """One commit per message, right after the service answered.
+
+    `digest` (subscriber id, local date) records a daily digest in the same commit, so a
+    restart or a changed digest time never sends that date a second one."""
     with write(db):
         db.conn.executemany(
             "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
             [(to_db(now), rid) for rid in row_ids])
+        if digest is not None:
+            subscriber_id, date = digest
+            db.execute("""UPDATE subscribers SET last_digest_date = ? WHERE id = ?
+                          AND (last_digest_date IS NULL OR last_digest_date < ?)""",
+                       [date, subscriber_id, date])
 
 
 def mark_failed(db: Database, row_ids: Sequence[int], error: str, now: datetime) -> None:

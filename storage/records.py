@@ -86,6 +86,7 @@ class Subscriber:
     digest_time: str | None = None  # "HH:MM" overriding the channel's
     timezone: str | None = None
     permanent_failures: int = 0
+    last_digest_date: str | None = None  # local date (ISO) of the last daily digest sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class OutboxRow:
     keywords: tuple[str, ...]  # display texts of the subscriber's matching keywords
     attempts: int = 0
     created_at: datetime | None = None
+    due_at: datetime | None = None  # the cycle end or the digest time it was released for
 
 
 @dataclass(slots=True)

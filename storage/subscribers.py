@@ -22,6 +22,7 @@ def subscriber_from_row(row: dict[str, Any]) -> Subscriber:
         topic=row["topic"] or None, active=bool(row["active"]),
         inactive_reason=row["inactive_reason"], digest_time=row["digest_time"],
         timezone=row["timezone"], permanent_failures=row["permanent_failures"] or 0,
+        last_digest_date=row.get("last_digest_date"),
     )
 
 

@@ -6,7 +6,7 @@ in config.toml."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,12 +19,12 @@ from sqlite_utils import Database
 from bot.config import Config, EmailConfig
 from bot.dispatcher import Dispatcher
 from bot.keywords import parse_keyword
-from bot.schedule import due_at_factory, next_digest_time
+from bot.schedule import digest_date_factory, due_at_factory, next_digest_time
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from storage import keywords as kw_repo
 from storage import outbox, polls
 from storage import subscribers as sub_repo
-from storage.records import OutboxRow, Paper, Subscriber
+from storage.records import Keyword, OutboxRow, Paper, Subscriber
 from storage.schema import MIGRATIONS, known_names
 from storage.store import AsyncStore
 from tests.conftest import Clock, KeywordFactory, SubscriberFactory
@@ -232,7 +232,7 @@ async def test_a_daily_digest_goes_once_per_local_date_across_the_october_change
     await store.call(polls.commit_poll, kw, [], baseline=True, now=clock.now(), max_papers=100,
                      notify_floor=clock.now(), total_results=0)
     recorder = Recorder(clock)
-    dispatcher = Dispatcher(store, {"email": recorder}, clock.now)
+    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_date_factory(cfg))
     made: list[tuple[str, datetime]] = []
     for step in range(4 * 24 * 4):
         if step % 4 == 0:
@@ -259,27 +259,73 @@ async def test_a_daily_digest_goes_once_per_local_date_across_the_october_change
     assert set(delivered) == {aid for aid, at in made if at <= last}
 
 
-async def test_a_digest_missed_while_down_goes_at_the_next_start(
-        store: AsyncStore, clock: Clock, add_keyword: KeywordFactory,
-        add_subscriber: SubscriberFactory) -> None:
-    clock.current = berlin(2025, 10, 25, 20, 0)
-    cfg = Config(email=EmailConfig(host="smtp.test", digest_time="08:00",
-                                   timezone="Europe/Berlin"))
+async def publish(store: AsyncStore, kw: Keyword, arxiv_id: str, now: datetime,
+                  due_at: Callable[[Subscriber], datetime]) -> None:
+    """A cycle at `now` that found one new paper, then the release at its end."""
+    news = Paper(arxiv_id=arxiv_id, version=1, title="t", abstract="a", authors=("A",),
+                 published=now, updated=now)
+    current = await store.call(kw_repo.get, kw.id)
+    await store.call(polls.commit_poll, current, [news], baseline=False, now=now,
+                     max_papers=100, notify_floor=now - timedelta(days=14), total_results=1)
+    await store.call(outbox.release, now, due_at)
+
+
+async def daily_reader(store: AsyncStore, clock: Clock, add_keyword: KeywordFactory,
+                       add_subscriber: SubscriberFactory) -> Keyword:
     kw = await add_keyword(KEYWORD)
     await add_subscriber("email", BOB, kw)
     await store.call(polls.commit_poll, kw, [], baseline=True, now=clock.now(), max_papers=100,
                      notify_floor=clock.now(), total_results=0)
-    news = Paper(arxiv_id="2510.00001", version=1, title="t", abstract="a", authors=("A",),
-                 published=clock.now(), updated=clock.now())
-    current = await store.call(kw_repo.get, kw.id)
-    await store.call(polls.commit_poll, current, [news], baseline=False, now=clock.now(),
-                     max_papers=100, notify_floor=clock.now() - timedelta(days=14),
-                     total_results=1)
-    await store.call(outbox.release, clock.now(), due_at_factory(cfg, clock.now))
+    return kw
+
+
+def daily(hhmm: str) -> Config:
+    return Config(email=EmailConfig(host="smtp.test", digest_time=hhmm,
+                                    timezone="Europe/Berlin"))
+
+
+async def test_a_digest_missed_while_down_goes_at_the_next_start(
+        store: AsyncStore, clock: Clock, add_keyword: KeywordFactory,
+        add_subscriber: SubscriberFactory) -> None:
+    clock.current = berlin(2025, 10, 25, 20, 0)
+    cfg = daily("08:00")
+    kw = await daily_reader(store, clock, add_keyword, add_subscriber)
+    await publish(store, kw, "2510.00001", clock.now(), due_at_factory(cfg, clock.now))
     clock.current = berlin(2025, 10, 27, 6, 0)  # down over the digest of the 26th
     recorder = Recorder(clock)
-    await Dispatcher(store, {"email": recorder}, clock.now).drain()
+    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_date_factory(cfg))
+    await dispatcher.drain()
     assert recorder.sent == [(clock.now(), ["2510.00001"])]
+    # That was the 26th's digest, late: the 27th still gets its own at 08:00.
+    clock.current = berlin(2025, 10, 27, 7, 0)
+    await publish(store, kw, "2510.00002", clock.now(), due_at_factory(cfg, clock.now))
+    clock.current = berlin(2025, 10, 27, 8, 0)
+    await dispatcher.drain()
+    assert recorder.sent[1:] == [(berlin(2025, 10, 27, 8, 0), ["2510.00002"])]
+
+
+async def test_a_digest_time_moved_later_the_same_day_waits_for_the_next_date(
+        store: AsyncStore, clock: Clock, add_keyword: KeywordFactory,
+        add_subscriber: SubscriberFactory) -> None:
+    clock.current = berlin(2025, 11, 3, 7, 0)
+    kw = await daily_reader(store, clock, add_keyword, add_subscriber)
+    morning = daily("08:00")
+    await publish(store, kw, "2511.00001", clock.now(), due_at_factory(morning, clock.now))
+    clock.current = berlin(2025, 11, 3, 8, 0)
+    recorder = Recorder(clock)
+    await Dispatcher(store, {"email": recorder}, clock.now, digest_date_factory(morning)).drain()
+    assert recorder.sent == [(berlin(2025, 11, 3, 8, 0), ["2511.00001"])]
+
+    evening = daily("20:00")  # the operator edits config.toml and restarts at 09:00
+    clock.current = berlin(2025, 11, 3, 9, 0)
+    await publish(store, kw, "2511.00002", clock.now(), due_at_factory(evening, clock.now))
+    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_date_factory(evening))
+    for hour in (20, 23):  # the 3rd had its digest: none at 20:00
+        clock.current = berlin(2025, 11, 3, hour, 0)
+        await dispatcher.drain()
+    clock.current = berlin(2025, 11, 4, 20, 0)
+    await dispatcher.drain()
+    assert recorder.sent[1:] == [(berlin(2025, 11, 4, 20, 0), ["2511.00002"])]
 
 
 # -- a changed keyword ------------------------------------------------------------------------
