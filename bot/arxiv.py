@@ -36,6 +36,7 @@ from storage.records import Feed
 log = logging.getLogger("bot.arxiv")
 
 MAX_WAIT = 300.0  # seconds: cap of backoff and of an honoured Retry-After
+DEADLINE_FACTOR = 4  # a whole answer may take this many times the per-read timeout
 
 Check = Callable[[Feed], str | None]
 
@@ -94,6 +95,7 @@ class ArxivClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.api_url = api_url
+        self.deadline = timeout * DEADLINE_FACTOR
         self.gate = RequestGate(request_interval)
         self.max_attempts = max(1, max_attempts)
         self.retry_budget = retry_budget
@@ -194,8 +196,15 @@ class ArxivClient:
         return feed
 
     async def _send(self, params: dict[str, str]) -> httpx.Response:
+        # httpx's timeout bounds each read; a server dripping a byte now and then would hold
+        # the gate, and with it every other keyword, for ever. The whole answer gets a deadline.
         try:
-            return await self._http.get(self.api_url, params=params)
+            async with asyncio.timeout(self.deadline):
+                return await self._http.get(self.api_url, params=params)
+        except TimeoutError:
+            self._failed("timeout")
+            raise _Transient("timeout", f"timeout (no whole answer in {self.deadline:g} s)"
+                             ) from None
         except httpx.TimeoutException as exc:
             self._failed("timeout")
             raise _Transient("timeout", f"timeout ({type(exc).__name__})") from None

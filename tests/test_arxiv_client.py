@@ -153,6 +153,16 @@ async def test_timeout_is_retried(fake: FakeArxiv, make_client: Callable[..., Ar
     assert requests_counted("timeout") == before + 1
 
 
+async def test_an_answer_that_crawls_in_is_a_timeout_though_every_read_gets_data(
+        fake: FakeArxiv, make_client: Callable[..., ArxivClient]):
+    fake.push("drip")  # 16 bytes every 0.1 s: each read well within 0.25 s, the whole never
+    before = requests_counted("timeout")
+    async with make_client(timeout=0.25) as client:
+        feed = await client.fetch(QUERY, 0, 3)
+    assert len(feed.entries) == 3 and len(fake.requests) == 2
+    assert requests_counted("timeout") == before + 1
+
+
 async def test_retry_after_is_honoured(fake: FakeArxiv, make_client: Callable[..., ArxivClient],
                                        caplog: pytest.LogCaptureFixture):
     fake.push(Fault(429, retry_after="1"))

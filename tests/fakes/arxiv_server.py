@@ -48,7 +48,8 @@ class Fault:
 
 
 KINDS = ("timeout", "reset", "empty", "short", "unsorted", "truncated", "html", "error_feed",
-         "bomb", "hold")
+         "bomb", "hold", "drip")
+DRIP_EVERY = 0.1  # seconds between the 16-byte pieces of a "drip" answer
 
 
 @dataclass
@@ -159,7 +160,21 @@ class FakeArxiv:
         papers = _distort(papers, fault.kind if fault else None)
         body = render_feed(papers, total=total, start=start,
                            items_per_page=_int(params.get("max_results"), 10), fmt=self.format)
+        if fault is not None and fault.kind == "drip":
+            return await self._drip(request, body)
         return _atom_response(body)
+
+    async def _drip(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        """A live but crawling server: every read gets a little, the whole takes for ever."""
+        response = web.StreamResponse(headers={"Content-Type": "application/atom+xml"})
+        response.content_length = len(data)
+        await response.prepare(request)
+        for i in range(0, len(data), 16):
+            if self._shutdown.is_set():
+                break
+            await response.write(data[i:i + 16])
+            await asyncio.sleep(DRIP_EVERY)  # the server's pace, not a test waiting
+        return response
 
     async def _stall(self, request: web.Request, fault: Fault) -> None:
         if fault.kind == "reset":
