@@ -55,9 +55,15 @@ def split_id(raw: str) -> tuple[str, int]:
     return match["id"], int(match["version"] or 1)
 
 
+# Bidi embeddings, overrides and isolates (U+202A–202E, U+2066–2069): left open in a title they
+# reorder what follows it (the rest of a digest table row, the next paper of a message).
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
 def collapse(text: str | None) -> str:
-    """Every run of whitespace (newlines, indentation, NBSP) becomes one space; ends stripped."""
-    return " ".join((text or "").split())
+    """Every run of whitespace (newlines, indentation, NBSP) becomes one space, ends stripped,
+    bidi embedding controls dropped (right-to-left text itself is kept)."""
+    return " ".join((text or "").translate(_BIDI_CONTROLS).split())
 
 
 def _parse_xml(data: bytes) -> etree._Element:

@@ -146,6 +146,17 @@ def test_first_alternate_link_being_the_pdf_changes_nothing() -> None:
     assert paper.pdf_url == "https://arxiv.org/pdf/2510.14968v1"
 
 
+def test_bidi_overrides_are_dropped_but_right_to_left_text_stays() -> None:
+    root = etree.fromstring(NEW)
+    atom = "{http://www.w3.org/2005/Atom}"
+    entry = next(root.iter(f"{atom}entry"))
+    entry.find(f"{atom}title").text = "\u202eevil\u202c and \u2067مرحبا\u2069 \u200ftoo"
+    entry.find(f"{atom}author").find(f"{atom}name").text = "\u202dMallory\u202c Eve"
+    paper = parse_feed(etree.tostring(root, encoding="UTF-8")).entries[0]
+    assert paper.title == "evil and مرحبا \u200ftoo"  # a mark (U+200F) embeds nothing
+    assert paper.authors[0] == "Mallory Eve"
+
+
 def test_offset_dates_become_utc_and_https_ids_work() -> None:
     data = OLD.replace(b"<updated>2025-10-16T17:59:37Z", b"<updated>2025-10-17T00:00:00-04:00")
     data = data.replace(b"<id>http://arxiv.org/abs/2510.14968v1", b"<id>https://arxiv.org/abs/2510.14968v1")
