@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from bot import metrics
+from bot.schedule import DigestDate
 from notifiers.base import Delivery, Message, Notifier, Outcome
 from storage import outbox
 from storage import subscribers as sub_repo
@@ -34,12 +35,11 @@ def backoff(attempts: int) -> float:
 
 class Dispatcher:
     def __init__(self, store: AsyncStore, notifiers: Mapping[str, Notifier],
-                 now: Callable[[], datetime],
-                 digest_date: Callable[[Subscriber, datetime], str | None] | None = None) -> None:
+                 now: Callable[[], datetime], digest_date: DigestDate | None = None) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
         self.now = now
-        self.digest_date = digest_date  # see bot.schedule.digest_date_factory
+        self.digest_date = digest_date  # daily digests are recorded per local date
         self._wake = {name: asyncio.Event() for name in self.notifiers}
         self.broken: dict[str, str] = {}
 
