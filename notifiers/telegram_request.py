@@ -53,9 +53,10 @@ class AiohttpJsonRequest(BaseRequest):
             connector = aiohttp.TCPConnector(
                 limit=self._pool_size,
                 ssl=ssl.create_default_context(cafile=certifi.where()))
+            # trust_env: HTTPS_PROXY / NO_PROXY apply as they do to PTB's httpx requests
+            # (command replies, long polling), so both halves of the bot take the same route.
             self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": self.USER_AGENT},
-                json_serialize=json.dumps)
+                connector=connector, headers={"User-Agent": self.USER_AGENT}, trust_env=True)
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
