@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from telegram import Bot
 
 from bot.app import App
@@ -243,6 +245,52 @@ async def test_an_api_gone_after_start_is_a_retry_for_the_rows(telegram: FakeTel
         await n.close()
     assert delivery.outcome is Outcome.RETRY
     assert delivery.reason.startswith("aiohttp."), delivery.reason
+
+
+class ForwardProxy:
+    """A plain-HTTP forward proxy on 127.0.0.1 that records the absolute URLs it relays."""
+
+    def __init__(self) -> None:
+        self.relayed: list[str] = []
+
+    async def __aenter__(self) -> ForwardProxy:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._relay)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._client = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.close()
+        await self._runner.cleanup()
+
+    async def _relay(self, request: web.Request) -> web.Response:
+        self.relayed.append(str(request.url))
+        async with self._client.request(request.method, request.url, data=await request.read(),
+                                        headers={"Content-Type": request.content_type}) as r:
+            return web.Response(status=r.status, body=await r.read(),
+                                content_type=r.content_type)
+
+
+@pytest.mark.parametrize("no_proxy", ["", "127.0.0.1"])
+async def test_send_outs_take_the_proxy_from_the_environment_like_replies_do(
+        telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch, no_proxy: str) -> None:
+    async with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        n = TelegramNotifier(sendout_bot(telegram.token, telegram.base_url), UNLIMITED)
+        await n.start()
+        try:
+            assert await send_all(n, sub("42"), [row(1, paper(1))]) == [Outcome.SENT]
+        finally:
+            await n.close()
+    assert [m.chat_id for m in telegram.sent] == [42]
+    sends = [u for u in proxy.relayed if u.endswith("/sendMessage")]
+    assert sends == ([] if no_proxy else [f"{telegram.base_url}{telegram.token}/sendMessage"])
 
 
 def test_a_transport_error_quoting_the_url_does_not_quote_the_token() -> None:
