@@ -58,7 +58,7 @@ def due_subscribers(db: Database, channel: str, now: datetime, limit: int,
     ids: list[int] = []
     cursor = db.execute(
         """SELECT o.subscriber_id
-           FROM outbox o INDEXED BY idx_outbox_status_due_at
+           FROM outbox o INDEXED BY idx_outbox_due_pending
            CROSS JOIN subscribers b ON b.id = o.subscriber_id
            WHERE o.status = 'pending' AND o.due_at IS NOT NULL AND o.due_at <= ?
              AND (o.next_attempt IS NULL OR o.next_attempt <= ?)
