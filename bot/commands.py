@@ -172,17 +172,21 @@ class Commands:
     async def handle(self, chat: Chat, verb: str, arg: str) -> Reply:
         verb = verb.strip().lower().lstrip("/")
         arg = arg.strip()
+        allowed = self.allowed(chat)
+        # Any command brings a chat back, /start too: it is what Telegram sends when a user
+        # who blocked the bot presses "Restart".
+        welcome = await self._reactivate(chat) if allowed else None
         if verb in ("help", "start"):
-            return Reply(help_text())
-        if verb not in VERBS:
-            return Reply(f"Unknown command '/{verb}'.\n\n{help_text()}")
-        if not self.allowed(chat):
+            reply = Reply(help_text())
+        elif verb not in VERBS:
+            reply = Reply(f"Unknown command '/{verb}'.\n\n{help_text()}")
+        elif not allowed:
             return Reply(f"This bot is private and this chat (id {chat.address}) is not on its "
                          "list of allowed chats. Ask the operator to add it.")
-        welcome = await self._reactivate(chat)
-        if verb in CHANGE_VERBS and not chat.may_change:
-            return Reply("Only administrators of this group can change its subscriptions.")
-        reply = await getattr(self, f"_{verb}")(chat, arg)
+        elif verb in CHANGE_VERBS and not chat.may_change:
+            reply = Reply("Only administrators of this group can change its subscriptions.")
+        else:
+            reply = await getattr(self, f"_{verb}")(chat, arg)
         if welcome:
             reply.text = f"{welcome}\n\n{reply.text}"
         return reply

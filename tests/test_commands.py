@@ -251,15 +251,20 @@ async def test_help_start_and_unknown_commands(commands: Commands) -> None:
     assert "/subscribe KEYWORD" in unknown.text
 
 
-async def test_a_chat_that_comes_back_is_active_again_with_its_subscriptions(
-    commands: Commands, app: App
+@pytest.mark.parametrize(("verb", "answer"), [
+    ("list", "• alpha beta"),
+    ("start", "/subscribe KEYWORD"),  # what "Restart" sends after unblocking the bot
+    ("frobnicate", "Unknown command '/frobnicate'."),
+])
+async def test_a_chat_that_comes_back_with_any_command_is_active_again(
+    commands: Commands, app: App, verb: str, answer: str
 ) -> None:
     await finish(await commands.handle(CHAT, "subscribe", "alpha beta"))
     sub = await app.store.call(sub_repo.find, "telegram", "42")
     await app.store.call(sub_repo.deactivate, sub.id, "the user blocked the bot")
-    reply = await commands.handle(CHAT, "list", "")
+    reply = await commands.handle(CHAT, verb, "")
     assert reply.text.startswith("Welcome back")
-    assert "• alpha beta" in reply.text
+    assert answer in reply.text
     assert (await app.store.call(sub_repo.find, "telegram", "42")).active
 
 

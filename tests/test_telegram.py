@@ -505,7 +505,7 @@ async def test_blocked_chat_is_deactivated_and_comes_back_with_a_command(
     gone = await subscriber(app, "42")
     assert gone is not None and not gone.active
     assert gone.inactive_reason == "the user blocked the bot"
-    telegram.push_command(42, "/list")
+    telegram.push_command(42, "/start")  # the user unblocks the bot and presses Restart
     await telegram.wait_sent(3, 42)
     assert texts(telegram, 42)[2].startswith("Welcome back")
     back = await subscriber(app, "42")
