@@ -9,6 +9,7 @@ import asyncio
 import logging
 import random
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from storage.store import AsyncStore
 log = logging.getLogger(__name__)
 
 READ_AHEAD = 64  # due subscribers read per outbox query during a send-out
+YIELD_AFTER = 0.05  # s: a recipient that must wait longer for its own limit gives its slot up
 MAX_IDLE = 60.0  # re-check the outbox at least this often (rows written by the CLI)
 PERMANENT_FAILURES_TO_DEACTIVATE = 3
 
@@ -90,33 +92,60 @@ class Dispatcher:
 
         The pool is refilled as soon as one subscriber is done, so one slow recipient never
         holds up the others; only a few subscribers are read ahead of what can be sent soon.
+        A recipient that must wait for its own limit (Telegram: 1 s per chat, 3 s per group,
+        between the parts of a long batch) gives its slot up meanwhile: its remaining messages
+        wait in `later` and other recipients are served.
         """
         notifier = self.notifiers[name]
         width = notifier.limits.max_in_flight
-        running: dict[int, asyncio.Task[int]] = {}
+        running: dict[int, asyncio.Task[tuple[int, list[Message]]]] = {}
+        subs: dict[int, Subscriber] = {}
         backlog: deque[Subscriber] = deque()
+        later: dict[int, tuple[float, list[Message]]] = {}  # id → (monotonic ready, messages)
         sent = served = 0
         exhausted = False
         try:
             while name not in self.broken:
+                clock = time.monotonic()
+                for sid in sorted((i for i, (t, _) in later.items() if t <= clock),
+                                  key=lambda i: later[i][0]):
+                    if len(running) >= width:
+                        break
+                    _, messages = later.pop(sid)
+                    running[sid] = asyncio.create_task(
+                        self._serve_subscriber(notifier, subs[sid], messages))
                 if not backlog and not exhausted and len(running) < width:
                     batch = max(width * 4, READ_AHEAD)
-                    subs = await self.store.call(outbox.due_subscribers, name, self.now(),
-                                                 batch, list(running))
-                    backlog.extend(subs)
-                    exhausted = len(subs) < batch
+                    fresh = await self.store.call(outbox.due_subscribers, name, self.now(),
+                                                  batch, [*running, *later])
+                    backlog.extend(fresh)
+                    exhausted = len(fresh) < batch
                 while backlog and len(running) < width:
                     sub = backlog.popleft()
-                    if sub.id not in running:
+                    if sub.id not in running and sub.id not in later:
+                        subs[sub.id] = sub
                         running[sub.id] = asyncio.create_task(
                             self._serve_subscriber(notifier, sub))
-                if not running:
+                if not running and not later:
                     break
-                done, _ = await asyncio.wait(running.values(),
-                                             return_when=asyncio.FIRST_COMPLETED)
+                wake = min((t for t, _ in later.values()), default=None)
+                timeout = None  # a full pool: the next free slot is what to wait for
+                if wake is not None and len(running) < width:
+                    timeout = max(0.0, wake - time.monotonic())
+                if running:
+                    done, _ = await asyncio.wait(running.values(), timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                else:  # only recipients waiting for their own limit: sleep until the first
+                    await asyncio.sleep(timeout or 0)
+                    done = set()
                 for sid in [sid for sid, task in running.items() if task in done]:
-                    sent += running.pop(sid).result()
-                    served += 1
+                    n, rest = running.pop(sid).result()
+                    sent += n
+                    if rest:
+                        later[sid] = (time.monotonic() + notifier.ready_in(subs[sid]), rest)
+                    else:
+                        served += 1
+                        subs.pop(sid, None)
                 if not backlog:
                     exhausted = False  # rows may have become due meanwhile: look again
         finally:
@@ -124,28 +153,34 @@ class Dispatcher:
                 task.cancel()
         return sent, served
 
-    async def _serve_subscriber(self, notifier: Notifier, sub: Subscriber) -> int:
-        rows = await self.store.call(outbox.due_rows, sub.id, self.now())
-        if not rows:
-            return 0
-        try:
-            messages = notifier.pack(sub, rows)
-        except Exception:  # a rendering bug must not stop the channel
-            log.exception("%s: could not render %d papers for subscriber %d", notifier.channel,
-                          len(rows), sub.id)
-            await self.store.call(outbox.mark_failed, [r.id for r in rows], "render error",
-                                  self.now())
-            return 0
+    async def _serve_subscriber(self, notifier: Notifier, sub: Subscriber,
+                                messages: list[Message] | None = None) -> tuple[int, list[Message]]:
+        """Send a subscriber's messages; returns how many were sent and the ones that must wait
+        for the recipient's own limit (empty when done or when the rest must wait longer)."""
+        if messages is None:
+            rows = await self.store.call(outbox.due_rows, sub.id, self.now())
+            if not rows:
+                return 0, []
+            try:
+                messages = notifier.pack(sub, rows)
+            except Exception:  # a rendering bug must not stop the channel
+                log.exception("%s: could not render %d papers for subscriber %d",
+                              notifier.channel, len(rows), sub.id)
+                await self.store.call(outbox.mark_failed, [r.id for r in rows], "render error",
+                                      self.now())
+                return 0, []
         sent = 0
-        for message in messages:
+        for i, message in enumerate(messages):
             if notifier.channel in self.broken:  # a refusal of our token ends the round
                 break
+            if notifier.ready_in(sub) > YIELD_AFTER:
+                return sent, messages[i:]
             delivery = await notifier.send(sub, message)
             metrics.DELIVERIES.labels(notifier.channel, delivery.outcome.value).inc()
             if not await self._apply(notifier, sub, message, delivery):
                 break
             sent += 1
-        return sent
+        return sent, []
 
     async def _apply(self, notifier: Notifier, sub: Subscriber, message: Message,
                      delivery: Delivery) -> bool:
@@ -158,6 +193,13 @@ class Dispatcher:
                 if sub.permanent_failures:
                     await self.store.call(sub_repo.reset_permanent_failures, sub.id)
                 return True
+            case Outcome.RETRY if delivery.rate_limited:
+                # Slowing down is the whole channel's business, not this message's failure:
+                # the rows wait without spending one of their ten attempts.
+                wait = delivery.retry_after if delivery.retry_after is not None else backoff(0)
+                await self.store.call(outbox.postpone, ids, now + timedelta(seconds=wait),
+                                      delivery.reason)
+                return False
             case Outcome.RETRY:
                 attempts = max(r.attempts for r in message.rows)
                 wait = delivery.retry_after
@@ -182,7 +224,13 @@ class Dispatcher:
                 return True
             case Outcome.GONE:
                 await self.store.call(outbox.mark_failed, ids, delivery.reason, now)
-                await self._deactivate(notifier, sub, delivery.reason)
+                if delivery.whole_address:
+                    n = await self.store.call(sub_repo.deactivate_address, notifier.channel,
+                                              sub.address, delivery.reason)
+                    log.warning("%s %s deactivated: %s%s", notifier.channel, sub.address,
+                                delivery.reason, f" ({n} forum topics)" if n > 1 else "")
+                else:
+                    await self._deactivate(notifier, sub, delivery.reason)
                 return False
             case Outcome.PAUSED:
                 await self.store.call(sub_repo.pause, sub.id, f"paused: {delivery.reason}")

@@ -46,10 +46,10 @@ from notifiers.telegram import (
     pack_html,
     seconds_of,
     sendout_bot,
+    text_blocks,
 )
 from storage import subscribers as sub_repo
 from storage.records import Subscriber
-from storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -242,14 +242,7 @@ class TelegramFace:
     async def deactivate(self, address: str, reason: str) -> int:
         assert self.app is not None
 
-        def run(store: Store) -> int:
-            db = store.db
-            subs = [s for s in sub_repo.at_address(db, CHANNEL, address) if s.active]
-            for s in subs:
-                sub_repo.deactivate(db, s.id, reason)
-            return len(subs)
-
-        return await self.app.store.run(run)
+        return await self.app.store.call(sub_repo.deactivate_address, CHANNEL, address, reason)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The one place handler errors end: logged with the update, the user told briefly."""
@@ -263,12 +256,14 @@ class TelegramFace:
 
     async def send_reply(self, chat: Chat, reply: Reply) -> None:
         """Replies go through the Application's bot, ahead of any send-out in the flood pacer."""
-        blocks = [Block(text=reply.text)] + [Block(paper=p) for p in reply.papers]
-        for _, text in pack_html(blocks, self.notifier.limits):
+        limits = self.notifier.limits
+        budget = (limits.max_chars or 4096) - 256  # room for the separators around a block
+        blocks = text_blocks(reply.text, budget) + [Block(paper=p) for p in reply.papers]
+        for _, text in pack_html(blocks, limits):
             await self._send_html(chat, text)
 
     async def _send_html(self, chat: Chat, text: str, *, retried: bool = False) -> None:
-        await self.flood.before_reply()
+        await self.flood.before_reply(chat.address)
         try:
             await self.application.bot.send_message(
                 chat_id=chat_id_of(chat.address), text=text,

@@ -30,6 +30,8 @@ class Delivery:
     reason: str = ""
     retry_after: float | None = None
     counts_against_recipient: bool = True  # FAILED: False for content/policy refusals (552, 554)
+    rate_limited: bool = False  # RETRY: the service asked us to slow down; not an attempt
+    whole_address: bool = False  # GONE: every subscriber at the address (all forum topics)
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,8 @@ class Notifier(ABC):
     @abstractmethod
     async def send(self, subscriber: Subscriber, message: Message) -> Delivery:
         """Deliver one message; never raises for service answers, only reports them."""
+
+    def ready_in(self, subscriber: Subscriber) -> float:
+        """Seconds until a message to this recipient would not wait on its own limit (Telegram's
+        1/s per chat, Slack's per channel). The dispatcher serves others meanwhile."""
+        return 0.0

@@ -294,6 +294,13 @@ class SlackNotifier(Notifier):
                 return Delivery(Outcome.RETRY, f"cannot reach Slack: {exc}"), None
         return Delivery(Outcome.SENT), str(answer.get("ts") or "") or None
 
+    def ready_in(self, subscriber: Subscriber) -> float:
+        pace = self._pace.get(subscriber.address)
+        if pace is None:
+            return 0.0
+        wait = pace.last + self.limits.per_recipient_interval - asyncio.get_running_loop().time()
+        return max(0.0, wait)
+
     @contextlib.asynccontextmanager
     async def _paced(self, channel: str) -> AsyncIterator[None]:
         """One post at a time per channel, `per_recipient_interval` after the previous one."""
@@ -320,7 +327,8 @@ def delivery_for(exc: SlackApiError) -> Delivery:
     response = exc.response
     error = str(response.get("error", "") or f"http {response.status_code}")
     if response.status_code == 429 or error == "ratelimited":
-        return Delivery(Outcome.RETRY, "ratelimited", retry_after=retry_after(response.headers))
+        return Delivery(Outcome.RETRY, "ratelimited", retry_after=retry_after(response.headers),
+                        rate_limited=True)
     outcome = ERROR_OUTCOMES.get(error)
     if outcome is None:
         outcome = Outcome.RETRY if response.status_code >= 500 else Outcome.FAILED

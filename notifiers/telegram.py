@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from aiolimiter import AsyncLimiter
 from telegram import Bot, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -141,6 +140,23 @@ def render_paper(paper: Paper, keywords: Sequence[str] = (), *,
     return out.piece()
 
 
+def text_blocks(text: str, budget: int) -> list[Block]:
+    """Plain text as blocks of whole lines within `budget` UTF-16 units each, so a long reply
+    (50 keywords in /list) is split between lines instead of cut off."""
+    blocks: list[Block] = []
+    lines: list[str] = []
+    size = 0
+    for line in text.split("\n"):
+        units = utf16_len(line) + 1
+        if lines and size + units > budget:
+            blocks.append(Block(text="\n".join(lines)))
+            lines, size = [], 0
+        lines.append(line)
+        size += units
+    blocks.append(Block(text="\n".join(lines)))
+    return blocks
+
+
 def render_block(block: Block) -> Piece[str]:
     if block.paper is not None:
         return render_paper(block.paper, block.keywords)
@@ -219,18 +235,20 @@ class FloodControl:
 
     Why not PTB's AIORateLimiter: it works only inside an ExtBot and, on a 429, sleeps and
     retries inside the request, while the dispatcher must hear RETRY at once (the rows get
-    their next attempt from the outbox, not from a sleeping task). It also has no priority.
-    So: aiolimiter buckets per chat (1/s) and per group (20/min, spaced 3 s so no minute ever
-    sees more than 20), and one overall pacer at Telegram's 30/s in which command replies take
-    the next free slot ahead of any send-out. That is the replies' reserved share: they never
-    wait behind a send-out, and a send-out uses the whole rate when nobody is typing.
+    their next attempt from the outbox, not from a sleeping task). It also has no priority, and
+    cannot say how long a chat must still wait, which the dispatcher asks so that it serves
+    other chats meanwhile instead of holding a slot (`ready_in`).
+    So: one message per interval per chat (1 s; 3 s into a group, so no minute sees more than
+    20), replies included, and one overall pacer at Telegram's 30/s in which command replies
+    take the next free slot ahead of any send-out. That is the replies' reserved share: they
+    never wait behind a send-out, and a send-out uses the whole rate when nobody is typing.
     A RetryAfter pauses everything (Telegram's flood wait is per bot).
     """
 
     def __init__(self, limits: TelegramLimits = TELEGRAM_LIMITS) -> None:
         self.limits = limits
         self._overall = _Pacer(limits.overall_rate) if limits.overall_rate else None
-        self._chats: dict[str, AsyncLimiter] = {}
+        self._chat_next: dict[str, float] = {}  # chat → monotonic time its next message may go
         self._paused_until = 0.0
 
     def pause(self, seconds: float) -> None:
@@ -240,38 +258,53 @@ class FloodControl:
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - time.monotonic())
 
+    def ready_in(self, address: str) -> float:
+        """Seconds until a message to this chat would not wait on the chat's own limit."""
+        return max(0.0, self._chat_next.get(address, 0.0) - time.monotonic())
+
     async def before_send(self, address: str) -> None:
         await self._wait_pause()
-        limiter = self._chat_limiter(address)
-        if limiter is not None:
-            await limiter.acquire()
+        await self._chat_turn(address)
         if self._overall is not None:
             await self._overall.take(priority=False)
         await self._wait_pause()  # a 429 may have come while this send waited its turn
+        self._sent_to(address)
 
-    async def before_reply(self) -> None:
+    async def before_reply(self, address: str) -> None:
         await self._wait_pause()
+        await self._chat_turn(address)
         if self._overall is not None:
             await self._overall.take(priority=True)
+        self._sent_to(address)
 
     async def _wait_pause(self) -> None:
         while (wait := self.paused_for) > 0:
             await asyncio.sleep(wait)
 
-    def _chat_limiter(self, address: str) -> AsyncLimiter | None:
-        group = address.startswith("-")
-        if group and self.limits.group_per_minute:
-            interval = 60.0 / self.limits.group_per_minute
-        elif self.limits.per_recipient_interval > 0:
-            interval = self.limits.per_recipient_interval
-        else:
-            return None
-        limiter = self._chats.get(address)
-        if limiter is None:
-            if len(self._chats) > 10_000:  # forget chats whose bucket has drained
-                self._chats = {k: v for k, v in self._chats.items() if not v.has_capacity()}
-            limiter = self._chats[address] = AsyncLimiter(1, interval)
-        return limiter
+    def _interval(self, address: str) -> float:
+        if address.startswith("-") and self.limits.group_per_minute:
+            return 60.0 / self.limits.group_per_minute
+        return self.limits.per_recipient_interval
+
+    async def _chat_turn(self, address: str) -> None:
+        """Take this chat's next slot (concurrent takers queue one interval apart)."""
+        interval = self._interval(address)
+        if interval <= 0:
+            return
+        now = time.monotonic()
+        if len(self._chat_next) > 10_000:  # forget chats whose slot has passed
+            self._chat_next = {k: t for k, t in self._chat_next.items() if t > now}
+        slot = max(now, self._chat_next.get(address, 0.0))
+        self._chat_next[address] = slot + interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    def _sent_to(self, address: str) -> None:
+        """Count the interval from when the message really leaves (after the overall pacer)."""
+        interval = self._interval(address)
+        if interval > 0:
+            self._chat_next[address] = max(self._chat_next.get(address, 0.0),
+                                           time.monotonic() + interval)
 
 
 # --- the notifier ---------------------------------------------------------------------------
@@ -339,6 +372,9 @@ class TelegramNotifier(Notifier):
                         parts=len(packed))
                 for n, (indexes, text) in enumerate(packed, start=1)]
 
+    def ready_in(self, subscriber: Subscriber) -> float:
+        return self.flood.ready_in(subscriber.address)
+
     async def send(self, subscriber: Subscriber, message: Message) -> Delivery:
         if not self._started:
             await self.start()
@@ -353,9 +389,9 @@ class TelegramNotifier(Notifier):
             self.flood.pause(wait)
             log.warning("telegram: flood control, all sends wait %.0f s", wait)
             return Delivery(Outcome.RETRY, f"flood control: retry after {wait:g} s",
-                            retry_after=wait)
-        except Forbidden as exc:
-            return Delivery(Outcome.GONE, exc.message)
+                            retry_after=wait, rate_limited=True)
+        except Forbidden as exc:  # blocked, kicked: the chat, with every forum topic in it
+            return Delivery(Outcome.GONE, exc.message, whole_address=True)
         except ChatMigrated as exc:
             return await self._migrated(subscriber, str(exc.new_chat_id))
         except BadRequest as exc:
@@ -380,8 +416,9 @@ class TelegramNotifier(Notifier):
                       "part %d/%d, %d papers", subscriber.address, exc.message, message.part,
                       message.parts, len(message.rows))
             return Delivery(Outcome.FAILED, exc.message, counts_against_recipient=False)
-        if any(s in text for s in _RECIPIENT_GONE):
-            return Delivery(Outcome.GONE, exc.message)
+        if any(s in text for s in _RECIPIENT_GONE):  # a closed topic is gone alone
+            return Delivery(Outcome.GONE, exc.message,
+                            whole_address="message thread not found" not in text)
         # Missing rights, not a member, topic closed: permanent for this message; three in a
         # row and the dispatcher deactivates the chat.
         return Delivery(Outcome.FAILED, exc.message)

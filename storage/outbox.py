@@ -163,11 +163,13 @@ def mark_retry(db: Database, row_ids: Sequence[int], error: str, now: datetime,
         return gave_up
 
 
-def postpone(db: Database, row_ids: Iterable[int], until: datetime) -> None:
+def postpone(db: Database, row_ids: Iterable[int], until: datetime,
+             reason: str | None = None) -> None:
     """A channel-wide pause (rate limit, paused channel): not an attempt of the row."""
     with write(db):
-        db.conn.executemany("UPDATE outbox SET next_attempt = ? WHERE id = ?",
-                            [(to_db(until), rid) for rid in row_ids])
+        db.conn.executemany(
+            "UPDATE outbox SET next_attempt = ?, last_error = coalesce(?, last_error) WHERE id = ?",
+            [(to_db(until), reason, rid) for rid in row_ids])
 
 
 def next_wakeup(db: Database, channel: str | None = None) -> datetime | None:

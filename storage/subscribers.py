@@ -139,6 +139,15 @@ def deactivate(db: Database, subscriber_id: int, reason: str) -> None:
         outbox.drop_pending(db, subscriber_id)
 
 
+def deactivate_address(db: Database, channel: str, address: str, reason: str) -> int:
+    """A whole chat is gone (bot blocked or removed): every forum topic of it, at once."""
+    with write(db):
+        subs = [s for s in at_address(db, channel, address) if s.active]
+        for sub in subs:
+            deactivate(db, sub.id, reason)
+        return len(subs)
+
+
 def reactivate(db: Database, subscriber_id: int) -> bool:
     with write(db):
         return db.execute(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,13 +26,13 @@ from bot import metrics
 from bot.commands import subscribe_address
 from bot.config import load_config
 from bot.dispatcher import Dispatcher
-from notifiers.base import Notifier
+from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from notifiers.email import EmailNotifier, SmtpSettings
 from notifiers.slack import SlackNotifier
 from notifiers.telegram import TELEGRAM_LIMITS, UNLIMITED, TelegramNotifier, sendout_bot
 from storage import outbox, polls
 from storage import subscribers as sub_repo
-from storage.records import Keyword, Paper, Subscriber
+from storage.records import Keyword, OutboxRow, Paper, Subscriber
 from storage.store import AsyncStore, Store
 from tests.conftest import Clock, KeywordFactory, PaperFactory, SubscriberFactory
 from tests.fakes.arxiv_server import FakeArxiv
@@ -238,8 +238,10 @@ async def test_one_failing_recipient(world: World, paper: PaperFactory, name: st
         case "retry":
             assert sub.active
             assert [r["status"] for r in rows] == ["pending", "pending"]
-            assert all(case.reason.lower() in r["last_error"].lower() and r["attempts"] == 1
-                       for r in rows)
+            # A rate limit is the channel slowing down, not an attempt of the rows.
+            attempts = 0 if name.endswith("-429") else 1
+            assert all(case.reason.lower() in r["last_error"].lower()
+                       and r["attempts"] == attempts for r in rows)
             w.clock.advance(timedelta(hours=2))  # past any backoff
             await dispatcher.drain()
             assert w.received(case.channel, VICTIM[case.channel]) == 1
@@ -275,6 +277,41 @@ async def test_three_permanent_failures_in_a_row_deactivate(world: World, paper:
         w.clock.advance(timedelta(seconds=5))
     assert "3" in (sub.inactive_reason or "")
     assert w.others_received() == {c: [3] * (RECIPIENTS - 1) for c in ADDRESSES}
+
+
+class SlowingDown(Notifier):
+    """A channel that tells the victim's messages "slow down, retry after 1 s" `times` times."""
+
+    channel = "email"
+
+    def __init__(self, times: int) -> None:
+        self.limits = Limits()
+        self.left = times
+        self.delivered: list[str] = []
+
+    def pack(self, subscriber: Subscriber, rows: Sequence[OutboxRow]) -> list[Message]:
+        return [Message(tuple(rows), None)]
+
+    async def send(self, subscriber: Subscriber, message: Message) -> Delivery:
+        if subscriber.address == VICTIM["email"] and self.left > 0:
+            self.left -= 1
+            return Delivery(Outcome.RETRY, "429: slow down", retry_after=1.0, rate_limited=True)
+        self.delivered += [r.paper.arxiv_id for r in message.rows]
+        return Delivery(Outcome.SENT)
+
+
+async def test_rate_limits_delay_a_message_but_never_use_up_its_attempts(
+        world: World, paper: PaperFactory) -> None:
+    w = world
+    slowing = SlowingDown(times=12)  # more than the ten attempts a row has
+    news = paper()
+    await w.queue(news)
+    dispatcher = Dispatcher(w.store, {"email": slowing}, w.clock.now)
+    for _ in range(13):
+        await dispatcher.drain()
+        w.clock.advance(timedelta(seconds=1))
+    assert slowing.delivered == [news.arxiv_id] * (RECIPIENTS)
+    assert [(r["status"], r["attempts"]) for r in await w.rows("email")] == [("sent", 1)]
 
 
 async def test_a_recipient_that_never_recovers_ends_failed_after_ten_attempts(
