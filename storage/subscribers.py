@@ -181,6 +181,15 @@ def move_address(db: Database, channel: str, old: str, new: str) -> bool:
             db.execute("""INSERT OR IGNORE INTO subscriptions (subscriber_id, keyword_id, source,
                           created_at) SELECT ?, keyword_id, source, created_at FROM subscriptions
                           WHERE subscriber_id = ?""", [target.id, r["id"]])
+            # A paper pending for both: one message naming the keywords of both.
+            db.execute("""UPDATE outbox AS t SET keyword_ids = (
+                              SELECT json_group_array(value) FROM (
+                                  SELECT value FROM json_each(t.keyword_ids) UNION
+                                  SELECT value FROM json_each(o.keyword_ids)))
+                          FROM outbox AS o
+                          WHERE o.subscriber_id = ? AND o.status = 'pending'
+                            AND t.subscriber_id = ? AND t.arxiv_id = o.arxiv_id
+                            AND t.status = 'pending'""", [r["id"], target.id])
             db.execute("""UPDATE OR IGNORE outbox SET subscriber_id = ? WHERE subscriber_id = ?""",
                        [target.id, r["id"]])
             db.execute("DELETE FROM outbox WHERE subscriber_id = ?", [r["id"]])

@@ -57,6 +57,27 @@ async def test_run_once_polls_stores_and_writes_the_digest(tmp_path: Path) -> No
     assert "last error" not in out
 
 
+async def test_a_broadcast_channel_is_subscribed_and_unsubscribed_from_the_shell(
+        tmp_path: Path) -> None:
+    async with FakeArxiv(papers=FakeArxiv.seed_corpus()) as fake:
+        config = write_config(tmp_path, config_text(fake))
+        code, out, err = await run_cli(config, "subscribe", "--telegram", "-1001234567890",
+                                       "vision language model")
+        assert code == 0, err
+        assert out.startswith("telegram -1001234567890: subscribed to 'vision language model'")
+        code, out, err = await run_cli(config, "subscribe", "--telegram", "@papers_channel",
+                                       "vision language model")
+        assert code == 2 and "--telegram takes a numeric chat ID, not '@papers_channel'" in err
+        code, out, _ = await run_cli(config, "subscriptions", "--channel", "telegram")
+        assert re.search(r"telegram\s+-1001234567890\s+vision language model", out)
+        assert out.count("\n") == 1
+        code, out, err = await run_cli(config, "unsubscribe", "--telegram", "-1001234567890",
+                                       "vision language model")
+        assert code == 0, err
+        code, out, _ = await run_cli(config, "subscriptions", "--channel", "telegram")
+        assert out.strip() == "no subscriptions"
+
+
 async def test_digest_command_needs_no_network(tmp_path: Path) -> None:
     async with FakeArxiv(papers=FakeArxiv.seed_corpus()) as fake:
         config = write_config(tmp_path, config_text(fake))

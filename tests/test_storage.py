@@ -19,6 +19,7 @@ from sqlite_utils import Database
 from storage import keywords as kw_repo
 from storage import lease, outbox
 from storage import papers as paper_repo
+from storage import subscribers as sub_repo
 from storage.database import SchemaError, migrate, pending_migrations, require_current
 from storage.polls import commit_poll
 from storage.records import Keyword
@@ -210,3 +211,33 @@ def test_journal_ref_and_doi_arrive_without_a_new_version(tmp_path: Path) -> Non
     row = next(db.query("SELECT version, title, journal_ref, doi FROM papers"))
     assert row == {"version": 2, "title": "Title v2", "journal_ref": "CVPR 2026", "doi": "10.1/x"}
     db.close()
+
+
+# -- a Telegram group that became a supergroup ------------------------------------------------
+def test_a_group_moved_onto_a_supergroup_already_known_merges_keywords_and_rows(
+        sync_store: Store, paper: PaperFactory) -> None:
+    db = sync_store.db
+    gnn = add_keyword(db)
+    llm, _ = kw_repo.ensure(db, "language models", "language models",
+                            'ti:"language models" OR abs:"language models"', NOW, max_keywords=500)
+    old = sub_repo.ensure(db, "telegram", "-55", NOW)
+    new = sub_repo.ensure(db, "telegram", "-1000055", NOW)  # subscribed before the move arrived
+    sub_repo.subscribe(db, old, gnn, "user", NOW)
+    sub_repo.subscribe(db, new, llm, "user", NOW)
+    both, only_old = paper(days=0.1), paper(days=0.2)
+    floor = NOW - timedelta(days=14)
+    commit_poll(db, gnn, [both, only_old], baseline=False, now=NOW, max_papers=100,
+                notify_floor=floor, total_results=2)
+    commit_poll(db, kw_repo.get(db, llm.id), [both], baseline=False, now=NOW, max_papers=100,
+                notify_floor=floor, total_results=1)
+    outbox.release(db, NOW, lambda s: NOW)
+
+    assert sub_repo.move_address(db, "telegram", "-55", "-1000055")
+    assert sub_repo.find(db, "telegram", "-55") is None
+    moved = sub_repo.find(db, "telegram", "-1000055")
+    assert moved is not None and moved.id == new.id
+    assert sorted(k.display for k, _ in sub_repo.subscriptions(db, moved.id)) == [
+        "graph neural networks", "language models"]
+    rows = {r.paper.arxiv_id: sorted(r.keywords) for r in outbox.due_rows(db, moved.id, NOW)}
+    assert rows == {both.arxiv_id: ["graph neural networks", "language models"],
+                    only_old.arxiv_id: ["graph neural networks"]}

@@ -498,6 +498,30 @@ async def test_more_than_ten_commands_a_minute_get_one_slow_down(
     assert replies[-1].startswith("Slow down")
 
 
+async def test_the_bot_long_polls_inside_the_daemon_with_a_short_timeout(
+    telegram: FakeTelegram, make_face: FaceFactory
+) -> None:
+    await make_face()
+    telegram.push_command(42, "/help")  # the long poll that carries it is then on record
+    await telegram.wait_sent(1, 42)
+    timeouts = {int(c.params["timeout"]) for c in telegram.calls_to("getUpdates")}
+    assert timeouts and all(0 < t <= 5 for t in timeouts), timeouts
+
+
+async def test_help_in_a_group_shows_the_command_form_with_our_name(
+    telegram: FakeTelegram, make_face: FaceFactory
+) -> None:
+    face = await make_face()
+    telegram.push_command(-77, "/help", chat_type="group")
+    telegram.push_command(42, "/help")
+    await telegram.wait_sent(1, -77)
+    await telegram.wait_sent(1, 42)
+    group, private = texts(telegram, -77)[0], texts(telegram, 42)[0]
+    assert f"/subscribe@{face.username} KEYWORD" in group
+    assert "Only administrators change this group's subscriptions." in group
+    assert f"@{face.username}" not in private
+
+
 async def test_replies_keep_to_the_chat_limits_too(
     telegram: FakeTelegram, make_face: FaceFactory
 ) -> None:
