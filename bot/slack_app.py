@@ -51,6 +51,9 @@ INVITE = ("I can't post in this channel yet, so I would not be able to send pape
           "details → Integrations → Add apps), then run the command again.")
 ARCHIVED = "This channel is archived: I can't post papers here."
 OTHER_TEAM = "This Daily Papers app serves another Slack workspace."
+NO_IDENTITY = "Daily Papers cannot reach Slack to check this workspace right now; try again " \
+              "in a minute."
+ACK_LOOKUP_SECONDS = 1.0  # per Slack call made before the 3-second ack
 NOT_ALLOWED = "Daily Papers is not enabled in this channel. Ask the operator to add it to " \
               "`allowed_channels`."
 
@@ -245,8 +248,14 @@ class SlackFace:
 
     async def _answer(self, command: dict[str, Any]) -> Reply:
         assert self._commands is not None
-        identity = await self.notifier.identity()
-        if identity and command.get("team_id") != identity.team_id:
+        try:  # Slack gives up on an ack after 3 s: every lookup before it is bounded
+            async with asyncio.timeout(ACK_LOOKUP_SECONDS):
+                identity = await self.notifier.identity()
+        except TimeoutError:
+            identity = None
+        if identity is None:  # the workspace cannot be checked: refuse rather than guess
+            return Reply(NO_IDENTITY)
+        if command.get("team_id") != identity.team_id:
             log.warning("slack: refused a command from workspace %s", command.get("team_id"))
             return Reply(OTHER_TEAM)
         chat = Chat(channel="slack", address=str(command.get("channel_id", "")))
@@ -303,7 +312,8 @@ class SlackFace:
     async def _posting_problem(self, channel: str) -> str | None:
         """conversations.info: None when the bot can post here, else what to tell the user."""
         try:
-            answer = await self.notifier.client.conversations_info(channel=channel)
+            async with asyncio.timeout(ACK_LOOKUP_SECONDS):
+                answer = await self.notifier.client.conversations_info(channel=channel)
         except SlackApiError as exc:
             error = exc.response.get("error")
             if error == "channel_not_found":  # private channels the bot is not in look absent

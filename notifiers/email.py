@@ -497,6 +497,13 @@ class EmailNotifier(Notifier):
             reusable = True
             refused = exc.recipients[0]
             return classify(refused.code, refused.message, subscriber, self.settings.max_bounces)
+        except aiosmtplib.SMTPSenderRefused as exc:  # our MAIL FROM: no recipient's fault
+            reusable = exc.code != 421
+            reason = f"{exc.code} {' '.join(exc.message.split())}"
+            if 400 <= exc.code < 500:
+                return Delivery(Outcome.RETRY, f"sender refused for now: {reason}")
+            return Delivery(Outcome.BROKEN, f"the SMTP server refused our sender address "
+                            f"{exc.sender!r} ({reason}); check [email] sender and return_path")
         except aiosmtplib.SMTPResponseException as exc:
             reusable = exc.code != 421
             return classify(exc.code, exc.message, subscriber, self.settings.max_bounces)

@@ -295,6 +295,30 @@ async def test_auth_failure_stops_the_email_channel_and_keeps_the_rows(
     assert datetime.now(UTC)  # the rows are pending, not failed
 
 
+async def test_a_refused_sender_stops_the_channel_and_costs_no_recipient_a_bounce(
+        plain: FakeSMTP, store: AsyncStore, clock: Clock, paper: PaperFactory,
+        add_keyword: KeywordFactory, add_subscriber: SubscriberFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    kw = await add_keyword("graph neural networks")
+    readers = [await add_subscriber("email", f"reader{i}@example.org", kw) for i in range(3)]
+    n = make_notifier(plain, max_bounces=1)
+    dispatcher = Dispatcher(store, {"email": n}, clock.now)
+    await queue(store, clock, kw, [paper()])
+    plain.fail("550 5.1.0 Sender address rejected: not owned by user", stage="mail", times=None)
+    try:
+        await dispatcher.drain()
+    finally:
+        await n.close()
+    assert plain.messages == []
+    assert "email" in dispatcher.broken
+    stopped = [r.getMessage() for r in caplog.records if "email notifier stopped" in r.getMessage()]
+    assert len(stopped) == 1 and "check [email] sender" in stopped[0]
+    for reader in readers:  # a bad sender is the operator's to fix, not the readers' bounce
+        sub = await store.call(sub_repo.get, reader.id)
+        assert sub is not None and sub.active and sub.permanent_failures == 0
+        assert len(await store.call(outbox.due_rows, reader.id, clock.now())) == 1
+
+
 async def test_a_note_is_a_plain_mail_with_the_unsubscribe_header(plain: FakeSMTP) -> None:
     n = make_notifier(plain)
     try:

@@ -20,7 +20,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from tests.fakes.changes import Changes
 
 Security = Literal["none", "starttls", "tls"]
-Stage = Literal["rcpt", "data"]
+Stage = Literal["mail", "rcpt", "data"]
 
 # Short names tests use for the answers the notifier must tell apart.
 ANSWERS = {
@@ -82,7 +82,8 @@ class FakeSMTP:
         self.auth_failures = 0
         self.refusals: list[tuple[str, str, str]] = []  # (stage, recipient, answer)
         self._by_rcpt: dict[tuple[Stage, str], deque[_Programmed]] = {}
-        self._fifo: dict[Stage, deque[_Programmed]] = {"rcpt": deque(), "data": deque()}
+        self._fifo: dict[Stage, deque[_Programmed]] = {"mail": deque(), "rcpt": deque(),
+                                                        "data": deque()}
         self._protocols: list[SMTP] = []
         self._changes = Changes()
         self._server: asyncio.Server | None = None
@@ -224,6 +225,16 @@ class _Handler:
     def __init__(self, fake: FakeSMTP, connection: int) -> None:
         self.fake = fake
         self.connection = connection
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        answer = self.fake._take("mail", [])  # `stage="mail"` refusals of our sender
+        if answer is not None:
+            return await self._refuse(server, "mail", address, answer)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
