@@ -19,6 +19,7 @@ from aiohttp import web
 from bot.keywords import KeywordError, parse_keyword
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
+from storage.database import write
 from storage.store import AsyncStore, Store
 
 log = logging.getLogger(__name__)
@@ -137,9 +138,12 @@ def apply(store: Store, claim: Claim, now: datetime) -> View:
         return view
     kw = kw_repo.by_canonical(db, claim.keyword)
     view = View(claim.address, False, [kw.display if kw else claim.keyword], done=True)
+    sub = sub_repo.ensure(db, CHANNEL, claim.address, now)
     if kw is not None:
-        sub = sub_repo.ensure(db, CHANNEL, claim.address, now)
         sub_repo.unsubscribe(db, sub, kw, now, reason=REASON)
+    else:  # the keyword was pruned since the mail: the stop must still hold if it comes back
+        with write(db):
+            sub_repo.suppress(db, sub, claim.keyword, REASON, now)
     return view
 
 

@@ -103,7 +103,7 @@ def unsubscribe(db: Database, sub: Subscriber, keyword: Keyword, now: datetime,
         cur = db.execute("DELETE FROM subscriptions WHERE subscriber_id = ? AND keyword_id = ?",
                          [sub.id, keyword.id])
         outbox.remove_keyword(db, sub.id, keyword.id)
-        _suppress(db, sub, keyword.canonical, reason, now)
+        suppress(db, sub, keyword.canonical, reason, now)
         return cur.rowcount > 0
 
 
@@ -112,11 +112,12 @@ def unsubscribe_all(db: Database, sub: Subscriber, now: datetime,
     with write(db):
         n = db.execute("DELETE FROM subscriptions WHERE subscriber_id = ?", [sub.id]).rowcount
         outbox.drop_pending(db, sub.id)
-        _suppress(db, sub, ALL, reason, now)
+        suppress(db, sub, ALL, reason, now)
         return n
 
 
-def _suppress(db: Database, sub: Subscriber, canonical: str, reason: str, now: datetime) -> None:
+def suppress(db: Database, sub: Subscriber, canonical: str, reason: str, now: datetime) -> None:
+    """A recipient-side stop for one keyword (canonical form) or ALL; config never undoes it."""
     db.execute(
         """INSERT INTO suppressions (channel, address, topic, canonical, reason, created_at)
            VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = excluded.reason""",
