@@ -89,12 +89,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         arxiv.add(*(paper(10 * k + n, kw, days=1 + n)
                     for k, kw in enumerate(KEYWORDS) for n in range(1, 4)))
         extra = f"""
-[email]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "none"
-sender = "Daily Papers <papers@example.org>"
-[[email.subscribers]]
+{smtp.email_table()}[[email.subscribers]]
 address = "{ALICE}"
 keywords = ["{FIRST}"]
 [[email.subscribers]]

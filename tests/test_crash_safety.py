@@ -86,12 +86,7 @@ api_url = "{telegram.base_url}"
 [slack]
 api_url = "{slack.api_url}"
 
-[email]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "none"
-sender = "Daily Papers <papers@example.org>"
-max_per_minute = 100000
+{smtp.email_table()}max_per_minute = 100000
 
 [web]
 port = 0

@@ -93,14 +93,7 @@ path = "papers.db"
 [digest]
 path = ""
 
-[email]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "starttls"
-username = "{USER}"
-sender = "Daily Papers <{USER}>"
-ca_file = "{ca.name}"
-
+{smtp.email_table(f"Daily Papers <{USER}>", ca_file=ca.name)}
 [[email.subscribers]]
 address = "{BOB}"
 keywords = ["{KEYWORD}"]

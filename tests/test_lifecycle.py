@@ -57,12 +57,7 @@ class World:
     @property
     def config(self) -> Path:
         extra = f"""
-[email]
-host = "127.0.0.1"
-port = {self.smtp.port}
-security = "none"
-sender = "Daily Papers <papers@example.org>"
-[[email.subscribers]]
+{self.smtp.email_table()}[[email.subscribers]]
 address = "{BOB}"
 keywords = ["{self.keyword}"]
 """

@@ -124,12 +124,7 @@ async def test_metrics_move_after_a_cycle_that_found_papers(tmp_path: Path,
     port = free_port()
     async with FakeSMTP() as smtp:
         extra = f"""
-[email]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "none"
-sender = "Daily Papers <papers@example.org>"
-[[email.subscribers]]
+{smtp.email_table()}[[email.subscribers]]
 address = "reader@example.org"
 keywords = ["{KEYWORDS[0]}"]
 """

@@ -93,14 +93,7 @@ api_url = "{slack.api_url}"
 channel = "{CHANNEL}"
 keywords = ["{KEYWORD}"]
 
-[email]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "starttls"
-username = "{SMTP_USER}"
-sender = "Daily Papers <{SMTP_USER}>"
-ca_file = "{ca.name}"
-[[email.subscribers]]
+{smtp.email_table(f"Daily Papers <{SMTP_USER}>", ca_file=ca.name)}[[email.subscribers]]
 address = "{READER}"
 keywords = ["{KEYWORD}"]
 """

@@ -170,6 +170,18 @@ class FakeSMTP:
 
     # -- programming answers -----------------------------------------------------------------
 
+    def email_table(self, sender: str = "Daily Papers <papers@example.org>", *,
+                    ca_file: str = "") -> str:
+        """The `[email]` table of a config.toml whose daemon reaches this server."""
+        lines = ["[email]", f'host = "{self.host}"', f"port = {self.port}",
+                 f'security = "{self.security}"']
+        if self.username:
+            lines.append(f'username = "{self.username}"')
+        lines.append(f'sender = "{sender}"')
+        if ca_file:
+            lines.append(f'ca_file = "{ca_file}"')
+        return "\n".join(lines) + "\n"
+
     def fail(
         self,
         answer: str,
