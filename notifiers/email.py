@@ -278,9 +278,14 @@ _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _RECIPIENT_CODES = {550, 551, 553}  # mailbox unknown / not local / name not allowed
 
 
+def smtp_reason(code: int, text: str) -> str:
+    """An SMTP answer on one line, for logs and the row's last_error."""
+    return f"{code} {' '.join(text.split())}".strip()
+
+
 def classify(code: int, text: str, sub: Subscriber, max_bounces: int) -> Delivery:
     """What an SMTP refusal means for the row and the recipient."""
-    reason = f"{code} {' '.join(text.split())}".strip()
+    reason = smtp_reason(code, text)
     if 400 <= code < 500:
         return Delivery(Outcome.RETRY, reason)
     enhanced = _ENHANCED.match(text)
@@ -499,7 +504,7 @@ class EmailNotifier(Notifier):
             return classify(refused.code, refused.message, subscriber, self.settings.max_bounces)
         except aiosmtplib.SMTPSenderRefused as exc:  # our MAIL FROM: no recipient's fault
             reusable = exc.code != 421
-            reason = f"{exc.code} {' '.join(exc.message.split())}"
+            reason = smtp_reason(exc.code, exc.message)
             if 400 <= exc.code < 500:
                 return Delivery(Outcome.RETRY, f"sender refused for now: {reason}")
             return Delivery(Outcome.BROKEN, f"the SMTP server refused our sender address "
