@@ -20,12 +20,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import bot.arxiv
+import bot.fetch.arxiv
 import storage.polls
-from bot.arxiv import ArxivClient
-from bot.cycle import run_cycle
-from bot.digest import DigestSection, render_digest
-from bot.poll import PollSettings
+from bot.fetch.arxiv import ArxivClient
+from bot.poll.cycle import run_cycle
+from bot.poll.keyword import PollSettings
+from bot.render.digest import DigestSection, render_digest
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
 from storage.records import Paper
@@ -100,10 +100,10 @@ async def one_cycle(store: AsyncStore, url: str, now: datetime) -> tuple[float, 
 async def main() -> None:
     import logging
     logging.basicConfig(level=logging.WARNING)
-    parse = Timer(bot.arxiv.parse_feed)
+    parse = Timer(bot.fetch.arxiv.parse_feed)
     commit = Timer(storage.polls.commit_poll)
-    bot.arxiv.parse_feed = parse  # type: ignore[assignment]
-    storage.polls.commit_poll = commit  # type: ignore[assignment]  # bot.poll calls polls.X
+    bot.fetch.arxiv.parse_feed = parse  # type: ignore[assignment]
+    storage.polls.commit_poll = commit  # type: ignore[assignment]  # bot.poll.keyword calls polls.X
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as tmp:
         store = await AsyncStore(Path(tmp) / "bench.db").open()

@@ -11,7 +11,7 @@ import statistics
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from bot.digest import DigestSection, render_digest
+from bot.render.digest import DigestSection, render_digest
 from storage.records import Paper
 
 KEYWORDS = 100

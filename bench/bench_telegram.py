@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import App
-from bot.arxiv import ArxivClient
 from bot.config import Config, Secrets, TelegramConfig
-from bot.dispatcher import Dispatcher
-from bot.telegram_bot import TelegramFace
+from bot.deliver.dispatcher import Dispatcher
+from bot.faces.telegram import TelegramFace
+from bot.fetch.arxiv import ArxivClient
 from notifiers.telegram import TELEGRAM_LIMITS, UNLIMITED, TelegramNotifier, sendout_bot
 from storage import keywords as kw_repo
 from storage import outbox, polls

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot.config import ArxivConfig, Config, DigestConfig
-from bot.digest_job import write_digest_sync
-from bot.dispatcher import READ_AHEAD
-from bot.keywords import parse_keyword
+from bot.deliver.dispatcher import READ_AHEAD
+from bot.fetch.keywords import parse_keyword
+from bot.render.job import write_digest_sync
 from storage import keywords as kw_repo
 from storage import outbox, polls
 from storage import papers as paper_repo

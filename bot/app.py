@@ -14,9 +14,9 @@ from typing import Protocol
 
 from aiohttp import web
 
-from bot.arxiv import ArxivClient
 from bot.config import Config, Secrets
-from bot.poll import PollSettings, poll_keyword
+from bot.fetch.arxiv import ArxivClient
+from bot.poll.keyword import PollSettings, poll_keyword
 from notifiers.base import Notifier
 from storage.records import Keyword, PollOutcome
 from storage.store import AsyncStore

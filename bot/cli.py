@@ -47,7 +47,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def operator_errors() -> Iterator[None]:
     """Errors the operator must fix become one line and an exit code, never a traceback."""
     from bot.daemon import DaemonError
-    from bot.digest import DigestRefused
+    from bot.render.digest import DigestRefused
     from bot.sync import SyncError
 
     try:
@@ -95,7 +95,7 @@ def run(ctx: Context, once: bool, strict: bool) -> None:
         cfg = ctx.cfg
         progress = terminal_progress() if once and sys.stderr.isatty() else None
         if progress is not None:  # the progress line replaces the per-keyword log lines
-            logging.getLogger("bot.cycle").setLevel(logging.WARNING)
+            logging.getLogger("bot.poll.cycle").setLevel(logging.WARNING)
         daemon = Daemon(cfg, Secrets.from_env(), on_polled=progress)
         report = asyncio.run(daemon.run(once=once))
     if not once:
@@ -129,7 +129,7 @@ def terminal_progress() -> Callable[[int, int, PollOutcome], None]:
 @click.pass_obj
 def digest(ctx: Context) -> None:
     """Rewrite the README digest from the store, without the network."""
-    from bot.digest_job import write_digest_sync
+    from bot.render.job import write_digest_sync
 
     with operator_errors():
         off = ctx.cfg.digest.path is None
@@ -151,7 +151,7 @@ def _sync_keywords(store: Store, cfg: Config) -> None:
 @click.pass_obj
 def status(ctx: Context) -> None:
     """Keywords with paper counts, last poll and error; pending outbox; warnings; database size."""
-    from bot.status import status_text
+    from bot.faces.status import status_text
 
     with open_store(ctx) as store:
         click.echo(status_text(store, ctx.cfg))
@@ -190,7 +190,7 @@ def _one_address(email: str | None, telegram: str | None, slack: str | None) -> 
         fail("name exactly one of --email ADDR, --telegram CHAT_ID or --slack CHANNEL_ID")
     channel, value = given[0]
     if channel == "email":
-        from bot.email_face import AddressError, normalize_address
+        from bot.faces.email import AddressError, normalize_address
 
         try:
             value = normalize_address(value)
@@ -214,7 +214,7 @@ def _one_address(email: str | None, telegram: str | None, slack: str | None) -> 
 def subscribe(ctx: Context, email: str | None, telegram: str | None, slack: str | None,
               keyword: tuple[str, ...]) -> None:
     """Subscribe an address to KEYWORD (polled from the next cycle on)."""
-    from bot.commands import CommandError, subscribe_address
+    from bot.faces.commands import CommandError, subscribe_address
 
     channel, address = _one_address(email, telegram, slack)
     with open_store(ctx) as store:
@@ -236,7 +236,7 @@ def subscribe(ctx: Context, email: str | None, telegram: str | None, slack: str 
 def unsubscribe(ctx: Context, email: str | None, telegram: str | None, slack: str | None,
                 everything: bool, keyword: tuple[str, ...]) -> None:
     """Unsubscribe an address from KEYWORD, or from everything with --all."""
-    from bot.commands import CommandError, unsubscribe_address
+    from bot.faces.commands import CommandError, unsubscribe_address
 
     if bool(keyword) == everything:
         fail("give either a KEYWORD or --all")

@@ -19,15 +19,15 @@ from pathlib import Path
 
 from bot import metrics
 from bot.app import App, Face, utcnow
-from bot.arxiv import ArxivClient
 from bot.config import Config, Secrets
-from bot.cycle import CycleReport, OnPolled, run_cycle
-from bot.digest_job import write_digest_from_store
-from bot.dispatcher import Dispatcher
+from bot.deliver.dispatcher import Dispatcher
+from bot.deliver.schedule import digest_date_factory, due_at_factory
+from bot.faces.web import WebServer
+from bot.fetch.arxiv import ArxivClient
 from bot.logs import redactor
-from bot.schedule import digest_date_factory, due_at_factory
+from bot.poll.cycle import CycleReport, OnPolled, run_cycle
+from bot.render.job import write_digest_from_store
 from bot.sync import sync_config
-from bot.web import WebServer
 from storage import database, lease, outbox, papers
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
@@ -58,16 +58,16 @@ class DaemonError(Exception):
 def build_faces(cfg: Config, secrets: Secrets) -> list[Face]:
     faces: list[Face] = []
     if secrets.telegram_bot_token:
-        from bot.telegram_bot import TelegramFace
+        from bot.faces.telegram import TelegramFace
 
         faces.append(TelegramFace(cfg.telegram, secrets.telegram_bot_token))
     if secrets.slack_bot_token:
-        from bot.slack_app import SlackFace
+        from bot.faces.slack import SlackFace
 
         faces.append(SlackFace(cfg.slack, cfg.web, secrets.slack_bot_token,
                                secrets.slack_signing_secret, secrets.slack_app_token))
     if cfg.email.host:
-        from bot.email_face import EmailFace
+        from bot.faces.email import EmailFace
 
         faces.append(EmailFace(cfg.email, cfg.web, secrets.smtp_password))
     return faces
@@ -77,7 +77,7 @@ def public_url_warning(cfg: Config) -> str | None:
     """Unsubscribe links need a public https address; only matters with email on."""
     if not cfg.email.host:
         return None
-    from bot.email_face import public_url_warning as warning
+    from bot.faces.email import public_url_warning as warning
 
     return warning(cfg.web)
 
@@ -202,7 +202,7 @@ class Daemon:
         email_on = bool(self.cfg.email.host)
         normalize = None
         if email_on:
-            from bot.email_face import normalize_address
+            from bot.faces.email import normalize_address
 
             normalize = normalize_address
         await app.store.run(lambda s: sync_config(

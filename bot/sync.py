@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from bot.config import Config
-from bot.keywords import KeywordError, parse_keyword
+from bot.fetch.keywords import KeywordError, parse_keyword
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
 from storage.records import Keyword

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.arxiv import ArxivClient
-from bot.keywords import parse_keyword
+from bot.fetch.arxiv import ArxivClient
+from bot.fetch.keywords import parse_keyword
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
 from storage.records import Keyword, Paper, Subscriber

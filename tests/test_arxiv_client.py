@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 import bot
-from bot.arxiv import MAX_WAIT, ArxivClient, backoff_delay, parse_retry_after
-from bot.arxiv_errors import (
+from bot.fetch.arxiv import MAX_WAIT, ArxivClient, backoff_delay, parse_retry_after
+from bot.fetch.errors import (
     ArxivRejected,
     ArxivUnavailable,
     CircuitOpen,
     RetryBudgetExhausted,
     SuspiciousAnswer,
 )
-from bot.gate import RequestGate
+from bot.fetch.gate import RequestGate
 from bot.metrics import REGISTRY
 from storage.records import Feed
 from tests.fakes.arxiv_server import FakeArxiv, Fault
@@ -166,7 +166,7 @@ async def test_an_answer_that_crawls_in_is_a_timeout_though_every_read_gets_data
 async def test_retry_after_is_honoured(fake: FakeArxiv, make_client: Callable[..., ArxivClient],
                                        caplog: pytest.LogCaptureFixture):
     fake.push(Fault(429, retry_after="1"))
-    caplog.set_level(logging.INFO, logger="bot.arxiv")
+    caplog.set_level(logging.INFO, logger="bot.fetch.arxiv")
     async with make_client() as client:
         await client.fetch(QUERY, 0, 1)
     first, second = fake.requests

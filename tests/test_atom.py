@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from bot.arxiv_errors import ArxivBadAnswer, ArxivRejected
-from bot.atom import parse_feed, split_id
+from bot.fetch.atom import parse_feed, split_id
+from bot.fetch.errors import ArxivBadAnswer, ArxivRejected
 from tests.fakes.arxiv_server import ACCESS_DENIED, BILLION_LAUGHS
 
 FIXTURES = Path(__file__).parent / "fixtures"

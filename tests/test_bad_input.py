@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from bot.app import App
-from bot.arxiv import ArxivClient
-from bot.commands import Chat, Commands, Reply
 from bot.config import Config, Secrets
-from bot.keywords import KeywordError, ParsedKeyword, parse_keyword
-from bot.slack_app import parse_command as slack_parse
-from bot.telegram_bot import parse_command as telegram_parse
+from bot.faces.commands import Chat, Commands, Reply
+from bot.faces.slack import parse_command as slack_parse
+from bot.faces.telegram import parse_command as telegram_parse
+from bot.fetch.arxiv import ArxivClient
+from bot.fetch.keywords import KeywordError, ParsedKeyword, parse_keyword
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
 from storage.records import Paper

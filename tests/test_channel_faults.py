@@ -23,9 +23,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot import metrics
-from bot.commands import subscribe_address
 from bot.config import load_config
-from bot.dispatcher import Dispatcher
+from bot.deliver.dispatcher import Dispatcher
+from bot.faces.commands import subscribe_address
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from notifiers.email import EmailNotifier, SmtpSettings
 from notifiers.slack import SlackNotifier

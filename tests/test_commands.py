@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.app import App
-from bot.arxiv import ArxivClient
-from bot.commands import (
+from bot.config import Config, Secrets
+from bot.faces.commands import (
     Chat,
     ChatThrottle,
     CommandError,
@@ -21,7 +21,7 @@ from bot.commands import (
     subscribe_address,
     unsubscribe_address,
 )
-from bot.config import Config, Secrets
+from bot.fetch.arxiv import ArxivClient
 from bot.sync import sync_config
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.commands import subscribe_address
 from bot.config import load_config
+from bot.faces.commands import subscribe_address
 from storage.records import Paper
 from storage.store import Store
 from tests.fakes.arxiv_server import FakeArxiv, Fault

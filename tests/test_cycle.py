@@ -7,11 +7,11 @@ import dataclasses
 from collections import Counter
 from datetime import datetime, timedelta
 
-from bot.arxiv import ArxivClient
 from bot.config import ArxivConfig, Config
-from bot.cycle import UNAVAILABLE, CycleReport, run_cycle
-from bot.digest_job import digest_sections
-from bot.poll import PollSettings
+from bot.fetch.arxiv import ArxivClient
+from bot.poll.cycle import UNAVAILABLE, CycleReport, run_cycle
+from bot.poll.keyword import PollSettings
+from bot.render.job import digest_sections
 from storage import keywords as kw_repo
 from storage import outbox
 from storage import papers as paper_repo

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.digest import (
+from bot.render.digest import (
     END_MARKER,
     START_MARKER,
     DigestRefused,
@@ -286,7 +286,7 @@ def test_max_bytes_shortens_the_oldest_abstracts_first(
     readme = tmp_path / "README.md"
     sections = [DigestSection("K", many_papers(100))]
     full = len(render_digest(sections, updated=UPDATED).encode())
-    with caplog.at_level(logging.WARNING, logger="bot.digest"):
+    with caplog.at_level(logging.WARNING, logger="bot.render.digest"):
         update_digest(readme, sections, updated=UPDATED, max_bytes=full - 20_000)
     assert readme.stat().st_size < full - 20_000
     shown = [len(folded(r[2])[1]) if r[2] else 0 for r in table_rows(readme.read_text())]
@@ -303,7 +303,7 @@ def test_max_bytes_leaves_out_the_oldest_rows_when_abstracts_are_not_enough(
     readme = tmp_path / "README.md"
     readme.write_text(f"# My project\n\n{'Some text. ' * 500}\n\n{START_MARKER}\n{END_MARKER}\n")
     sections = [DigestSection("Big", many_papers(100)), DigestSection("Small", many_papers(5))]
-    with caplog.at_level(logging.WARNING, logger="bot.digest"):
+    with caplog.at_level(logging.WARNING, logger="bot.render.digest"):
         update_digest(readme, sections, updated=UPDATED, max_bytes=12_000)
     text = readme.read_text()
     assert len(text.encode()) < 12_000

@@ -24,9 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import ConfigError, EmailConfig, WebConfig
-from bot.email_face import AddressError, EmailFace, normalize_address, public_url_warning
-from bot.keywords import parse_keyword
-from bot.unsubscribe import Claim, InvalidToken, Signer, UnsubscribePage
+from bot.faces.email import AddressError, EmailFace, normalize_address, public_url_warning
+from bot.faces.unsubscribe import Claim, InvalidToken, Signer, UnsubscribePage
+from bot.fetch.keywords import parse_keyword
 from notifiers.email import HTML_MAX_BYTES, EmailNotifier, SmtpSettings, message_id
 from storage import subscribers as sub_repo
 from storage.records import OutboxRow, Paper, Subscriber

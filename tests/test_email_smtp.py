@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.dispatcher import Dispatcher
+from bot.deliver.dispatcher import Dispatcher
 from notifiers.base import Delivery, Outcome
 from notifiers.email import EmailNotifier, SmtpSettings
 from storage import outbox, polls

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.arxiv_errors import ArxivBadAnswer, ArxivRejected
-from bot.atom import parse_feed
+from bot.fetch.atom import parse_feed
+from bot.fetch.errors import ArxivBadAnswer, ArxivRejected
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv, Fault, matches_query, render_feed
 

@@ -23,8 +23,8 @@ from typing import Any
 import lxml.html
 from telegram import Bot
 
-from bot.digest import DigestSection, render_digest
-from bot.unsubscribe import Signer
+from bot.faces.unsubscribe import Signer
+from bot.render.digest import DigestSection, render_digest
 from notifiers.email import HTML_MAX_BYTES, EmailNotifier, SmtpSettings
 from notifiers.slack import SlackNotifier
 from notifiers.slack import render_digest as slack_render

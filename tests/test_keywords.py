@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.keywords import KeywordError, ParsedKeyword, parse_keyword
+from bot.fetch.keywords import KeywordError, ParsedKeyword, parse_keyword
 
 
 def phrase_query(k: str) -> str:

@@ -17,9 +17,9 @@ import pytest
 from sqlite_utils import Database
 
 from bot.config import Config, EmailConfig
-from bot.dispatcher import Dispatcher
-from bot.keywords import parse_keyword
-from bot.schedule import digest_date_factory, due_at_factory, next_digest_time
+from bot.deliver.dispatcher import Dispatcher
+from bot.deliver.schedule import digest_date_factory, due_at_factory, next_digest_time
+from bot.fetch.keywords import parse_keyword
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from storage import keywords as kw_repo
 from storage import outbox, polls

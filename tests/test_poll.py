@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bot.arxiv import ArxivClient
-from bot.arxiv_errors import SuspiciousAnswer
-from bot.poll import KeywordState, PollSettings, needs_baseline, poll_keyword, suspicion
+from bot.fetch.arxiv import ArxivClient
+from bot.fetch.errors import SuspiciousAnswer
+from bot.poll.keyword import KeywordState, PollSettings, needs_baseline, poll_keyword, suspicion
 from storage import keywords as kw_repo
 from storage import outbox
 from storage import papers as paper_repo

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bot.slack_app import (
+from bot.faces.slack import (
     COMMANDS,
     EVENTS_PATH,
     parse_command,
@@ -210,7 +210,7 @@ def test_help_speaks_slack() -> None:
 
 
 def test_reply_body_escapes_and_renders_papers() -> None:
-    from bot.commands import Reply
+    from bot.faces.commands import Reply
 
     body = reply_body(Reply("Subscribed to <!channel> & more", papers=[paper(1)]))
     assert body["response_type"] == "ephemeral"

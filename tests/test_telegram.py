@@ -21,11 +21,11 @@ from aiohttp import web
 from telegram import Bot
 
 from bot.app import App
-from bot.arxiv import ArxivClient
-from bot.commands import subscribe_address
 from bot.config import Config, Secrets, TelegramConfig
-from bot.dispatcher import Dispatcher
-from bot.telegram_bot import TelegramFace, parse_command
+from bot.deliver.dispatcher import Dispatcher
+from bot.faces.commands import subscribe_address
+from bot.faces.telegram import TelegramFace, parse_command
+from bot.fetch.arxiv import ArxivClient
 from notifiers.base import Outcome
 from notifiers.telegram import (
     TELEGRAM_LIMITS,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.commands import subscribe_address
 from bot.config import load_config
+from bot.faces.commands import subscribe_address
 from storage import subscribers as sub_repo
 from storage.records import Paper, Subscriber
 from storage.store import Store

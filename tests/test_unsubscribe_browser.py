@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.unsubscribe import Signer, UnsubscribePage
+from bot.faces.unsubscribe import Signer, UnsubscribePage
 from storage import subscribers as sub_repo
 from storage.store import AsyncStore
 from tests.conftest import Clock, KeywordFactory, SubscriberFactory

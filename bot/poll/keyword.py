@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 
-from bot.arxiv import ArxivClient
+from bot.fetch.arxiv import ArxivClient
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
 from storage import polls

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.config import Config
-from bot.daemon import public_url_warning
+from bot.faces.email import public_url_warning as email_warning
 from storage import keywords as kw_repo
 from storage import outbox
 from storage.store import Store
@@ -31,7 +31,7 @@ def status_text(store: Store, cfg: Config) -> str:
             pending[channel] = n
     lines.append("Pending notifications: " + (
         ", ".join(f"{c}: {n}" for c, n in sorted(pending.items())) or "none"))
-    warning = public_url_warning(cfg)
+    warning = email_warning(cfg.web) if cfg.email.host else None
     lines.append("Warnings: " + (warning or "none"))
     lines.append(f"Database: {cfg.storage.path} ({store.size_bytes() / 1e6:.1f} MB)")
     return "\n".join(lines)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from sqlite_utils import Database
 
-from bot.arxiv_errors import ArxivError, ArxivRejected, ArxivUnavailable
 from bot.config import Config
-from bot.keywords import KeywordError, ParsedKeyword, parse_keyword
-from bot.poll import needs_baseline
+from bot.fetch.errors import ArxivError, ArxivRejected, ArxivUnavailable
+from bot.fetch.keywords import KeywordError, ParsedKeyword, parse_keyword
+from bot.poll.keyword import needs_baseline
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
 from storage import subscribers as sub_repo

@@ -16,7 +16,7 @@ from datetime import datetime
 import jinja2
 from aiohttp import web
 
-from bot.keywords import KeywordError, parse_keyword
+from bot.fetch.keywords import KeywordError, parse_keyword
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
 from storage.database import write

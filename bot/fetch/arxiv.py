@@ -20,7 +20,8 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 import bot
-from bot.arxiv_errors import (
+from bot.fetch.atom import parse_feed
+from bot.fetch.errors import (
     ArxivBadAnswer,
     ArxivRejected,
     ArxivUnavailable,
@@ -28,12 +29,11 @@ from bot.arxiv_errors import (
     RetryBudgetExhausted,
     SuspiciousAnswer,
 )
-from bot.atom import parse_feed
-from bot.gate import RequestGate
+from bot.fetch.gate import RequestGate
 from bot.metrics import ARXIV_REQUESTS, ARXIV_RETRIES
 from storage.records import Feed
 
-log = logging.getLogger("bot.arxiv")
+log = logging.getLogger("bot.fetch.arxiv")
 
 MAX_WAIT = 300.0  # seconds: cap of backoff and of an honoured Retry-After
 DEADLINE_FACTOR = 4  # a whole answer may take this many times the per-read timeout

@@ -1,7 +1,7 @@
 """The Slack face: slash commands through slack-bolt and channel digests through SlackNotifier.
 
 Commands arrive on the daemon's web server (`POST /slack/events`, signed) or over Socket Mode
-when SLACK_APP_TOKEN is set; both feed the channel-agnostic `bot.commands.Commands`.
+when SLACK_APP_TOKEN is set; both feed the channel-agnostic `bot.faces.commands.Commands`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import App
-from bot.commands import EXAMPLE, Chat, Commands, Reply, help_text
 from bot.config import SlackConfig, WebConfig
+from bot.faces.commands import EXAMPLE, Chat, Commands, Reply, help_text
 from notifiers.slack import SlackNotifier, escape, paper_blocks
 from storage import subscribers as sub_repo
 from storage.records import Subscriber
@@ -138,7 +138,7 @@ class SlackFace:
         self.http_mode = bool(signing_secret) and not self.socket_mode
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self.notifier = SlackNotifier(cfg.api_url, bot_token, max_in_flight=cfg.max_in_flight)
-        bolt_log = logging.getLogger("bot.slack_app.bolt")
+        bolt_log = logging.getLogger("bot.faces.slack.bolt")
         bolt_log.addFilter(_UnusedTokenNotice())
         self.bolt = AsyncApp(client=self.notifier.client, signing_secret=signing_secret,
                              request_verification_enabled=self.http_mode, name="daily-papers",

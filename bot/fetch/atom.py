@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
-from bot.arxiv_errors import ArxivBadAnswer, ArxivRejected
+from bot.fetch.errors import ArxivBadAnswer, ArxivRejected
 from storage.records import Feed, Paper
 
 # Namespace URI → family. The https spellings are accepted in case arXiv ever "upgrades" them.

@@ -49,7 +49,7 @@ class WebServer:
         for face in faces:
             server.add_routes(face.routes())
         self.runner = web.AppRunner(server, access_log_class=PathOnlyAccessLogger,
-                                    access_log=logging.getLogger("bot.web.access"))
+                                    access_log=logging.getLogger("bot.faces.web.access"))
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port)
         await site.start()

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot import metrics
-from bot.arxiv import ArxivClient
-from bot.arxiv_errors import ArxivRejected, ArxivUnavailable, CircuitOpen
-from bot.poll import PollSettings, poll_keyword
+from bot.fetch.arxiv import ArxivClient
+from bot.fetch.errors import ArxivRejected, ArxivUnavailable, CircuitOpen
+from bot.poll.keyword import PollSettings, poll_keyword
 from storage import keywords as kw_repo
 from storage import outbox
 from storage.records import Keyword, PollOutcome, Subscriber

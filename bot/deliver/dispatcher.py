@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from bot import metrics
-from bot.schedule import DigestDate
+from bot.deliver.schedule import DigestDate
 from notifiers.base import Delivery, Message, Notifier, Outcome
 from storage import outbox
 from storage import subscribers as sub_repo

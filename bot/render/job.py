@@ -6,8 +6,8 @@ import asyncio
 from datetime import datetime
 
 from bot.config import Config
-from bot.digest import DigestSection, update_digest
-from bot.keywords import KeywordError, parse_keyword
+from bot.fetch.keywords import KeywordError, parse_keyword
+from bot.render.digest import DigestSection, update_digest
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
 from storage.store import AsyncStore, Store

@@ -14,7 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from bot.app import App
 from bot.config import ConfigError, EmailConfig, WebConfig
-from bot.unsubscribe import Signer, UnsubscribePage, unsubscribe_url
+from bot.faces.unsubscribe import Signer, UnsubscribePage, unsubscribe_url
 from notifiers.base import Outcome
 from notifiers.email import EmailNotifier, SmtpSettings
 from storage.records import Subscriber

@@ -24,7 +24,8 @@ from telegram.ext import (
 )
 
 from bot.app import App
-from bot.commands import (
+from bot.config import TelegramConfig
+from bot.faces.commands import (
     CHANGE_VERBS,
     VERBS,
     Chat,
@@ -33,7 +34,6 @@ from bot.commands import (
     Reply,
     Verdict,
 )
-from bot.config import TelegramConfig
 from notifiers.telegram import (
     NO_PREVIEW,
     TELEGRAM_LIMITS,

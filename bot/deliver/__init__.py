@@ -1,0 +1,1 @@
+"""Deliver stage: the dispatcher and the delivery clock (when rows become due)."""

@@ -1,0 +1,1 @@
+"""Fetch stage: the arXiv search client, Atom parsing, the request gate, keyword queries."""
