@@ -22,7 +22,7 @@ from bot.app import App, Face, utcnow
 from bot.config import Config, Secrets
 from bot.deliver.dispatcher import Dispatcher
 from bot.deliver.schedule import digest_date_factory, due_at_factory
-from bot.faces.web import WebServer
+from bot.faces.web import DaemonView, WebServer
 from bot.fetch.arxiv import ArxivClient
 from bot.logs import redactor
 from bot.poll.cycle import CycleReport, OnPolled, run_cycle
@@ -155,7 +155,9 @@ class Daemon:
         notifiers = {f.name: f.notifier for f in self.faces if f.notifier is not None}
         dispatcher = Dispatcher(app.store, notifiers, self.now, digest_date_factory(self.cfg))
         app.wake_dispatcher = dispatcher.wake
-        web = WebServer(self.cfg.web, self, app)
+        view = DaemonView(self.started, self.cfg.arxiv.poll_interval, lambda: self.last_report,
+                          lambda: self.refresh_gauges(app))
+        web = WebServer(self.cfg.web, view, app)
         started: list[Face] = []
         try:
             for face in self.faces:

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlite_utils import Database
 
-from storage.database import from_db, to_db, write
+from storage.database import to_db, write
 from storage.records import Keyword
+from storage.rows import keyword_from_row
 
 
 class InstanceFull(Exception):
     """max_keywords distinct keywords exist already."""
 
-
-def keyword_from_row(row: dict[str, Any]) -> Keyword:
-    return Keyword(
-        id=row["id"], display=row["display"], canonical=row["canonical"], query=row["query"],
-        in_config=bool(row["in_config"]), baseline_query=row["baseline_query"],
-        baseline_max_papers=row["baseline_max_papers"], last_poll=from_db(row["last_poll"]),
-        last_success=from_db(row["last_success"]), last_error=row["last_error"],
-        consecutive_failures=row["consecutive_failures"] or 0, rejected=row["rejected"],
-        last_total=row["last_total"], empty_since=from_db(row["empty_since"]),
-    )
 
 
 def get(db: Database, keyword_id: int) -> Keyword | None:

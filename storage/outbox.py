@@ -12,10 +12,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from storage import subscribers as subscriber_repo
 from storage.database import from_db, to_db, write
-from storage.papers import PAPER_COLUMNS, paper_from_row
 from storage.records import OutboxRow, Subscriber
+from storage.rows import PAPER_COLUMNS, paper_from_row, subscriber_from_row
 
 MAX_ATTEMPTS = 10
 MAX_AGE = timedelta(hours=24)
@@ -27,7 +26,7 @@ def release(db: Database, now: datetime, due_at: Callable[[Subscriber], datetime
     One UPDATE per distinct due time, not per subscriber: each per-subscriber UPDATE walked that
     subscriber's whole 90-day history (1-2 s a cycle with 10,000 subscribers)."""
     with write(db):
-        subs = [subscriber_repo.subscriber_from_row(r) for r in db.query(
+        subs = [subscriber_from_row(r) for r in db.query(
             """SELECT * FROM subscribers WHERE id IN (
                  SELECT DISTINCT subscriber_id FROM outbox
                  WHERE due_at IS NULL AND status = 'pending')""")]
@@ -76,7 +75,7 @@ def due_subscribers(db: Database, channel: str, now: datetime, limit: int,
         cursor.close()
     if not ids:
         return []
-    found = {r["id"]: subscriber_repo.subscriber_from_row(r) for r in db.query(
+    found = {r["id"]: subscriber_from_row(r) for r in db.query(
         "SELECT * FROM subscribers WHERE id IN (SELECT value FROM json_each(?))",
         [json.dumps(ids)])}
     return [found[i] for i in ids if i in found]

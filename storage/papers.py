@@ -11,22 +11,7 @@ from sqlite_utils import Database
 
 from storage.database import from_db, to_db
 from storage.records import Paper
-
-PAPER_COLUMNS = (
-    "arxiv_id, version, title, abstract, authors, comment, journal_ref, doi, "
-    "primary_category, categories, published, updated"
-)
-
-
-def paper_from_row(row: dict[str, Any]) -> Paper:
-    return Paper(
-        arxiv_id=row["arxiv_id"], version=row["version"], title=row["title"] or "",
-        abstract=row["abstract"] or "", authors=tuple(json.loads(row["authors"] or "[]")),
-        published=from_db(row["published"]), updated=from_db(row["updated"]),  # type: ignore[arg-type]
-        primary_category=row["primary_category"] or "",
-        categories=tuple(json.loads(row["categories"] or "[]")), comment=row["comment"] or "",
-        journal_ref=row["journal_ref"] or "", doi=row["doi"] or "",
-    )
+from storage.rows import PAPER_COLUMNS, paper_from_row
 
 
 def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime) -> None:

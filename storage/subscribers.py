@@ -10,20 +10,11 @@ from sqlite_utils import Database
 
 from storage import outbox
 from storage.database import to_db, write
-from storage.keywords import keyword_from_row
 from storage.records import Keyword, Subscriber
+from storage.rows import keyword_from_row, subscriber_from_row
 
 ALL = ""  # suppression of every keyword of an address
 
-
-def subscriber_from_row(row: dict[str, Any]) -> Subscriber:
-    return Subscriber(
-        id=row["id"], channel=row["channel"], address=row["address"],
-        topic=row["topic"] or None, active=bool(row["active"]),
-        inactive_reason=row["inactive_reason"], digest_time=row["digest_time"],
-        timezone=row["timezone"], permanent_failures=row["permanent_failures"] or 0,
-        last_digest_date=row.get("last_digest_date"),
-    )
 
 
 def get(db: Database, subscriber_id: int) -> Subscriber | None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -21,9 +23,6 @@ from bot.config import WebConfig
 from storage import outbox
 from storage.store import Store
 
-if TYPE_CHECKING:
-    from bot.daemon import Daemon
-
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 PROBE_BUSY_MS = 1000
@@ -34,10 +33,20 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %s", request.method, request.path, response.status)
 
 
+@dataclass(frozen=True)
+class DaemonView:
+    """What the web server needs of the daemon, and nothing more."""
+
+    started: datetime
+    poll_interval: float
+    last_report: Callable[[], Any]  # the last CycleReport, or None before the first cycle
+    refresh_gauges: Callable[[], Awaitable[None]]
+
+
 class WebServer:
-    def __init__(self, cfg: WebConfig, daemon: Daemon, app: App) -> None:
+    def __init__(self, cfg: WebConfig, view: DaemonView, app: App) -> None:
         self.cfg = cfg
-        self.daemon = daemon
+        self.view = view
         self.app = app
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -64,7 +73,7 @@ class WebServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         try:
-            await self.daemon.refresh_gauges(self.app)
+            await self.view.refresh_gauges()
         except Exception as exc:  # counters are still worth serving
             log.error("metrics: store gauges not refreshed: %s", exc)
         body = generate_latest(metrics.REGISTRY)
@@ -75,12 +84,12 @@ class WebServer:
         return web.json_response(status, status=200 if status["healthy"] else 503)
 
     async def health(self) -> dict[str, Any]:
-        report = self.daemon.last_report
-        interval = self.daemon.cfg.arxiv.poll_interval
+        report = self.view.last_report()
+        interval = self.view.poll_interval
         now = self.app.now()
         last = report.started if report else None
         limit = max(2 * interval, 2 * (report.duration if report else 0.0))
-        reference = last or self.daemon.started
+        reference = last or self.view.started
         fresh = (now - reference).total_seconds() < limit
         try:
             writable, pending = await self.app.store.run(_probe)
