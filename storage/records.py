@@ -102,6 +102,21 @@ class OutboxRow:
     due_at: datetime | None = None  # the cycle end or the digest time it was released for
 
 
+@dataclass(frozen=True, slots=True)
+class AnnouncementRecord:
+    """What one expected arXiv announcement (named by its New York date) brought."""
+
+    day: str  # New York date, ISO
+    expected_at: datetime
+    state: str  # "pending", "seen", "missed" (nothing new anywhere), "failed", "unchecked"
+    new_papers: int = 0  # papers from its submission window found after it
+    attempts: int = 0  # rounds that tried to read it
+    reached: int = 0  # of those, rounds in which arXiv answered
+    visible_at: datetime | None = None  # when its papers were first found
+    last_attempt: datetime | None = None
+    settled_at: datetime | None = None
+
+
 @dataclass(slots=True)
 class PollOutcome:
     """What one keyword's poll found: written in one transaction, then reported."""

@@ -97,5 +97,21 @@ def m004_pending_due_index(db: Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_outbox_status_due_at")
 
 
+@MIGRATIONS()
+def m005_announcements(db: Database) -> None:
+    """arXiv's expected announcements and what each brought: seen, missed (no new papers
+    anywhere, a holiday), failed (arXiv not reachable) or unchecked (the daemon was down).
+    And where the OAI-PMH harvest of each set resumes."""
+    db.table("announcements").create(
+        {"day": str, "expected_at": str, "state": str, "new_papers": int, "attempts": int,
+         "reached": int, "visible_at": str, "last_attempt": str, "settled_at": str},
+        pk="day", not_null={"expected_at", "state"},
+        defaults={"state": "pending", "new_papers": 0, "attempts": 0, "reached": 0},
+    )
+    db.table("harvest_sets").create(
+        {"set_spec": str, "datestamp": str, "last_harvest": str}, pk="set_spec",
+    )
+
+
 def known_names() -> set[str]:
     return {m.name for m in MIGRATIONS._migrations}
