@@ -6,7 +6,8 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
@@ -43,6 +44,32 @@ class RedactFilter(logging.Filter):
         record.exc_info = None
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+class RateLimitedLog:
+    """At most one line per `interval` for a fault that can repeat thousands of times a second
+    (a flood of connections, replayed requests); the next line says how many were left out."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._next = float("-inf")
+        self._left_out = 0
+
+    def log(self, level: int, msg: str, *args: object) -> bool:
+        """Log now if the last line is `interval` old; True when a line was written."""
+        now = self.clock()
+        if now < self._next:
+            self._left_out += 1
+            return False
+        if self._left_out:
+            msg += f" ({self._left_out} more like it in the last {self.interval:g} s)"
+        self.logger.log(level, msg, *args)
+        self._next = now + self.interval
+        self._left_out = 0
         return True
 
 

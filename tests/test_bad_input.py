@@ -488,9 +488,11 @@ async def test_forged_stale_oversized_and_malformed_slack_requests_change_nothin
 @pytest.mark.slow
 async def test_a_replayed_command_changes_nothing_more(
         slack_daemon: tuple[SlackDaemon, FakeArxiv, Path]) -> None:
-    """Replay protection is Slack's: the signature covers the timestamp, and requests older
-    than 5 minutes are refused. Inside the window a replay is answered like a repeat of the
-    command, and every command is idempotent: no second subscription, announcement or poll."""
+    """The signature covers the timestamp, and requests older than 5 minutes are refused;
+    inside the window the daemon remembers every signature it accepted and refuses a replay
+    (401), so a recorded unsubscribe-then-subscribe cannot re-apply old commands. A real
+    repeat (Slack signs every invocation anew) is answered, and commands are idempotent: no
+    second subscription, announcement or poll."""
     d, arxiv, tmp = slack_daemon
     subscribe = d.signed("subscribe graph neural networks")
     status, first = await d.post(*subscribe)
@@ -498,12 +500,15 @@ async def test_a_replayed_command_changes_nothing_more(
     await d.fake.wait_for(lambda: len(d.fake.responses) == 1 and len(d.fake.posts) == 1,
                           timeout=20)  # the first look and the one announcement
     polls = len(arxiv.requests)
-    status, again = await d.post(*subscribe)
+    status, again = await d.post(*d.signed("subscribe graph neural networks"))
     assert status == 200 and json.loads(again)["text"].startswith("Already subscribed to")
     unsubscribe = d.signed("unsubscribe graph neural networks")
     assert json.loads((await d.post(*unsubscribe))[1])["text"].startswith("Unsubscribed from")
     await d.fake.wait_for(lambda: len(d.fake.posts) == 2, timeout=20)
-    status, replayed = await d.post(*unsubscribe)
+    for replay in (subscribe, unsubscribe, subscribe):
+        status, refused = await d.post(*replay)
+        assert status == 401 and json.loads(refused) == {"error": "replayed request"}
+    status, replayed = await d.post(*d.signed("unsubscribe graph neural networks"))
     assert status == 200 and json.loads(replayed)["text"].startswith("Nothing to unsubscribe")
     status, _ = await d.post(*d.signed("subscribe graph neural networks",
                                          timestamp=int(time.time()) - 301))

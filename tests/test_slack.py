@@ -20,6 +20,7 @@ import pytest
 from bot.faces.slack import (
     COMMANDS,
     EVENTS_PATH,
+    ReplayCache,
     parse_command,
     reply_body,
     slack_help,
@@ -332,3 +333,17 @@ def test_manifest_matches_the_code() -> None:
     for scope in ("chat:write", "chat:write.public", "commands", "channels:read", "groups:read"):
         assert re.search(rf"^\s+- {re.escape(scope)}\s", text, re.M), scope
     assert "- member_joined_channel" in text
+
+
+def test_the_replay_cache_refuses_a_signature_inside_the_window_and_forgets_it_after() -> None:
+    clock = [1_000_000.0]
+    cache = ReplayCache(window=300, clock=lambda: clock[0])
+    assert cache.first_time("v0=a", 1_000_000)
+    assert not cache.first_time("v0=a", 1_000_000)
+    assert cache.first_time("v0=b", 1_000_290)  # signed ten seconds ahead of our clock
+    clock[0] += 301
+    assert cache.first_time("v0=a", 1_000_000)  # stale by now: Slack's check refuses it
+    assert not cache.first_time("v0=b", 1_000_290)  # still inside its own window
+    clock[0] += 300
+    assert cache.first_time("v0=b", 1_000_290)
+    assert len(cache._seen) <= 2

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -25,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import App
 from bot.config import SlackConfig, WebConfig
 from bot.faces.commands import EXAMPLE, Chat, Commands, Reply, help_text
+from bot.logs import RateLimitedLog
 from notifiers.slack import SlackNotifier, escape, paper_blocks
 from storage import subscribers as sub_repo
 from storage.records import Subscriber
@@ -56,6 +59,7 @@ NO_IDENTITY = "Daily Papers cannot reach Slack to check this workspace right now
 ACK_LOOKUP_SECONDS = 1.0  # per Slack call made before the 3-second ack
 NOT_ALLOWED = "Daily Papers is not enabled in this channel. Ask the operator to add it to " \
               "`allowed_channels`."
+REPLAY_WINDOW = 5 * 60  # Slack's verifier accepts a timestamp this far from now, either way
 
 
 def unescape(text: str) -> str:
@@ -117,6 +121,32 @@ def _chunks(text: str, size: int) -> list[str]:
     return chunks or [" "]
 
 
+class ReplayCache:
+    """Signatures of the signed requests accepted in the last few minutes: a recorded request
+    sent again inside Slack's 5-minute window is refused instead of re-applying its command.
+
+    Only validly signed requests are recorded, so the size is bounded by what Slack (or a
+    holder of the signing secret) sent in the window."""
+
+    def __init__(self, window: float = REPLAY_WINDOW,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.window = window
+        self.clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()  # signature → forget after
+
+    def first_time(self, signature: str, timestamp: int) -> bool:
+        """True the first time a signature is seen (and remembers it); False for a replay."""
+        now = self.clock()
+        while self._seen and next(iter(self._seen.values())) <= now:
+            self._seen.popitem(last=False)
+        if signature in self._seen:
+            return False
+        # A timestamp up to one window in the future is valid too: remember past its end.
+        forget = max(now, timestamp) + self.window + 1
+        self._seen[signature] = forget
+        return True
+
+
 class _UnusedTokenNotice(logging.Filter):
     """Bolt warns that SLACK_BOT_TOKEN is unused because we hand it our configured client."""
 
@@ -137,6 +167,8 @@ class SlackFace:
         self.socket_mode = bool(app_token)  # wins over HTTP when both are set
         self.http_mode = bool(signing_secret) and not self.socket_mode
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
+        self._replays = ReplayCache()
+        self._replay_log = RateLimitedLog(log)
         self.notifier = SlackNotifier(cfg.api_url, bot_token, max_in_flight=cfg.max_in_flight)
         bolt_log = logging.getLogger("bot.faces.slack.bolt")
         bolt_log.addFilter(_UnusedTokenNotice())
@@ -200,6 +232,10 @@ class SlackFace:
         if (self._verifier is None or not timestamp.isdigit()
                 or not self._verifier.is_valid(text, timestamp, signature)):
             return web.json_response({"error": "invalid request"}, status=401)
+        if not self._replays.first_time(signature, int(timestamp)):
+            self._replay_log.log(logging.WARNING, "slack: refused a replayed request (its "
+                                 "signature was already used)")
+            return web.json_response({"error": "replayed request"}, status=401)
         try:
             bolt_request = AsyncBoltRequest(body=text,
                                             query=request.query_string,
