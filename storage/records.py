@@ -51,6 +51,12 @@ class Feed:
     start_index: int
     items_per_page: int
     entries: tuple[Paper, ...]
+    dropped: int = 0  # entries whose values could not be represented (logged when parsed)
+
+    @property
+    def size(self) -> int:
+        """Entries arXiv sent, the dropped ones included: what the page-length checks count."""
+        return len(self.entries) + self.dropped
 
 
 @dataclass(frozen=True, slots=True)

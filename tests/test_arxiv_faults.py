@@ -131,6 +131,7 @@ PERSISTENT = {
     "truncated XML": "truncated",
     "HTML Access Denied page": "html",
     "XML entity bomb": "bomb",
+    "totalResults 10^30": Fault("tamper", edits={"totalResults": "1" + "0" * 30}),
 }
 EXPECTED_ERROR = {
     "429 with Retry-After": "HTTP 429", "429 without Retry-After": "HTTP 429",
@@ -138,7 +139,7 @@ EXPECTED_ERROR = {
     "connection reset": "connection error", "empty page, totalResults > 0": "short page",
     "short page": "short page", "unsorted answer": "not in descending submission order",
     "truncated XML": "bad answer", "HTML Access Denied page": "bad answer",
-    "XML entity bomb": "bad answer",
+    "XML entity bomb": "bad answer", "totalResults 10^30": "bad answer",
 }
 
 
@@ -187,6 +188,31 @@ async def test_a_transient_fault_is_retried_and_the_cycle_is_normal(world: World
     first = [r for r in w.arxiv.requests[sent:] if r.params["search_query"] == QUERY]
     assert len(first) == 2  # the fault, then the retry that worked
     assert w.mail(ALICE) == [f"On {FIRST}, part 200"]
+    assert len(w.mail(BOB)) == 2
+    assert "last error" not in await w.status()
+
+
+# Values no record can hold: each once crashed `run` with an OverflowError, at every restart.
+BAD_ENTRY = {
+    "published in year 9999 west of UTC": ("published", "9999-12-31T23:59:59-01:00"),
+    "published in year 1 east of UTC": ("published", "0001-01-01T00:00:00+01:00"),
+    "version 10^20": ("id", "http://arxiv.org/abs/2601.00999v100000000000000000000"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_ENTRY))
+async def test_an_entry_out_of_range_is_dropped_and_the_daemon_goes_on(world: World,
+                                                                       name: str) -> None:
+    w = world
+    w.add_news(500)
+    w.arxiv.add(paper(999, FIRST, days=0.05))
+    element, text = BAD_ENTRY[name]
+    w.arxiv.push(Fault("tamper", edits={f"2601.00999 {element}": text}))
+
+    log, body = await faulted_cycle(w, 2)
+    assert "arXiv entry dropped: 2601.00999" in log
+    assert body["failing_keywords"] == []
+    assert w.mail(ALICE) == [f"On {FIRST}, part 500"]
     assert len(w.mail(BOB)) == 2
     assert "last error" not in await w.status()
 

@@ -185,3 +185,37 @@ def test_old_style_id_in_a_feed() -> None:
     paper = parse_feed(data).entries[0]
     assert (paper.arxiv_id, paper.version) == ("astro-ph/0601001", 1)
     assert paper.abs_url == "https://arxiv.org/abs/astro-ph/0601001"
+
+
+# -- values from outside are range-checked where they are parsed ------------------------------
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param(b"<published>2022-02-24T15:05:19Z", b"<published>9999-12-31T23:59:59-01:00",
+                     id="year-9999-west-of-utc"),
+        pytest.param(b"<published>2022-02-24T15:05:19Z", b"<published>0001-01-01T00:00:00+01:00",
+                     id="year-1-east-of-utc"),
+        pytest.param(b"<updated>2022-02-24T15:05:19Z", b"<updated>9999-12-31T23:59:59Z",
+                     id="updated-year-9999"),
+        pytest.param(b"2202.12139v1</id>", b"2202.12139v100000000000000000000</id>",
+                     id="version-10^20"),
+        pytest.param(b"2202.12139v1</id>", b"2202.12139v0</id>", id="version-0"),
+    ],
+)
+def test_an_entry_that_cannot_be_represented_is_dropped_with_a_warning(
+        old: bytes, new: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    data = NEW.replace(old, new, 1)
+    assert data != NEW
+    with caplog.at_level("WARNING", logger="bot.fetch.atom"):
+        feed = parse_feed(data)
+    assert [p.arxiv_id for p in feed.entries] == [p.arxiv_id for p in parse_feed(NEW).entries[1:]]
+    assert feed.dropped == 1 and feed.size == 10
+    assert "arXiv entry dropped: 2202.12139" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "total", [b"1" + b"0" * 30, b"10000000000", b"-1", b"1e6", b"\xd9\xa3"])  # Arabic-Indic 3
+def test_a_count_that_cannot_be_represented_makes_the_answer_bad(total: bytes) -> None:
+    data = NEW.replace(b"<opensearch:totalResults>214881", b"<opensearch:totalResults>" + total)
+    with pytest.raises(ArxivBadAnswer, match="totalResults"):
+        parse_feed(data)

@@ -146,6 +146,39 @@ async def test_error_feed_rejects_the_keyword_once_and_keeps_its_digest_rows(
     assert sections[1].note is None
 
 
+async def test_an_unexpected_error_in_one_keywords_poll_is_its_failure_and_the_cycle_goes_on(
+        store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
+        paper: PaperFactory, add_keyword: KeywordFactory, add_subscriber: SubscriberFactory):
+    broken = await add_keyword("graph neural networks", in_config=True)
+    good = await add_keyword("message passing", in_config=True)
+    sub = await add_subscriber("telegram", "1", broken, good)
+    fake_arxiv.add(paper(days=2), paper(days=2, about=good.display))
+    await cycle(store, arxiv_client, clock)
+    refused = paper(days=0.1, arxiv_id="2601.09999")
+    news = paper(days=0.1, about=good.display)
+    fake_arxiv.add(refused, news)
+    # Something no handler foresaw, raised while the first keyword commits (here SQLite's
+    # IntegrityError from a trigger; in the wild an OverflowError from a value out of range).
+    await store.run(lambda s: s.db.execute(
+        """CREATE TRIGGER refuse BEFORE INSERT ON keyword_seen WHEN NEW.arxiv_id = '2601.09999'
+           BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"""))
+    clock.advance(timedelta(hours=1))
+
+    report = await cycle(store, arxiv_client, clock)
+    assert [o.keyword.id for o in report.failed] == [broken.id]
+    assert [o.keyword.id for o in report.completed] == [good.id]
+    assert [r.paper.arxiv_id for r in await due(store, clock, sub)] == [news.arxiv_id]
+    failed = await fresh(store, broken)
+    assert failed.last_error == "internal error: IntegrityError: refused by the test"
+    assert failed.consecutive_failures == 1 and failed.last_poll == clock.now()
+    assert refused.arxiv_id not in {p.arxiv_id for p in
+                                    await store.call(paper_repo.window, broken.id)}
+
+    await store.run(lambda s: s.db.execute("DROP TRIGGER refuse"))
+    report = await cycle(store, arxiv_client, clock)
+    assert report.failed == [] and report.new_papers == 1
+
+
 async def test_five_failed_requests_stop_the_cycle_and_the_next_starts_over(
         store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
         paper: PaperFactory, add_keyword: KeywordFactory):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.fetch.arxiv import ArxivClient
-from bot.fetch.errors import SuspiciousAnswer
+from bot.fetch.errors import ArxivUnavailable, SuspiciousAnswer
 from bot.poll.keyword import KeywordState, PollSettings, needs_baseline, poll_keyword, suspicion
 from storage import keywords as kw_repo
 from storage import outbox
@@ -19,7 +19,7 @@ from storage import subscribers as sub_repo
 from storage.records import Feed, Keyword, OutboxRow, Paper, PollOutcome, Subscriber
 from storage.store import AsyncStore
 from tests.conftest import Clock, KeywordFactory, PaperFactory, SubscriberFactory
-from tests.fakes.arxiv_server import FakeArxiv
+from tests.fakes.arxiv_server import FakeArxiv, Fault
 
 KEYWORD = "graph neural networks"
 ATTEMPTS = 4  # the client's default max_attempts: a suspicious answer is asked this often
@@ -316,6 +316,42 @@ async def test_empty_answer_for_a_keyword_that_had_papers_is_suspicious(
     # not "waiting for confirmation": the keyword had papers
     after = await store.call(kw_repo.get, kw.id)
     assert after is not None and after.empty_since is None
+
+
+# -- values no record can hold: the entry is dropped, a count makes the answer bad -------------
+@pytest.mark.parametrize(("element", "text"), [
+    ("published", "9999-12-31T23:59:59-01:00"), ("published", "0001-01-01T00:00:00+01:00"),
+    ("id", "http://arxiv.org/abs/2601.09999v100000000000000000000")])
+async def test_an_entry_out_of_range_is_dropped_and_the_rest_of_its_page_is_delivered(
+        element: str, text: str, store: AsyncStore, arxiv_client: ArxivClient,
+        fake_arxiv: FakeArxiv, clock: Clock, kw: Keyword, paper: PaperFactory,
+        add_subscriber: SubscriberFactory):
+    fake_arxiv.add(*(paper(days=d) for d in (1, 2, 3)))
+    sub = await add_subscriber("telegram", "1", kw)
+    await poll(store, arxiv_client, clock, kw)
+    bogus, fresh = paper(days=0.05, arxiv_id="2601.09999"), paper(days=0.1)
+    fake_arxiv.add(bogus, fresh)
+    fake_arxiv.push(Fault("tamper", edits={f"2601.09999 {element}": text}))
+    sent = len(fake_arxiv.requests)
+
+    out = await poll(store, arxiv_client, clock, kw)
+    assert len(fake_arxiv.requests) - sent == 1  # not a short page: the entry was there
+    assert out.new_papers == [fresh]
+    assert ids(await pending_rows(store, clock, sub)) == {fresh.arxiv_id}
+    assert bogus.arxiv_id not in await window_ids(store, kw)
+
+
+async def test_a_count_out_of_range_fails_the_poll_and_changes_nothing(
+        store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
+        kw: Keyword, paper: PaperFactory):
+    fake_arxiv.add(*(paper(days=d) for d in (1, 2, 3)))
+    await poll(store, arxiv_client, clock, kw, max_papers=3)
+    fake_arxiv.add(paper(days=0.1))  # a full page: nothing else looks wrong
+    fake_arxiv.push(*[Fault("tamper", edits={"totalResults": "1" + "0" * 30})] * ATTEMPTS)
+    before = await snapshot(store, kw)
+    with pytest.raises(ArxivUnavailable, match="bad answer: <os:totalResults> is missing or not a count"):
+        await poll(store, arxiv_client, clock, kw, max_papers=3)
+    assert await snapshot(store, kw) == before
 
 
 def _feed(papers: list[Paper], total: int) -> Feed:

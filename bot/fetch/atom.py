@@ -6,6 +6,7 @@ name, never by order, prefix, placement of namespace declarations, or http/https
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 
@@ -13,6 +14,15 @@ from lxml import etree
 
 from bot.fetch.errors import ArxivBadAnswer, ArxivRejected
 from storage.records import Feed, Paper
+
+log = logging.getLogger(__name__)
+
+# Values from outside are range-checked here, before they reach date arithmetic or SQLite's
+# 64-bit integers (a year-9999 date or a 10^20 version raised OverflowError further down).
+MAX_COUNT = 10**9  # arXiv holds a few million papers; a count beyond this is not believable
+MAX_VERSION = 10_000
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 # Namespace URI → family. The https spellings are accepted in case arXiv ever "upgrades" them.
 _FAMILIES = {
@@ -38,12 +48,26 @@ def parse_feed(data: bytes) -> Feed:
     entries = [_children(entry) for entry in kids.get("atom:entry", [])]
     for entry in entries:
         _raise_if_error(entry)
+    papers = [paper for entry in entries if (paper := _representable(entry)) is not None]
     return Feed(
         total_results=_int(kids, "os:totalResults"),
         start_index=_int(kids, "os:startIndex"),
         items_per_page=_int(kids, "os:itemsPerPage"),
-        entries=tuple(_paper(entry) for entry in entries),
+        entries=tuple(papers),
+        dropped=len(entries) - len(papers),
     )
+
+
+class Unrepresentable(ValueError):
+    """An entry value out of any sensible range: the entry is dropped, the page kept."""
+
+
+def _representable(kids: Children) -> Paper | None:
+    try:
+        return _paper(kids)
+    except Unrepresentable as exc:
+        log.warning("arXiv entry dropped: %s", exc)
+        return None
 
 
 def split_id(raw: str) -> tuple[str, int]:
@@ -52,7 +76,10 @@ def split_id(raw: str) -> tuple[str, int]:
     match = _ID.fullmatch(tail)
     if match is None:
         raise ArxivBadAnswer(f"entry id is not an arXiv id: {raw.strip()[:100]!r}")
-    return match["id"], int(match["version"] or 1)
+    version = match["version"] or "1"
+    if len(version) > len(str(MAX_VERSION)) or not 1 <= int(version) <= MAX_VERSION:
+        raise Unrepresentable(f"{match['id']}: version {version[:30]} is out of range")
+    return match["id"], int(version)
 
 
 # Bidi embeddings, overrides and isolates (U+202A–202E, U+2066–2069): left open in a title they
@@ -122,21 +149,28 @@ def _text(kids: Children, key: str) -> str:
 
 
 def _int(kids: Children, key: str) -> int:
+    """A count of the page: one that is not a believable number makes the answer bad."""
     text = _text(kids, key)
-    try:
-        return int(text)
-    except ValueError:
-        raise ArxivBadAnswer(f"missing or invalid <{key}>: {text[:40]!r}") from None
+    if not (text.isascii() and text.isdigit() and len(text) <= 20 and int(text) <= MAX_COUNT):
+        raise ArxivBadAnswer(f"<{key}> is missing or not a count up to {MAX_COUNT:,}: "
+                             f"{text[:40]!r}")
+    return int(text)
 
 
-def _datetime(text: str) -> datetime:
+def _datetime(text: str, arxiv_id: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise ArxivBadAnswer(f"invalid date {text[:40]!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:  # 0001-01-01T00:00:00+01:00 would be in year 0 once in UTC
+        value = value.astimezone(UTC)
+    except OverflowError:
+        value = LATEST
+    if not EARLIEST <= value < LATEST:
+        raise Unrepresentable(f"{arxiv_id}: date {text[:40]!r} is out of range")
+    return value
 
 
 def _raise_if_error(kids: Children) -> None:
@@ -162,8 +196,8 @@ def _paper(kids: Children) -> Paper:
         title=_text(kids, "atom:title"),
         abstract=_text(kids, "atom:summary"),
         authors=tuple(_author_names(kids)),
-        published=_datetime(published),
-        updated=_datetime(updated),
+        published=_datetime(published, arxiv_id),
+        updated=_datetime(updated, arxiv_id),
         primary_category=(collapse(primary[0].get("term")) if primary else "")
         or (categories[0] if categories else ""),
         categories=categories,

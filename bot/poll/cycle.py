@@ -6,6 +6,7 @@ At the end the outbox rows written during the cycle are released to the dispatch
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,23 @@ async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettin
 
 async def _poll_one(client: ArxivClient, store: AsyncStore, kw: Keyword, settings: PollSettings,
                     now: Callable[[], datetime], on_rejected: OnRejected | None) -> PollOutcome:
+    try:
+        return await _poll_known_faults(client, store, kw, settings, now, on_rejected)
+    except sqlite3.OperationalError:  # the store itself (locked, full, I/O): the cycle stops
+        raise
+    except Exception as exc:
+        # Whatever else one keyword's answer provokes is that keyword's failure: it must not
+        # end the daemon, and a restart would only meet the same answer again.
+        reason = f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
+        log.error("keyword '%s': poll failed: %s", kw.display, reason)
+        log.debug("keyword '%s': poll failure", kw.display, exc_info=True)
+        await store.call(kw_repo.record_failure, kw.id, reason, now())
+        return PollOutcome(kw, error=reason)
+
+
+async def _poll_known_faults(client: ArxivClient, store: AsyncStore, kw: Keyword,
+                             settings: PollSettings, now: Callable[[], datetime],
+                             on_rejected: OnRejected | None) -> PollOutcome:
     try:
         outcome = await poll_keyword(client, store, kw, settings, now)
     except ArxivRejected as exc:

@@ -54,8 +54,8 @@ def suspicion(feed: Feed, *, start: int, page_size: int, state: KeywordState) ->
     """Why this page cannot be believed, or None. arXiv has sent each of these."""
     entries = feed.entries
     expected = min(page_size, max(feed.total_results - start, 0))
-    if len(entries) < expected:
-        return (f"short page: {len(entries)} entries where {expected} were expected "
+    if feed.size < expected:
+        return (f"short page: {feed.size} entries where {expected} were expected "
                 f"(totalResults {feed.total_results})")
     published = [e.published for e in entries]
     if any(a < b for a, b in pairwise(published)):
@@ -64,7 +64,7 @@ def suspicion(feed: Feed, *, start: int, page_size: int, state: KeywordState) ->
         return None
     if state.last_total and feed.total_results < state.last_total / 2:
         return f"totalResults fell from {state.last_total} to {feed.total_results}"
-    if not entries and state.had_papers:
+    if not feed.size and state.had_papers:
         return "empty answer for a keyword that had papers"
     newest = state.newest_stored
     if entries and newest and entries[0].published < newest - STALE_NEWEST:
@@ -125,7 +125,7 @@ async def _fetch_pages(client: ArxivClient, store: AsyncStore, kw: Keyword,
         total = feed.total_results if page == 0 else total
         for paper in feed.entries:
             collected.setdefault(paper.arxiv_id, paper)
-        if baseline or len(feed.entries) < size or start + size >= feed.total_results:
+        if baseline or feed.size < size or start + size >= feed.total_results:
             break
         if await _reached_known(store, kw, feed.entries, floor):
             break

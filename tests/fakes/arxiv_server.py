@@ -45,10 +45,14 @@ class Fault:
     retry_after: str | None = None  # header value sent with a status fault
     message: str = "malformed query"  # for "error_feed"
     release: asyncio.Event | None = None  # for "hold": answer normally once this is set
+    # for "tamper": the normal answer with raw texts replaced, values no Paper can hold:
+    # {"totalResults": "1" + "0" * 30} or {"2601.00001 published": "9999-12-31T23:59:59-01:00"}
+    # (an entry's element by the arXiv id it carries; "id" replaces the whole id)
+    edits: dict[str, str] = field(default_factory=dict)
 
 
 KINDS = ("timeout", "reset", "empty", "short", "unsorted", "truncated", "html", "error_feed",
-         "bomb", "hold", "drip")
+         "bomb", "hold", "drip", "tamper")
 DRIP_EVERY = 0.1  # seconds between the 16-byte pieces of a "drip" answer
 
 
@@ -162,6 +166,8 @@ class FakeArxiv:
                            items_per_page=_int(params.get("max_results"), 10), fmt=self.format)
         if fault is not None and fault.kind == "drip":
             return await self._drip(request, body)
+        if fault is not None and fault.kind == "tamper":
+            body = tamper(body, fault.edits)
         return _atom_response(body)
 
     async def _drip(self, request: web.Request, data: bytes) -> web.StreamResponse:
@@ -260,6 +266,20 @@ BILLION_LAUGHS = (
     '<?xml version="1.0"?>\n<!DOCTYPE feed [\n' + _LOLS
     + ']>\n<feed xmlns="http://www.w3.org/2005/Atom"><title>&lol9;</title></feed>\n'
 ).encode()
+
+
+def tamper(body: bytes, edits: dict[str, str]) -> bytes:
+    """Replace raw element texts of a rendered answer (see Fault.edits)."""
+    root = etree.fromstring(body)
+    for key, text in edits.items():
+        arxiv_id, _, name = key.rpartition(" ")
+        parent = root
+        if arxiv_id:
+            parent = next(e for e in root.iter(f"{{{ATOM}}}entry")
+                          if re.search(rf"/{re.escape(arxiv_id)}v\d+$", e.findtext(f"{{{ATOM}}}id")))
+        element = next(e for e in parent if etree.QName(e).localname == name)
+        element.text = text
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
 def _truncated(fault: Fault) -> web.Response:
