@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlite_utils import Database
@@ -13,11 +13,17 @@ from storage.database import from_db, to_db
 from storage.records import Paper
 from storage.rows import PAPER_COLUMNS, paper_from_row
 
+# A first-version date further ahead of our clock than this is not trusted: it never counts as
+# a keyword's newest paper, and the next answer may correct it.
+FUTURE_SKEW = timedelta(days=2)
+
 
 def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime) -> None:
     """A newer version updates the row; an older one changes nothing. At the same version only
-    journal_ref and DOI may change (arXiv adds them without a new version)."""
+    journal_ref and DOI may change (arXiv adds them without a new version), and a first-version
+    date that lay in the future (beyond FUTURE_SKEW) takes arXiv's correction."""
     newer = "excluded.version > papers.version"
+    future = f"papers.published > '{to_db(now + FUTURE_SKEW)}'"
     db.conn.executemany(
         f"""INSERT INTO papers ({PAPER_COLUMNS}, first_seen)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -31,9 +37,12 @@ def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime) -> None:
                                  ELSE primary_category END,
               categories = CASE WHEN {newer} THEN excluded.categories ELSE categories END,
               updated = CASE WHEN {newer} THEN excluded.updated ELSE updated END,
+              published = CASE WHEN {future} THEN excluded.published ELSE published END,
               journal_ref = excluded.journal_ref, doi = excluded.doi
             WHERE {newer} OR (excluded.version = papers.version AND (
-              excluded.journal_ref IS NOT papers.journal_ref OR excluded.doi IS NOT papers.doi))""",
+              excluded.journal_ref IS NOT papers.journal_ref OR excluded.doi IS NOT papers.doi))
+              OR ({future} AND excluded.version >= papers.version
+                  AND excluded.published != papers.published)""",
         [
             (p.arxiv_id, p.version, p.title, p.abstract, json.dumps(list(p.authors)),
              p.comment, p.journal_ref, p.doi, p.primary_category, json.dumps(list(p.categories)),
@@ -55,9 +64,12 @@ def window(db: Database, keyword_id: int, limit: int | None = None) -> list[Pape
     return [paper_from_row(r) for r in db.query(sql, params)]
 
 
-def newest_published(db: Database, keyword_id: int) -> datetime | None:
+def newest_published(db: Database, keyword_id: int, now: datetime) -> datetime | None:
+    """The keyword's newest first-version date that can be believed at `now`: a paper dated
+    beyond FUTURE_SKEW must not make every later, correct answer look stale."""
     row = next(db.query(
-        "SELECT max(published) AS m FROM keyword_papers WHERE keyword_id = ?", [keyword_id]))
+        "SELECT max(published) AS m FROM keyword_papers WHERE keyword_id = ? AND published <= ?",
+        [keyword_id, to_db(now + FUTURE_SKEW)]))
     return from_db(row["m"])
 
 

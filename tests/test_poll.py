@@ -301,6 +301,34 @@ async def test_newest_entry_a_week_older_than_the_newest_stored_is_suspicious(
                                            "more than 7 days older")
 
 
+@pytest.mark.parametrize("ahead", [timedelta(days=60), "2099"])
+async def test_a_future_dated_entry_is_not_the_newest_and_arxivs_correction_is_taken(
+        ahead: timedelta | str, store: AsyncStore, arxiv_client: ArxivClient,
+        fake_arxiv: FakeArxiv, clock: Clock, kw: Keyword, paper: PaperFactory,
+        add_subscriber: SubscriberFactory):
+    fake_arxiv.add(*(paper(days=d) for d in (1, 2, 3)))
+    sub = await add_subscriber("telegram", "1", kw)
+    await poll(store, arxiv_client, clock, kw)
+    dated = paper(days=0.5)
+    wrong = (clock.now() + ahead if isinstance(ahead, timedelta)
+             else dated.published.replace(year=2099))
+    fake_arxiv.add(dataclasses.replace(dated, published=wrong, updated=wrong))
+    out = await poll(store, arxiv_client, clock, kw)
+    assert ids(out.new_papers) == {dated.arxiv_id}  # a real paper: told once, as any other
+
+    clock.advance(timedelta(days=1))
+    fake_arxiv.papers[-1] = dated  # arXiv corrects the date
+    fresh = paper(days=0.1)
+    fake_arxiv.add(fresh)
+    out = await poll(store, arxiv_client, clock, kw)  # once: "7 days older than the newest"
+    assert out.new_papers == [fresh]
+    assert ids(await pending_rows(store, clock, sub)) == {dated.arxiv_id, fresh.arxiv_id}
+    shown = {p.arxiv_id: p.published for p in await store.call(paper_repo.window, kw.id)}
+    assert shown[dated.arxiv_id] == dated.published
+    assert await window_ids(store, kw) == [fresh.arxiv_id, dated.arxiv_id,
+                                           *(p.arxiv_id for p in fake_arxiv.papers[:3])]
+
+
 @pytest.mark.parametrize(("how", "reason"), [("empty_page", "short page: 0 entries"),
                                             ("no_results", "fell from 3 to 0")])
 async def test_empty_answer_for_a_keyword_that_had_papers_is_suspicious(

@@ -78,7 +78,7 @@ async def poll_keyword(client: ArxivClient, store: AsyncStore, kw: Keyword,
     """Poll one keyword and commit; arXiv errors propagate with nothing written."""
     started = now()
     baseline = needs_baseline(kw, settings.max_papers, started)
-    state = await _state(store, kw, baseline)
+    state = await _state(store, kw, baseline, started)
     papers, total = await _fetch_pages(client, store, kw, settings, state, started, baseline,
                                        interactive)
     unconfirmed = kw.empty_since is None or started - kw.empty_since < EMPTY_CONFIRMATION
@@ -96,10 +96,11 @@ async def poll_keyword(client: ArxivClient, store: AsyncStore, kw: Keyword,
                        changed=changed)
 
 
-async def _state(store: AsyncStore, kw: Keyword, baseline: bool) -> KeywordState:
+async def _state(store: AsyncStore, kw: Keyword, baseline: bool, now: datetime
+                 ) -> KeywordState:
     query_changed = kw.baseline_query is not None and kw.baseline_query != kw.query
     size = await store.call(kw_repo.window_size, kw.id)
-    newest = await store.call(paper_repo.newest_published, kw.id)
+    newest = await store.call(paper_repo.newest_published, kw.id, now)
     return KeywordState(
         baseline_valid=not baseline,
         had_papers=size > 0 and not query_changed,
