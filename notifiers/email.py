@@ -28,6 +28,7 @@ from markupsafe import Markup
 
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from notifiers.packer import Piece, pack
+from notifiers.text import cut, one_line
 from storage.records import OutboxRow, Subscriber
 
 log = logging.getLogger(__name__)
@@ -81,16 +82,6 @@ def _environment() -> jinja2.Environment:
 _ENV = _environment()
 
 
-def cut(text: str, limit: int) -> str:
-    """At most `limit` characters, cut at a word boundary, ending in "…" when shortened."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    space = text.rfind(" ", 0, limit)
-    head = text[:space] if space > 0 else text[: max(limit - 1, 0)]
-    return head.rstrip(" ,;:.") + "…"
-
-
 @dataclass
 class Entry:
     """One paper as shown: under its first keyword, naming the subscriber's others."""
@@ -105,7 +96,7 @@ class Entry:
         values = {
             "p": p, "date": p.published.date().isoformat(), "also": self.also,
             "abstract": _abstract(p.abstract, abstract_chars),
-            "comment": cut(p.comment, COMMENT_CHARS),
+            "comment": cut(one_line(p.comment), COMMENT_CHARS),
         }
         self.html = Markup(_ENV.get_template("email-paper.html.j2").render(values))
         self.text = _ENV.get_template("email-paper.txt.j2").render(values)
@@ -207,7 +198,7 @@ def _abstract(text: str, chars: int | None) -> str:
     """None: whole; 0: none (a paper too big even so); else cut at a word boundary."""
     if chars is None:
         return text
-    return cut(text, chars) if chars > 0 else ""
+    return cut(one_line(text), chars) if chars > 0 else ""
 
 
 def _piece(entry: Entry) -> Piece[Entry]:

@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from notifiers.packer import Piece, pack
+from notifiers.text import cut
 from storage.records import OutboxRow, Paper, Subscriber
 
 log = logging.getLogger(__name__)
@@ -70,29 +71,11 @@ def escape(text: str) -> str:
 
 def escape_cut(text: str, limit: int) -> str:
     """Escape, keeping at most `limit` characters without splitting an entity."""
-    escaped = escape(text)
-    if len(escaped) <= limit:
-        return escaped
-    out: list[str] = []
-    size = 0
-    for ch in text:
-        piece = escape(ch)
-        if size + len(piece) > limit - 1:
-            break
-        out.append(piece)
-        size += len(piece)
-    return "".join(out) + "…"
+    return escape(cut(text, limit, escaped_len))
 
 
-def cut_words(text: str, limit: int) -> str:
-    """At most `limit` characters, cut at a word boundary with an ellipsis."""
-    if len(text) <= limit:
-        return text
-    head = text[: limit - 1]
-    space = head.rfind(" ")
-    if space > limit // 2:
-        head = head[:space]
-    return head.rstrip(" ,;:.") + "…"
+def escaped_len(text: str) -> int:
+    return len(escape(text))
 
 
 @dataclass
@@ -126,7 +109,7 @@ def paper_blocks(paper: Paper) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": paper_line(paper)}},
     ]
-    abstract = cut_words(paper.abstract, ABSTRACT_CHARS)
+    abstract = cut(paper.abstract, ABSTRACT_CHARS)
     if abstract:
         blocks.append({"type": "context", "elements": [
             {"type": "plain_text", "text": abstract, "emoji": False}]})

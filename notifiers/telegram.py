@@ -26,6 +26,7 @@ from telegram.error import (
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from notifiers.packer import Piece, pack
 from notifiers.telegram_request import AiohttpJsonRequest
+from notifiers.text import cut, split_lines, utf16_len
 from storage.records import OutboxRow, Paper, Subscriber
 
 # Opt in to PTB's timedelta durations: the int form of RetryAfter.retry_after is deprecated
@@ -62,26 +63,6 @@ _OUR_BUGS = ("message is too long", "can't parse entities", "text must be non-em
              "message text is empty")
 _RECIPIENT_GONE = ("chat not found", "chat is deactivated", "group chat was deactivated",
                    "message thread not found", "peer_id_invalid", "user is deactivated")
-
-
-def utf16_len(text: str) -> int:
-    """Telegram measures text in UTF-16 code units: an emoji outside the BMP counts twice."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def cut(text: str, units: int) -> str:
-    """At most `units` UTF-16 units of `text`, cut at a word boundary with an ellipsis."""
-    if utf16_len(text) <= units:
-        return text
-    if units <= 1:
-        return "…"[:units]
-    head = text[:units - 1]  # code points ≤ units; astral characters may make it longer
-    while utf16_len(head) > units - 1:
-        head = head[:-max(1, (utf16_len(head) - units + 1) // 2)]
-    space = head.rfind(" ")
-    if space > len(head) * 2 // 3:
-        head = head[:space]
-    return head.rstrip(" ,;:.-") + "…"
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -123,7 +104,7 @@ def render_paper(paper: Paper, keywords: Sequence[str] = (), *,
     """Bold linked title, authors, date · category · matched keywords, start of the abstract."""
 
     def fit(text: str) -> str:
-        return cut(text, field_units) if field_units is not None else text
+        return cut(text, field_units, utf16_len) if field_units is not None else text
 
     out = _Html()
     link = html.escape(paper.abs_url, quote=True)
@@ -136,25 +117,14 @@ def render_paper(paper: Paper, keywords: Sequence[str] = (), *,
     if keywords:
         out.text(" · ").tag("<i>", "</i>", fit(", ".join(keywords)))
     if abstract_chars > 0 and paper.abstract:
-        out.text("\n" + cut(paper.abstract, abstract_chars))
+        out.text("\n" + cut(paper.abstract, abstract_chars, utf16_len))
     return out.piece()
 
 
 def text_blocks(text: str, budget: int) -> list[Block]:
     """Plain text as blocks of whole lines within `budget` UTF-16 units each, so a long reply
     (50 keywords in /list) is split between lines instead of cut off."""
-    blocks: list[Block] = []
-    lines: list[str] = []
-    size = 0
-    for line in text.split("\n"):
-        units = utf16_len(line) + 1
-        if lines and size + units > budget:
-            blocks.append(Block(text="\n".join(lines)))
-            lines, size = [], 0
-        lines.append(line)
-        size += units
-    blocks.append(Block(text="\n".join(lines)))
-    return blocks
+    return [Block(text=piece) for piece in split_lines(text, budget, utf16_len)]
 
 
 def render_block(block: Block) -> Piece[str]:
@@ -166,7 +136,7 @@ def render_block(block: Block) -> Piece[str]:
 def shorten_block(block: Block, budget: int) -> Piece[str]:
     """A block too long for a message alone: drop the abstract, then cut every field to fit."""
     if block.paper is None:
-        return _Html().text(cut(block.text, budget - len(SEPARATOR))).piece()
+        return _Html().text(cut(block.text, budget - len(SEPARATOR), utf16_len)).piece()
     for abstract_chars in (ABSTRACT_CHARS // 2, 0):
         piece = render_paper(block.paper, block.keywords, abstract_chars=abstract_chars)
         if piece.size <= budget:
@@ -190,7 +160,8 @@ def pack_html(blocks: Sequence[Block], limits: Limits,
     for part, group in enumerate(groups, start=1):
         body = "".join(piece.content for _, piece in group).rstrip("\n")
         if header:
-            title = cut(header(len(group), part, len(groups)), HEADER_RESERVE - len(SEPARATOR))
+            title = cut(header(len(group), part, len(groups)), HEADER_RESERVE - len(SEPARATOR),
+                        utf16_len)
             body = f"<b>{html.escape(title, quote=False)}</b>{SEPARATOR}{body}"
         messages.append(([index for (index, _), _ in group], body))
     return messages

@@ -21,11 +21,11 @@ from bot.render.digest import (
     DigestRefused,
     DigestSection,
     cell,
-    cut,
     render_digest,
     update_digest,
     write_digest,
 )
+from notifiers.text import cut
 from storage.records import Paper
 
 FIXTURES = Path(__file__).parent / "fixtures"

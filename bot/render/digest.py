@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jinja2
 
+from notifiers.text import cut, one_line
 from storage.records import Paper
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ _CELL_ESCAPES = (
     ("$", "&#36;"),
     ("~", "&#126;"),  # GitHub strikes through even single tildes: "~10% … ~20%"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class DigestRefused(Exception):
@@ -91,32 +91,11 @@ class _SectionView:
 
 def cell(text: str) -> str:
     """One line of text that shows literally in a Markdown table cell and inside <details>."""
-    text = _one_line(str(text))
+    text = one_line(str(text))
     for char, entity in _CELL_ESCAPES:  # str.replace: many times faster than str.translate
         if char in text:
             text = text.replace(char, entity)
     return text
-
-
-def cut(text: str, limit: int) -> str:
-    """At most `limit` characters, cut at a word boundary and ending in "…" when shortened."""
-    if len(text) <= limit:
-        return text
-    text = _one_line(text)
-    if len(text) <= limit:
-        return text
-    if limit <= 1:
-        return ""
-    space = text.rfind(" ", 0, limit)
-    head = text[:space] if space > 0 else text[: limit - 1]
-    return head.rstrip(" ,;:.") + "…"
-
-
-def _one_line(text: str) -> str:
-    """Whitespace runs collapsed to one space, control characters dropped."""
-    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
-        return text  # the usual case, and far cheaper to check than to split every word
-    return _CONTROL.sub("", " ".join(text.split()))
 
 
 def render_digest(
@@ -198,7 +177,7 @@ def _template() -> jinja2.Template:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(cell=cell, cut=cut)
+    env.filters.update(cell=cell, cut=lambda text, limit: cut(one_line(text), limit))
     env.globals.update(
         comment_inline_chars=COMMENT_INLINE_CHARS,
         summary_chars=SUMMARY_CHARS,
@@ -223,7 +202,7 @@ def _views(
     anchors = _Anchors()
     views = []
     for section in sections:
-        keyword = _one_line(section.keyword)
+        keyword = one_line(section.keyword)
         rows = [
             _Row(p, _utc(p.published).date().isoformat(), abstract_chars)
             for p in _newest(section.papers, max_papers)
