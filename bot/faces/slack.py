@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import App
 from bot.config import SlackConfig, WebConfig
 from bot.faces.commands import EXAMPLE, Chat, Commands, Reply, help_text
+from bot.fetch.keywords import straight_quotes
 from bot.logs import RateLimitedLog
 from notifiers.slack import SlackNotifier, escape, paper_blocks
 from storage import subscribers as sub_repo
@@ -46,7 +47,6 @@ SECTION_CHARS = 3000
 MAX_REPLY_PAPERS = 20
 
 _LINK = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
-_QUOTES = str.maketrans({c: '"' for c in "“”„‟«»″"} | {c: "'" for c in "‘’‚‛"})
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 
 INVITE = ("I can't post in this channel yet, so I would not be able to send papers here. "
@@ -70,7 +70,7 @@ def unescape(text: str) -> str:
 
     text = _LINK.sub(link, text)
     text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-    return text.translate(_QUOTES)
+    return straight_quotes(text)
 
 
 def parse_command(command: str, text: str) -> tuple[str, str]:

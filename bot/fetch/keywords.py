@@ -16,7 +16,8 @@ OPERATORS = ("AND", "OR", "ANDNOT")
 # Archives whose subject classes arXiv writes in lower case (physics.optics, cond-mat.mes-hall).
 LOWER_SUBJECT_ARCHIVES = frozenset({"physics", "cond-mat"})
 
-_TYPOGRAPHIC_QUOTES = str.maketrans({c: '"' for c in "“”„‟«»″"} | {c: "'" for c in "‘’‚‛"})
+# Curly and angle quotes as phones and word processors type them, and their ASCII forms.
+TYPOGRAPHIC_QUOTES = str.maketrans({c: '"' for c in "“”„‟«»″"} | {c: "'" for c in "‘’‚‛"})
 _DASHES = str.maketrans({c: "-" for c in "‐‑‒–—―−"})
 _SPACES = re.compile(r"\s+")
 _FIELD = re.compile(rf"(?:{'|'.join(FIELDS)}):", re.IGNORECASE)
@@ -53,7 +54,7 @@ def parse_keyword(text: str) -> ParsedKeyword:
         raise KeywordError("The keyword is empty: write a few words, e.g. video anomaly detection.")
     _check_length(len(stripped))  # before any other work: a 10,000-character line stops here
     _check_characters(stripped)
-    display = _collapse(stripped.translate(_TYPOGRAPHIC_QUOTES))
+    display = _collapse(straight_quotes(stripped))
     normal = _collapse(_straighten(unicodedata.normalize("NFKC", _straighten(stripped))))
     tokens = _tokenize(normal)
     if _looks_like_syntax(tokens):
@@ -100,8 +101,13 @@ def _collapse(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def straight_quotes(text: str) -> str:
+    """Typographic quotes as the ASCII quotes the keyword syntax reads."""
+    return text.translate(TYPOGRAPHIC_QUOTES)
+
+
 def _straighten(text: str) -> str:
-    return text.translate(_TYPOGRAPHIC_QUOTES).translate(_DASHES)
+    return straight_quotes(text).translate(_DASHES)
 
 
 def _fold(text: str) -> str:
