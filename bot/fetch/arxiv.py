@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -29,7 +29,7 @@ from bot.fetch.errors import (
     RetryBudgetExhausted,
     SuspiciousAnswer,
 )
-from bot.fetch.gate import RequestGate
+from bot.fetch.gate import RequestGate, Turn
 from bot.metrics import ARXIV_REQUESTS, ARXIV_RETRIES
 from storage.records import Feed
 
@@ -174,10 +174,10 @@ class ArxivClient:
     async def _attempt(
         self, params: dict[str, str], interactive: bool, check: Check | None
     ) -> Feed:
-        async with self.gate.turn(interactive=interactive):
+        async with self.gate.turn(interactive=interactive) as turn:
             # Checked again inside: the breaker may have opened while this fetch waited.
             self._refuse_if_open(interactive)
-            response = await self._send(params)
+            response = await self._send(params, turn)
         try:
             feed = await self._read(response)
             reason = check(feed) if check is not None else None
@@ -195,12 +195,13 @@ class ArxivClient:
         self._succeeded("ok")
         return feed
 
-    async def _send(self, params: dict[str, str]) -> httpx.Response:
+    async def _send(self, params: dict[str, str], turn: Turn) -> httpx.Response:
         # httpx's timeout bounds each read; a server dripping a byte now and then would hold
         # the gate, and with it every other keyword, for ever. The whole answer gets a deadline.
         try:
             async with asyncio.timeout(self.deadline):
-                return await self._http.get(self.api_url, params=params)
+                return await self._http.get(self.api_url, params=params,
+                                            extensions={"trace": _on_sent(turn)})
         except TimeoutError:
             self._failed("timeout")
             raise _Transient("timeout", f"timeout (no whole answer in {self.deadline:g} s)"
@@ -275,6 +276,17 @@ class ArxivClient:
                 raise SuspiciousAnswer(failure.reason)
             raise ArxivUnavailable(f"{failure.reason} (after {state.attempt_number} attempts)")
         raise RetryBudgetExhausted(f"retry budget of this cycle spent; last: {failure.reason}")
+
+
+def _on_sent(turn: Turn) -> Callable[[str, dict], Awaitable[None]]:
+    """httpcore trace hook: the gate's spacing counts from when the request was written
+    (after any connection set-up), which is when the server sees it arrive."""
+
+    async def trace(event: str, info: dict) -> None:
+        if event.endswith("send_request_body.complete"):
+            turn.sent()
+
+    return trace
 
 
 def user_agent(contact: str) -> str:

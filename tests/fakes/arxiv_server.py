@@ -78,6 +78,7 @@ class FakeArxiv:
     requests: list[RecordedRequest] = field(default_factory=list)
     violations: list[RecordedRequest] = field(default_factory=list)
     max_concurrent: int = 0
+    latency: float = 0.0  # seconds every answer takes (the server's pace, for bench/)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -150,6 +151,8 @@ class FakeArxiv:
             self._in_flight -= 1
 
     async def _answer(self, request: web.Request, params: dict[str, str]) -> web.StreamResponse:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         query = params.get("search_query", "")
         fault = _as_fault(self.faults.popleft()) if self.faults else None
         if fault is None and query in self.rejected_queries:
