@@ -133,6 +133,7 @@ class Secrets:
     slack_app_token: str = ""
     smtp_password: str = ""
     daily_papers_secret: str = ""
+    daily_papers_metrics_token: str = ""  # /metrics from other hosts (bearer token)
 
     @classmethod
     def from_env(cls, env: typing.Mapping[str, str] | None = None) -> Secrets:

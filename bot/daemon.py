@@ -24,7 +24,7 @@ from bot.deliver.dispatcher import Dispatcher
 from bot.deliver.schedule import digest_date_factory, due_at_factory
 from bot.faces.web import DaemonView, WebServer
 from bot.fetch.arxiv import ArxivClient
-from bot.logs import redactor
+from bot.logs import Episode, redactor
 from bot.poll.cycle import CycleReport, OnPolled, run_cycle
 from bot.render.job import write_digest_from_store
 from bot.sync import sync_config
@@ -276,7 +276,9 @@ class Daemon:
             log.info("digest written to %s", path)
 
     async def _heartbeat(self, app: App) -> None:
+        replaced = Episode(log)
         while not await wait_event(app.stop, HEARTBEAT):
+            replaced.seen(app.store.replaced(), over="the database file is the open one again")
             try:
                 ok = await app.store.call(lease.heartbeat, self.holder, self.now())
             except sqlite3.Error as exc:  # a passing lock; the lease lasts 60 s

@@ -73,6 +73,36 @@ class RateLimitedLog:
         return True
 
 
+class Episode:
+    """A fault that lasts (a full disk, a replaced database file): one line when it starts
+    (or its reason changes) and one when it is over, however often it is seen in between."""
+
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.clock = clock
+        self.reason: str | None = None
+        self.since: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.reason is not None
+
+    def seen(self, reason: str | None, over: str = "resolved") -> None:
+        """Report the current state: a reason while the fault lasts, None once it is gone;
+        `over` names what is fine again in the closing line."""
+        if reason == self.reason:
+            return
+        if reason is None:
+            lasted = self.clock() - (self.since or self.clock())
+            self.logger.info("%s after %.0f s (was: %s)", over, lasted, self.reason)
+            self.reason = self.since = None
+            return
+        if self.reason is None:
+            self.since = self.clock()
+        self.reason = reason
+        self.logger.error("%s", reason)
+
+
 _FILTER = RedactFilter()
 
 

@@ -6,6 +6,7 @@ One thread owns the daemon's connection; async code sends it callables through A
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets as pysecrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,19 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db: Database = database.connect(path)
+        self.identity = _identity(path)  # the file just opened, to notice it being replaced
+
+    def replaced(self) -> str | None:
+        """Why the path no longer names the open database (deleted, moved, restored over it),
+        or None. Writes would go on into a file nobody will read again."""
+        now = _identity(self.path)
+        if now == self.identity:
+            return None
+        if now is None:
+            return (f"the database file {self.path} was deleted or moved while the daemon runs; "
+                    "what it writes now is lost at the next start: restart it")
+        return (f"the database file {self.path} was replaced while the daemon runs; it still "
+                "uses the old file: restart it to use the new one")
 
     def close(self) -> None:
         self.db.close()
@@ -54,6 +68,14 @@ class Store:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class AsyncStore:
     """Runs store calls on the one thread that owns the connection."""
 
@@ -80,6 +102,10 @@ class AsyncStore:
         store = self.store
         assert store is not None
         return await self._submit(lambda: fn(store))
+
+    def replaced(self) -> str | None:
+        """Store.replaced, asked from the event loop: a stat, never queued behind store work."""
+        return self.store.replaced() if self.store is not None else None
 
     async def close(self) -> None:
         if self.store is not None:

@@ -293,3 +293,69 @@ async def test_a_store_locked_past_its_busy_timeout_fails_one_cycle_not_the_daem
         assert (await health(base))[0] == 200
         assert await daemon.stop() == 0
     assert "Traceback" not in daemon.log
+
+
+# -- what the public server tells -------------------------------------------------------------
+def phrase_query(keyword: str) -> str:
+    return f'ti:"{keyword}" OR abs:"{keyword}"'
+
+
+async def test_healthz_names_only_config_keywords_and_metrics_answers_the_operator_only(
+        tmp_path: Path, fake: FakeArxiv) -> None:
+    """A keyword that exists because someone subscribed is private: a failing one is counted
+    in /healthz, never named. /metrics answers loopback clients only unless a bearer token is
+    set (tests/test_secrets.py scrapes it with DAILY_PAPERS_METRICS_TOKEN)."""
+    private = "codename bluebird"
+    fake.rejected_queries[phrase_query(private)] = "unknown field prefix"
+    fake.rejected_queries[phrase_query(KEYWORDS[0])] = "unknown field prefix"
+    port = free_port()
+    config = write_config(tmp_path, config_text(fake, port))
+    code, _, err = await run_cli(config, "subscribe", "--telegram", "4242", private)
+    assert code == 0, err
+    async with DaemonProcess(config, "run") as daemon:
+        base = (await daemon.wait_for_log(LISTENING)).group(1)
+        await daemon.wait_for_log(r"cycle: 3 keywords polled, 1 ok")
+        status, text = await get(f"{base}/healthz")
+        body = json.loads(text)
+        assert status == 200 and private not in text
+        assert body["failing_keywords"] == [KEYWORDS[0]]
+        assert body["failing_private_keywords"] == 1
+        proxied = {"X-Forwarded-For": "203.0.113.7"}  # through a proxy on this host
+        async with (aiohttp.ClientSession() as http,
+                    http.get(f"{base}/metrics", headers=proxied) as resp):
+            assert resp.status == 403
+            assert "DAILY_PAPERS_METRICS_TOKEN" in await resp.text()
+        assert (await get(f"{base}/metrics"))[0] == 200
+        assert await daemon.stop() == 0
+
+
+async def test_a_database_file_replaced_or_deleted_under_the_daemon_shows_in_healthz(
+        tmp_path: Path, fake: FakeArxiv) -> None:
+    """Writes would go on into a file nobody reads again: /healthz says so (503) at once, the
+    log says so once (the heartbeat looks every 10 s), and both say when it is over."""
+    port = free_port()
+    config = write_config(tmp_path, config_text(fake, port))
+    db = tmp_path / "papers.db"
+    async with DaemonProcess(config, "run") as daemon:
+        base = (await daemon.wait_for_log(LISTENING)).group(1)
+        await daemon.wait_for_log(r"cycle: 2 keywords polled, 2 ok")
+        assert (await health(base))[0] == 200
+        aside = tmp_path / "aside.db"
+        db.rename(aside)  # deleted or moved away
+        code, body = await health(base)
+        assert code == 503 and body["healthy"] is False
+        assert body["problems"] == [f"the database file {db} was deleted or moved while the "
+                                    "daemon runs; what it writes now is lost at the next start: "
+                                    "restart it"]
+        with sqlite3.connect(db) as restored:  # a restore from a backup over the path
+            restored.execute("CREATE TABLE t (x)")
+        code, body = await health(base)
+        assert code == 503 and "was replaced while the daemon runs" in body["problems"][0]
+        await daemon.wait_for_log(r"ERROR .*the database file .* was (deleted|replaced)")
+        db.unlink()
+        aside.rename(db)  # put back: the open file is the path's again
+        assert (await health(base))[0] == 200
+        await daemon.wait_for_log(r"the database file is the open one again after \d+ s",
+                                  timeout=25)
+        assert await daemon.stop() == 0
+    assert len([line for line in daemon.lines if "ERROR" in line]) <= 2

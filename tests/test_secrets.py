@@ -36,6 +36,7 @@ SECRETS = {
     "SLACK_SIGNING_SECRET": "signing-secret-8f14e45fceea167a",
     "SMTP_PASSWORD": "smtp-password-Zq9-secret",
     "DAILY_PAPERS_SECRET": "unsubscribe-key-0123456789-secret",
+    "DAILY_PAPERS_METRICS_TOKEN": "metrics-bearer-token-5a7c-secret",
 }
 WRONG = {
     "TELEGRAM_BOT_TOKEN": "987654:AAH-WRONG-telegram-token",
@@ -131,6 +132,14 @@ async def full_run(w: World, *options: str) -> None:
             assert await post(f"{base}/slack/events", body, headers) == 200
             forged = {**headers, "X-Slack-Signature": "v0=" + "0" * 64}
             assert await post(f"{base}/slack/events", body, forged) == 401
+
+            bearer = SECRETS["DAILY_PAPERS_METRICS_TOKEN"]
+            async with aiohttp.ClientSession() as http:
+                for given, status in ((None, 401), (f"Bearer {bearer[:-1]}", 401),
+                                      (f"Bearer {bearer}", 200)):
+                    auth = {"Authorization": given} if given else {}
+                    async with http.get(f"{base}/metrics", headers=auth) as resp:
+                        assert resp.status == status, given
 
             header = str(w.smtp.messages[-1].message["List-Unsubscribe"])
             (token,) = TOKEN_IN_LINK.findall(header)

@@ -5,6 +5,8 @@ The access log names method, path and status only: query strings carry unsubscri
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,6 +74,9 @@ class WebServer:
             self.runner = None
 
     async def metrics(self, request: web.Request) -> web.Response:
+        refused = metrics_refusal(request, self.app.secrets.daily_papers_metrics_token)
+        if refused is not None:
+            return refused
         try:
             await self.view.refresh_gauges()
         except Exception as exc:  # counters are still worth serving
@@ -96,17 +101,48 @@ class WebServer:
         except Exception as exc:  # the store itself is broken: that is the answer
             writable, pending = False, {}
             log.error("health check: store not writable: %s", exc)
-        failing = [o.keyword.display for o in report.failed] if report else []
+        failed = report.failed if report else []
+        # The public server names only [arxiv] keywords: the others exist because someone
+        # subscribed to them, and are counted instead.
+        failing = [o.keyword.display for o in failed if o.keyword.in_config]
+        problems = [p for p in (self.app.store.replaced(),) if p]
         return {
-            "healthy": bool(fresh and writable),
+            "healthy": bool(fresh and writable and not problems),
             "version": bot.__version__,
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "last_cycle": last.isoformat() if last else None,
-            "last_cycle_result": report.summary() if report else None,
+            "last_cycle_result": report.summary(public=True) if report else None,
             "pending": pending,
             "failing_keywords": failing,
+            "failing_private_keywords": len(failed) - len(failing),
+            "problems": problems,
             "warnings": self.app.warnings,
         }
+
+
+_FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def metrics_refusal(request: web.BaseRequest, token: str) -> web.Response | None:
+    """/metrics is for the operator: with DAILY_PAPERS_METRICS_TOKEN set, a bearer token;
+    without it, loopback clients only (a request a proxy forwarded is not one)."""
+    if token:
+        given = request.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return None
+        return web.Response(status=401, text="a bearer token is required\n",
+                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    if _is_loopback(request.remote) and not any(h in request.headers for h in _FORWARDED):
+        return None
+    return web.Response(status=403, text="/metrics answers loopback clients only; set "
+                                         "DAILY_PAPERS_METRICS_TOKEN to scrape it from elsewhere\n")
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
 
 
 def _probe(store: Store) -> tuple[bool, dict[str, int]]:

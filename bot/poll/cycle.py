@@ -51,8 +51,14 @@ class CycleReport:
         """Something the digest shows may differ: a commit happened or a rejection was noted."""
         return any(o.changed or o.rejected for o in self.outcomes)
 
-    def summary(self) -> str:
-        failed = ", ".join(f"'{o.keyword.display}'" for o in self.failed) or "none"
+    def summary(self, *, public: bool = False) -> str:
+        """The cycle's log line; `public` names only [arxiv] keywords and counts the others
+        (they exist because someone subscribed: /healthz must not tell them)."""
+        shown = [o for o in self.failed if o.keyword.in_config or not public]
+        failed = ", ".join(f"'{o.keyword.display}'" for o in shown)
+        if len(shown) < len(self.failed):
+            failed += f"{', ' if failed else ''}{len(self.failed) - len(shown)} private"
+        failed = failed or "none"
         text = (f"cycle: {len(self.outcomes)} keywords polled, {len(self.completed)} ok, "
                 f"{self.new_papers} new papers, {self.released} notifications queued, "
                 f"{self.duration:.1f}s; failed: {failed}")

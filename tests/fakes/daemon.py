@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 BASE_ENV_DROP = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
-                 "SLACK_APP_TOKEN", "SMTP_PASSWORD", "DAILY_PAPERS_SECRET", "DAILY_PAPERS_CONFIG")
+                 "SLACK_APP_TOKEN", "SMTP_PASSWORD", "DAILY_PAPERS_SECRET", "DAILY_PAPERS_CONFIG",
+                 "DAILY_PAPERS_METRICS_TOKEN")
 
 
 def process_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
