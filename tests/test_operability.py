@@ -260,12 +260,13 @@ async def test_sigterm_during_a_hanging_request_exits_0_and_commits_nothing(
                                                 timeout=300))
     async with DaemonProcess(config, "run") as daemon:
         await daemon.wait_for_log(r"cycle: 2 keywords polled, 2 ok")
+        seen = len(fake.requests)
+        fake.push(Fault("hold"))  # held until the client goes away
+        await fake.wait_requests(seen + 1)
+        # Read only now: with poll_interval = 1 another cycle may have run since the log line.
         before = keyword_state(tmp_path / "papers.db")
         _, status_before, _ = await run_cli(config, "status")
         fake.add(paper(60, days=0.1))
-        fake.push(Fault("hold"))  # held until the client goes away
-        seen = len(fake.requests)
-        await fake.wait_requests(seen + 1)
         assert await daemon.stop(timeout=10) == 0
     assert "stopping" in daemon.log and "Traceback" not in daemon.log
     assert keyword_state(tmp_path / "papers.db") == before
