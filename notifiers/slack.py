@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from notifiers.packer import Piece, pack
+from notifiers.retry_after import parse_retry_after
 from notifiers.text import cut
 from storage.records import OutboxRow, Paper, Subscriber
 
@@ -319,8 +319,8 @@ def delivery_for(exc: SlackApiError) -> Delivery:
 
 
 def retry_after(headers: Any) -> float | None:
+    """Slack's Retry-After, from whichever header mapping the SDK handed over."""
     for key, value in dict(headers or {}).items():
         if key.lower() == "retry-after":
-            value = value[0] if isinstance(value, list) else value
-            return float(value) if re.fullmatch(r"\d+(\.\d+)?", str(value).strip()) else None
+            return parse_retry_after(value[0] if isinstance(value, list) else str(value))
     return None

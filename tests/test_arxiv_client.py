@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import bot
-from bot.fetch.arxiv import MAX_WAIT, ArxivClient, backoff_delay, parse_retry_after
+from bot.fetch.arxiv import MAX_WAIT, ArxivClient, backoff_delay
 from bot.fetch.errors import (
     ArxivRejected,
     ArxivUnavailable,
@@ -23,6 +23,7 @@ from bot.fetch.errors import (
 )
 from bot.fetch.gate import RequestGate
 from bot.metrics import REGISTRY
+from notifiers.retry_after import parse_retry_after
 from storage.records import Feed
 from tests.fakes.arxiv_server import FakeArxiv, Fault
 

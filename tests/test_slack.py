@@ -12,6 +12,7 @@ import json
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,22 @@ async def test_rate_limit_is_retried_after_slacks_delay() -> None:
         (message,) = notifier.pack(SUB, five_rows())
         delivery = await notifier.send(SUB, message)
     assert delivery.outcome is Outcome.RETRY and delivery.retry_after == 7
+
+
+async def test_a_retry_after_date_or_fraction_is_read_like_arxivs() -> None:
+    """One Retry-After parser: an HTTP date or decimal seconds from Slack's edge count too."""
+    when = datetime.now(UTC) + timedelta(seconds=120)
+    async with FakeSlack() as fake:
+        notifier = SlackNotifier(fake.api_url, fake.bot_token)
+        notifier.limits = dataclasses.replace(LIMITS, per_recipient_interval=0)
+        fake.rate_limit(retry_after=format_datetime(when, usegmt=True), channel="C0PAPERS")
+        fake.rate_limit(retry_after="2.5", channel="C0PAPERS")
+        (message,) = notifier.pack(SUB, five_rows())
+        dated = await notifier.send(SUB, message)
+        fraction = await notifier.send(SUB, message)
+    assert dated.outcome is Outcome.RETRY and dated.retry_after is not None
+    assert 100 < dated.retry_after <= 120
+    assert fraction.retry_after == 2.5
 
 
 async def test_refused_blocks_fall_back_once_to_text() -> None:

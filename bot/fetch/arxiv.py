@@ -11,8 +11,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import NoReturn
 
@@ -31,6 +29,7 @@ from bot.fetch.errors import (
 )
 from bot.fetch.gate import RequestGate, Turn
 from bot.metrics import ARXIV_REQUESTS, ARXIV_RETRIES
+from notifiers.retry_after import parse_retry_after
 from storage.records import Feed
 
 log = logging.getLogger("bot.fetch.arxiv")
@@ -39,22 +38,6 @@ MAX_WAIT = 300.0  # seconds: cap of backoff and of an honoured Retry-After
 DEADLINE_FACTOR = 4  # a whole answer may take this many times the per-read timeout
 
 Check = Callable[[Feed], str | None]
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if unusable."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def backoff_delay(

@@ -52,7 +52,7 @@ def slack_signature(signing_secret: str, timestamp: str, body: bytes) -> str:
 class _Programmed:
     error: str
     status: int
-    retry_after: int | None
+    retry_after: int | str | None
     times: int | None  # None: until cleared
 
 
@@ -203,13 +203,14 @@ class FakeSlack:
 
     def rate_limit(
         self,
-        retry_after: int = 1,
+        retry_after: int | str = 1,
         *,
         channel: str | None = None,
         method: str = "chat.postMessage",
         times: int | None = 1,
     ) -> None:
-        """HTTP 429 with `Retry-After`, as Slack answers when a method's tier is exceeded."""
+        """HTTP 429 with `Retry-After` (seconds, or an HTTP date as text), as Slack answers when
+        a method's tier is exceeded."""
         self._program(_Programmed("ratelimited", 429, retry_after, times), channel, method)
 
     def clear_failures(self) -> None:
