@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot.config import ArxivConfig, Config, DigestConfig
-from bot.deliver.dispatcher import READ_AHEAD
+from bot.deliver.sendout import READ_AHEAD
 from bot.fetch.keywords import parse_keyword
 from bot.render.job import write_digest_sync
 from storage import keywords as kw_repo
