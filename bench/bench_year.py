@@ -11,7 +11,7 @@ Scaling, to stay within about 3.5 minutes on 2 cores (writing the last 13 weeks'
 outbox rows is most of it):
 - the history is written in weekly batches: one commit per keyword per week carrying that week's
   25 papers (published over its five weekdays), then one release, every due row marked sent in
-  one statement (`outbox.mark_due_sent`) and the daemon's housekeeping with the week's end as
+  one statement (`mark_due_sent`) and the daemon's housekeeping with the week's end as
   "now";
 - the 10,000 subscribers subscribe 13 weeks before the end (`--fanout-weeks`): the notifications
   of earlier weeks (750,000 outbox rows a week) would all be deleted by the 90-day retention
@@ -34,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from sqlite_utils import Database
+
 from bot.config import ArxivConfig, Config, DigestConfig
 from bot.deliver.sendout import READ_AHEAD
 from bot.fetch.keywords import parse_keyword
@@ -42,7 +44,7 @@ from storage import keywords as kw_repo
 from storage import outbox, polls
 from storage import papers as paper_repo
 from storage import subscribers as sub_repo
-from storage.database import write
+from storage.database import to_db, write
 from storage.records import Keyword, Paper
 from storage.store import Store
 
@@ -139,6 +141,15 @@ def commit(store: Store, kw: Keyword, page: list[Paper], now: datetime, baseline
     return len(new)
 
 
+def mark_due_sent(db: Database, now: datetime) -> int:
+    """Every due pending row marked sent, as if a dispatcher had delivered all of it at `now`."""
+    with write(db):
+        return db.execute(
+            """UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1
+               WHERE status = 'pending' AND due_at IS NOT NULL AND due_at <= ?""",
+            [to_db(now), to_db(now)]).rowcount
+
+
 def history(store: Store, keywords: list[Keyword], papers: Papers, start: datetime,
             weeks: int, fanout_weeks: int) -> Iterator[tuple[int, float]]:
     """Week by week; yields (week, seconds)."""
@@ -151,7 +162,7 @@ def history(store: Store, keywords: list[Keyword], papers: Papers, start: dateti
         for kw in keywords:
             commit(store, kw, papers.week(kw, monday), now, baseline=week == 0)
         outbox.release(store.db, now, lambda _sub, now=now: now)
-        outbox.mark_due_sent(store.db, now)
+        mark_due_sent(store.db, now)
         housekeeping(store, now)
         yield week, time.perf_counter() - t0
 

@@ -20,10 +20,6 @@ class SchemaError(Exception):
     """The database cannot be used by this code as it is; the message says what to do."""
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 def to_db(dt: datetime | None) -> str | None:
     """Datetimes are stored as sortable UTC ISO strings."""
     if dt is None:

@@ -119,14 +119,3 @@ def window_size(db: Database, keyword_id: int) -> int:
 
 def prune_seen(db: Database, before: datetime) -> int:
     return db.execute("DELETE FROM keyword_seen WHERE first_seen < ?", [to_db(before)]).rowcount
-
-
-def delete_unused(db: Database) -> int:
-    """Keywords nobody watches any more lose their window (their seen set stays for 90 days)."""
-    with write(db):
-        ids = [r["id"] for r in db.query(
-            """SELECT id FROM keywords k WHERE k.in_config = 0 AND NOT EXISTS (
-                 SELECT 1 FROM subscriptions s WHERE s.keyword_id = k.id)""")]
-        for kid in ids:
-            db.execute("DELETE FROM keyword_papers WHERE keyword_id = ?", [kid])
-        return len(ids)

@@ -208,21 +208,3 @@ def counts(db: Database) -> dict[tuple[str, str], int]:
     return {(r["channel"], r["status"]): r["n"] for r in db.query(
         """SELECT b.channel, o.status, count(*) AS n FROM outbox o
            JOIN subscribers b ON b.id = o.subscriber_id GROUP BY b.channel, o.status""")}
-
-
-def sent_papers(db: Database, subscriber_id: int) -> list[str]:
-    return [r["arxiv_id"] for r in db.query(
-        "SELECT arxiv_id FROM outbox WHERE subscriber_id = ? AND status = 'sent'",
-        [subscriber_id])]
-
-
-# --- added for bench/bench_year.py (a year of history written without a dispatcher) -----------
-
-
-def mark_due_sent(db: Database, now: datetime) -> int:
-    """Every due pending row marked sent, as if a dispatcher had delivered all of it at `now`."""
-    with write(db):
-        return db.execute(
-            """UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1
-               WHERE status = 'pending' AND due_at IS NOT NULL AND due_at <= ?""",
-            [to_db(now), to_db(now)]).rowcount

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from bot.fetch.arxiv import ArxivClient
 from bot.fetch.keywords import parse_keyword
@@ -21,6 +22,13 @@ from tests.fakes.arxiv_server import FakeArxiv
 
 REQUEST_INTERVAL = 0.02
 BACKOFF_BASE = 0.005
+
+
+def sent_papers(db: Database, subscriber_id: int) -> list[str]:
+    """The arXiv ids a subscriber has been sent (tests read the outbox directly)."""
+    return [r["arxiv_id"] for r in db.query(
+        "SELECT arxiv_id FROM outbox WHERE subscriber_id = ? AND status = 'sent'",
+        [subscriber_id])]
 
 
 @dataclass

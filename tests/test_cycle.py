@@ -18,7 +18,7 @@ from storage import papers as paper_repo
 from storage import subscribers as sub_repo
 from storage.records import Keyword, OutboxRow, Subscriber
 from storage.store import AsyncStore
-from tests.conftest import Clock, KeywordFactory, PaperFactory, SubscriberFactory
+from tests.conftest import Clock, KeywordFactory, PaperFactory, SubscriberFactory, sent_papers
 from tests.fakes.arxiv_server import FakeArxiv
 
 SETTINGS = PollSettings(max_papers=10, notify_max_age_days=14)
@@ -237,7 +237,7 @@ async def test_two_keywords_of_one_subscriber_give_one_row_and_a_sent_row_never_
     by_kw = {o.keyword.id: [p.arxiv_id for p in o.new_papers] for o in report.outcomes}
     assert by_kw[pooling.id] == [hit.arxiv_id]  # new for the keyword...
     assert await due(store, clock, both) == []  # ...but this subscriber was told already
-    assert await store.call(outbox.sent_papers, both.id) == [hit.arxiv_id]
+    assert await store.call(sent_papers, both.id) == [hit.arxiv_id]
     assert [r.paper.arxiv_id for r in await due(store, clock, other)] == [hit.arxiv_id]
     assert report.released == 1
 

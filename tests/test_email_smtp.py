@@ -17,7 +17,7 @@ from storage import outbox, polls
 from storage import subscribers as sub_repo
 from storage.records import OutboxRow, Paper, Subscriber
 from storage.store import AsyncStore
-from tests.conftest import Clock, KeywordFactory, PaperFactory, SubscriberFactory
+from tests.conftest import Clock, KeywordFactory, PaperFactory, SubscriberFactory, sent_papers
 from tests.fakes.smtp_server import FakeSMTP
 
 SENDER = "Daily Papers <papers@example.org>"
@@ -272,7 +272,7 @@ async def test_dispatcher_retries_a_4xx_and_deactivates_only_the_bouncing_addres
     assert (await store.call(sub_repo.get, good.id)).active  # type: ignore[union-attr]
     gone = await store.call(sub_repo.get, bad.id)
     assert gone is not None and not gone.active and "550" in (gone.inactive_reason or "")
-    assert len(await store.call(outbox.sent_papers, good.id)) == 2
+    assert len(await store.call(sent_papers, good.id)) == 2
 
 
 async def test_auth_failure_stops_the_email_channel_and_keeps_the_rows(

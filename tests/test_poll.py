@@ -388,7 +388,7 @@ def _feed(papers: list[Paper], total: int) -> Feed:
 
 def test_suspicion_names_each_reason(paper: PaperFactory):
     newest, middle, oldest = paper(days=1), paper(days=2), paper(days=3)
-    fresh = KeywordState(baseline_valid=True, had_papers=True,
+    fresh = KeywordState(had_papers=True,
                          newest_stored=newest.published, last_total=3)
     assert suspicion(_feed([newest, middle, oldest], 3), start=0, page_size=10,
                      state=fresh) is None

@@ -119,10 +119,6 @@ class ArxivClient:
     def circuit_open(self) -> bool:
         return self._circuit_open
 
-    @property
-    def retries_left(self) -> int:
-        return self._retries_left
-
     async def fetch(
         self, query: str, start: int, max_results: int, *, interactive: bool = False,
         check: Check | None = None,

@@ -34,7 +34,6 @@ class PollSettings:
 class KeywordState:
     """What the store knows that decides how to judge an answer."""
 
-    baseline_valid: bool
     had_papers: bool
     newest_stored: datetime | None
     last_total: int | None
@@ -102,7 +101,6 @@ async def _state(store: AsyncStore, kw: Keyword, baseline: bool, now: datetime
     size = await store.call(kw_repo.window_size, kw.id)
     newest = await store.call(paper_repo.newest_published, kw.id, now)
     return KeywordState(
-        baseline_valid=not baseline,
         had_papers=size > 0 and not query_changed,
         newest_stored=None if query_changed else newest,
         last_total=None if query_changed else kw.last_total,
