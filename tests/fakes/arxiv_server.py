@@ -396,6 +396,8 @@ def _term_matches(field_name: str, text: str, paper: Paper) -> bool:
         wanted = text.casefold()
         if wanted.endswith("*"):  # cat:cs.* — a whole archive
             return any(c.casefold().startswith(wanted[:-1]) for c in paper.categories)
+        if "." not in wanted:  # cat:cs — also a whole archive (cs.CV, cs.LG, …)
+            return any(c.casefold().split(".", 1)[0] == wanted for c in paper.categories)
         return any(c.casefold() == wanted for c in paper.categories)
     haystacks = {
         "ti": paper.title, "abs": paper.abstract, "au": " ".join(paper.authors),

@@ -1,0 +1,184 @@
+"""Fetch stage: turns one OAI-PMH answer of arXiv (ListRecords, GetRecord) into papers.
+
+Reads `arXivRaw`, the format the harvest asks for: its version history carries the first
+version's date, which decides newness (the `arXiv` format's `created` is the *current*
+version's date on the new server, so a replacement would pass for a new paper), and one
+request per page is enough. The `arXiv` format is read too (old-server semantics). Errors
+come back by their OAI name; paging by `resumptionToken`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from bot.fetch.atom import MAX_COUNT, MAX_VERSION, Unrepresentable, parse_datetime
+from bot.fetch.errors import ArxivBadAnswer
+from bot.fetch.safexml import Extractor, items, parse_xml, value_of, values_of
+from storage.records import Paper
+
+log = logging.getLogger(__name__)
+
+OAI = "http://www.openarchives.org/OAI/2.0/"
+RAW = "http://arxiv.org/OAI/arXivRaw/"
+ARXIV = "http://arxiv.org/OAI/arXiv/"
+_ID = re.compile(r"\d{4}\.\d{4,5}|[A-Za-z][\w.\-]*/\d{7}")
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class OaiRecord:
+    paper: Paper
+    datestamp: date  # UTC day of the record's last change (not its submission)
+    new_submission: bool  # one version only: first announced by the announcement it is in
+
+
+@dataclass(frozen=True, slots=True)
+class OaiPage:
+    records: tuple[OaiRecord, ...]
+    token: str | None  # None or "": the list is complete
+    complete_list_size: int | None
+    error: str | None = None  # OAI error code, e.g. "noRecordsMatch", "badResumptionToken"
+    message: str = ""
+    dropped: int = 0  # records whose values could not be represented
+
+    @property
+    def last_datestamp(self) -> date | None:
+        return max((r.datestamp for r in self.records), default=None)
+
+
+
+
+_AUTHOR_NAMES = (  # the arXiv format splits names; written back as "Forenames Keyname Suffix"
+    '<xsl:for-each select="m:authors/m:author"><xsl:value-of '
+    "select=\"normalize-space(concat(m:forenames, ' ', m:keyname, ' ', m:suffix))\"/>"
+    "<xsl:text>&#13;</xsl:text></xsl:for-each><xsl:text>&#9;</xsl:text>")
+_COMMON = ("title", "categories", "comments", "journal-ref", "doi", "abstract")
+_FIELDS = ("identifier", "datestamp", "status", "id", "dates", "authors", *_COMMON)
+_LIST = "/o:OAI-PMH/*"
+
+
+def _extractor(prefix: str, element: str, dates: str, authors: str) -> Extractor:
+    """First line: error code, error text, token, completeListSize; then one line per
+    record with _FIELDS. One program per metadata format keeps every path a plain one."""
+    record = "".join([
+        value_of("o:header/o:identifier"), value_of("o:header/o:datestamp"),
+        value_of("o:header/@status"),
+        f'<xsl:for-each select="o:metadata/{prefix}:{element}">',
+        value_of(f"{prefix}:id"), dates, authors,
+        *(value_of(f"{prefix}:{name}") for name in _COMMON), "</xsl:for-each>",
+    ])
+    return Extractor(f"""<xsl:stylesheet version="1.0"
+          xmlns:xsl="http://www.w3.org/1999/XSL/Transform" xmlns:o="{OAI}" xmlns:r="{RAW}"
+          xmlns:m="{ARXIV}"><xsl:output method="text" encoding="UTF-8"/>
+        <xsl:template match="/">{value_of("/o:OAI-PMH/o:error/@code")}{
+            value_of("/o:OAI-PMH/o:error")}{value_of(f"{_LIST}/o:resumptionToken")}{
+            value_of(f"{_LIST}/o:resumptionToken/@completeListSize")}<xsl:text>&#10;</xsl:text>
+          <xsl:for-each select="{_LIST}/o:record">{record}<xsl:text>&#10;</xsl:text>
+          </xsl:for-each></xsl:template></xsl:stylesheet>""")
+
+
+_RAW = _extractor("r", "arXivRaw", values_of("r:version/r:date"), value_of("r:authors"))
+_ARXIV = _extractor("m", "arXiv", values_of("m:created|m:updated"), _AUTHOR_NAMES)
+
+
+def parse_oai(data: bytes) -> OaiPage:
+    """Parse one OAI-PMH answer; an OAI error comes back as `error`, never raised."""
+    root, second_look = parse_xml(data, "OAI-PMH")
+    if root.tag != f"{{{OAI}}}OAI-PMH":
+        raise ArxivBadAnswer(f"not an OAI-PMH answer: root element {root.tag[:80]!r}")
+    raw = RAW.encode() in data
+    head, *rows = (_RAW if raw else _ARXIV).rows(root, second_look)
+    head += [""] * (4 - len(head))
+    code, message, token, size = head[:4]
+    if code:
+        return OaiPage((), None, None, error=code, message=message)
+    records = [_record(dict(zip(_FIELDS, row, strict=False)), raw) for row in rows if any(row)]
+    kept = tuple(r for r in records if r is not None)
+    return OaiPage(kept, token or None, _size(size), dropped=len(records) - len(kept))
+
+
+def _size(text: str) -> int | None:
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 20 and int(text) <= MAX_COUNT):
+        raise ArxivBadAnswer(f"completeListSize is not a count: {text[:40]!r}")
+    return int(text)
+
+
+def _record(fields: dict[str, str], raw: bool) -> OaiRecord | None:
+    try:
+        return _read(fields, raw)
+    except Unrepresentable as exc:
+        log.warning("OAI record dropped: %s", exc)
+        return None
+
+
+def _read(fields: dict[str, str], raw: bool) -> OaiRecord | None:
+    if fields.get("status") == "deleted" or not fields.get("id"):
+        return None  # a deleted record has no metadata: nothing to tell anyone
+    arxiv_id = fields["id"]
+    if not _ID.fullmatch(arxiv_id):
+        raise ArxivBadAnswer(f"record id is not an arXiv id: {arxiv_id[:100]!r}")
+    stamp = _day(fields.get("datestamp", ""), arxiv_id)
+    dates = items(fields.get("dates", ""))
+    if len(dates) > MAX_VERSION:
+        raise Unrepresentable(f"{arxiv_id}: {len(dates)} versions")
+    if raw:  # arXivRaw: the version history, v1 first
+        published = _rfc822(dates[0], arxiv_id) if dates else _midnight(stamp, arxiv_id)
+        updated = _rfc822(dates[-1], arxiv_id) if len(dates) > 1 else published
+        authors = split_authors(fields.get("authors", ""))
+    else:  # arXiv format: created [updated] (first and last version on the old server only)
+        published = parse_datetime(dates[0], arxiv_id) if dates else _midnight(stamp, arxiv_id)
+        updated = parse_datetime(dates[-1], arxiv_id) if len(dates) > 1 else published
+        authors = items(fields.get("authors", ""))
+    categories = tuple(dict.fromkeys(fields.get("categories", "").split()))
+    paper = Paper(
+        arxiv_id=arxiv_id, version=max(len(dates), 1), title=fields.get("title", ""),
+        abstract=fields.get("abstract", ""), authors=authors, published=published,
+        updated=updated, primary_category=categories[0] if categories else "",
+        categories=categories, comment=fields.get("comments", ""),
+        journal_ref=fields.get("journal-ref", ""), doi=fields.get("doi", ""),
+    )
+    return OaiRecord(paper, stamp, new_submission=len(dates) <= 1)
+
+
+def _midnight(day: date, arxiv_id: str) -> datetime:
+    return parse_datetime(day.isoformat(), arxiv_id)
+
+
+def _day(text: str, arxiv_id: str) -> date:
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        raise ArxivBadAnswer(f"{arxiv_id}: invalid datestamp {text[:40]!r}") from None
+
+
+def _rfc822(text: str, arxiv_id: str) -> datetime:
+    """arXivRaw's `Wed, 23 Jan 2008 21:06:41 GMT`, read without email.utils (hot path)."""
+    try:
+        _, day, month, year, clock, *_ = text.replace(",", " ").split()
+        hour, minute, second = clock.split(":")
+        if not 1900 <= int(year) < 3000:
+            raise Unrepresentable(f"{arxiv_id}: version date {text[:40]!r} is out of range")
+        return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute),
+                        int(second), tzinfo=UTC)
+    except (ValueError, KeyError):
+        raise ArxivBadAnswer(f"{arxiv_id}: invalid version date {text[:40]!r}") from None
+
+
+_AFFILIATION = re.compile(r"\([^()]*\)")
+_SEPARATORS = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")
+
+
+def split_authors(text: str) -> tuple[str, ...]:
+    """arXivRaw's one free-text author line → names: "A (X, Y), B and C" → (A, B, C).
+
+    Affiliations in parentheses are dropped, as the search API does."""
+    while _AFFILIATION.search(text):
+        text = _AFFILIATION.sub(" ", text)
+    names = (" ".join(name.split()) for name in _SEPARATORS.split(text))
+    return tuple(name for name in names if name)

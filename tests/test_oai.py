@@ -1,0 +1,85 @@
+"""The OAI-PMH parser against real recorded arXiv answers (arXivRaw and arXiv formats)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.fetch.errors import ArxivBadAnswer
+from bot.fetch.oai import parse_oai, split_authors
+
+OAI = Path(__file__).parent / "fixtures" / "oai"
+RAW = (OAI / "old-export-2014-listrecords-arXivRaw-1000rec-versions-resumptiontoken.xml").read_bytes()
+CS = (OAI / "old-export-2016-listrecords-arXiv-set-cs-no-token.xml").read_bytes()
+NEW_GET = (OAI / "new-oaipmh-2026-getrecord-arXiv-2511.23462.xml").read_bytes()
+NO_RECORDS = (OAI / "old-export-2016-error-noRecordsMatch.xml").read_bytes()
+BUSY = (OAI / "old-export-2018-http503-retry-after-body.html").read_bytes()
+
+
+def test_arxivraw_page_first_version_date_from_the_version_history():
+    page = parse_oai(RAW)
+    assert len(page.records) == 1000 and page.dropped == 0
+    assert (page.token, page.complete_list_size) == ("496549|47001", 907096)
+    by_id = {r.paper.arxiv_id: r for r in page.records}
+    first = by_id["0801.3673"]
+    assert first.new_submission and first.paper.version == 1
+    assert first.paper.published == datetime(2008, 1, 23, 21, 6, 41, tzinfo=UTC)
+    assert first.datestamp == date(2008, 1, 25)
+    replaced = by_id["0801.3674"]
+    assert not replaced.new_submission
+    assert replaced.paper.version >= 4
+    assert replaced.paper.published == datetime(2008, 1, 23, 21, 13, 53, tzinfo=UTC)
+    assert replaced.paper.updated > replaced.paper.published
+    assert replaced.paper.authors == ("Robert H. Brandenberger", "Keshav Dasgupta",
+                                      "Anne-Christine Davis")
+    assert replaced.paper.categories == ("hep-th", "astro-ph", "gr-qc", "hep-ph")
+    assert replaced.paper.primary_category == "hep-th"
+    assert replaced.paper.journal_ref == "Phys.Rev.D78:083502,2008"
+    assert replaced.paper.doi == "10.1103/PhysRevD.78.083502"
+    assert replaced.paper.title.endswith("Inflation Model") and "\n" not in replaced.paper.title
+    assert "  " not in replaced.paper.abstract and "\n" not in replaced.paper.abstract
+    assert page.last_datestamp == max(r.datestamp for r in page.records)
+
+
+def test_arxiv_format_old_and_new_server():
+    page = parse_oai(CS)
+    assert len(page.records) == 46 and page.token is None
+    cross = next(r.paper for r in page.records if r.paper.arxiv_id == "1101.4388")
+    assert cross.categories == ("stat.ML", "cs.LG", "math.FA")
+    assert cross.authors == ("Guohui Song", "Haizhang Zhang", "Fred J. Hickernell")
+    assert cross.published == datetime(2011, 1, 23, tzinfo=UTC)
+    new = parse_oai(NEW_GET).records[0].paper
+    assert (new.arxiv_id, new.authors[0], new.comment) == (
+        "2511.23462", "Carl Thomas", "12 pages, 6 figures")
+    assert new.categories == ("physics.atom-ph", "quant-ph")
+
+
+def test_oai_errors_come_back_by_name():
+    page = parse_oai(NO_RECORDS)
+    assert page.error == "noRecordsMatch" and page.records == ()
+    assert "No records match" in page.message
+    bad = (b"<?xml version='1.0'?><OAI-PMH xmlns='http://www.openarchives.org/OAI/2.0/'>"
+           b"<responseDate>2026-03-03T10:00:00Z</responseDate><request>x</request>"
+           b"<error code='badResumptionToken'>The value of the resumptionToken argument is "
+           b"invalid or expired.</error></OAI-PMH>")
+    assert parse_oai(bad).error == "badResumptionToken"
+
+
+@pytest.mark.parametrize("data", [BUSY, RAW[: len(RAW) // 2], b"", b"<rss/>",
+                                  b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>"])
+def test_what_is_not_oai_pmh_is_a_bad_answer(data: bytes):
+    with pytest.raises(ArxivBadAnswer):
+        parse_oai(data)
+
+
+@pytest.mark.parametrize(("line", "names"), [
+    ("A. Author", ("A. Author",)),
+    ("A. Author and B. Writer", ("A. Author", "B. Writer")),
+    ("A (X, Y), B (Z) and C", ("A", "B", "C")),
+    ("A, B, and C", ("A", "B", "C")),
+    ("The ATLAS Collaboration (CERN (Geneva))", ("The ATLAS Collaboration",)),
+])
+def test_arxivraw_author_lines(line: str, names: tuple[str, ...]):
+    assert split_authors(line) == names
