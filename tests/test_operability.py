@@ -360,3 +360,59 @@ async def test_a_database_file_replaced_or_deleted_under_the_daemon_shows_in_hea
                                   timeout=25)
         assert await daemon.stop() == 0
     assert len([line for line in daemon.lines if "ERROR" in line]) <= 2
+
+
+# -- slowloris --------------------------------------------------------------------------------
+HALF_OPEN = b"GET /healthz HTTP/1.1\r\nHost: daily-papers\r\n"  # the blank line never comes
+
+
+async def test_half_open_connections_do_not_make_healthz_unreachable(
+        tmp_path: Path, fake: FakeArxiv) -> None:
+    """Slowloris against the real daemon under a 256-file limit: 300 connections that never
+    finish their request head (more than the process could hold). The server keeps at most a
+    quarter of its file limit open, closing the oldest idle connection for each new one, and
+    closes a head not finished within 10 s, however slowly it trickles in (a body too): /healthz
+    answers at once, arXiv polls go on, and the log says so in one line, not one per
+    connection."""
+    port = free_port()
+    config = write_config(tmp_path, config_text(fake, port, poll_interval=1))
+    async with DaemonProcess(config, "run", open_files=256) as daemon:
+        base = (await daemon.wait_for_log(LISTENING)).group(1)
+        await daemon.wait_for_log(r"cycle: 2 keywords polled, 2 ok")
+        streams = []
+        for _ in range(300):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(HALF_OPEN)
+            streams.append((reader, writer))
+        trickle = await asyncio.open_connection("127.0.0.1", port)  # the newest stays open
+        trickle[1].write(HALF_OPEN)
+        slow_post = await asyncio.open_connection("127.0.0.1", port)
+        slow_post[1].write(b"POST /healthz HTTP/1.1\r\nHost: daily-papers\r\n"
+                           b"Content-Length: 100\r\n\r\n")
+        async with asyncio.timeout(5):
+            code, _ = await health(base)
+        assert code == 200
+        assert daemon.open_fds() <= 256 // 4 + 20  # the cap and the daemon's own files
+        await daemon.wait_for_log(r"cycle: 2 keywords polled, 2 ok", after=len(daemon.lines))
+
+        async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+            try:
+                return await reader.read() == b""
+            except ConnectionResetError:  # closed with our unread bytes in its buffer
+                return True
+
+        async with asyncio.timeout(15):  # head and body deadlines: 10 s
+            for _ in range(10):
+                for _, writer in (trickle, slow_post):
+                    writer.write(b"X")  # activity does not extend the head or body deadline
+                await asyncio.sleep(0.5)
+            assert await closed_by_server(trickle[0])
+            assert (await slow_post[0].read()).startswith(b"HTTP/1.1 408 Request Timeout")
+            assert all(await asyncio.gather(*(closed_by_server(r) for r, _ in streams)))
+        for _, writer in [*streams, trickle, slow_post]:
+            writer.close()
+        assert (await health(base))[0] == 200
+        assert await daemon.stop() == 0
+    warnings = [line for line in daemon.lines if "connections open, the most allowed" in line]
+    assert len(warnings) == 1, warnings
+    assert "Traceback" not in daemon.log and "Too many open files" not in daemon.log

@@ -5,6 +5,7 @@ The access log names method, path and status only: query strings carry unsubscri
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -22,6 +23,12 @@ import bot
 from bot import metrics
 from bot.app import App, Face
 from bot.config import WebConfig
+from bot.faces.connections import (
+    HEADER_SECONDS,
+    LINGER_SECONDS,
+    ConnectionGuard,
+    connection_cap,
+)
 from storage import outbox
 from storage.store import Store
 
@@ -51,24 +58,31 @@ class WebServer:
         self.view = view
         self.app = app
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
         self.port: int | None = None
         self.started = time.monotonic()
 
     async def start(self, faces: Sequence[Face]) -> None:
-        server = web.Application(client_max_size=MAX_BODY)
+        guard = ConnectionGuard(connection_cap(), MAX_BODY)
+        server = web.Application(client_max_size=MAX_BODY, middlewares=[guard.middleware])
         server.add_routes([web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)])
         for face in faces:
             server.add_routes(face.routes())
+        # aiohttp's keep-alive timer also runs from the moment a client connects: it is the
+        # time allowed for a whole request head, the first one included.
         self.runner = web.AppRunner(server, access_log_class=PathOnlyAccessLogger,
-                                    access_log=logging.getLogger("bot.faces.web.access"))
+                                    access_log=logging.getLogger("bot.faces.web.access"),
+                                    keepalive_timeout=HEADER_SECONDS,
+                                    lingering_time=LINGER_SECONDS)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.cfg.port
+        self.listener = await guard.listen(self.runner, self.cfg.host, self.cfg.port)
+        self.port = self.listener.sockets[0].getsockname()[1]
         log.info("web server listening on http://%s:%s", self.cfg.host, self.port)
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

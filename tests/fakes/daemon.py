@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import sys
 from collections.abc import Mapping
@@ -44,10 +45,12 @@ async def run_cli(config: Path, *args: str, env: Mapping[str, str] | None = None
 class DaemonProcess:
     """`daily-papers run` in the background; its log is collected line by line."""
 
-    def __init__(self, config: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: Path, *args: str, env: Mapping[str, str] | None = None,
+                 open_files: int | None = None) -> None:
         self.config = config
         self.args = args or ("run",)
         self.env = env
+        self.open_files = open_files  # a lower RLIMIT_NOFILE for the process, as systemd sets
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self._changed = asyncio.Condition()
@@ -57,10 +60,20 @@ class DaemonProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "--config", str(self.config), *self.args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env=process_env(self.env), cwd=self.config.parent,
+            env=process_env(self.env), cwd=self.config.parent, preexec_fn=self._limits,
         )
         self._reader = asyncio.create_task(self._read())
         return self
+
+    def _limits(self) -> None:
+        if self.open_files is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
+
+    def open_fds(self) -> int:
+        """File descriptors the process holds now (Linux)."""
+        assert self.proc
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     async def _read(self) -> None:
         assert self.proc and self.proc.stdout
@@ -75,11 +88,13 @@ class DaemonProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
-    async def wait_for_log(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+    async def wait_for_log(self, pattern: str, timeout: float = 30,
+                           after: int = 0) -> re.Match[str]:
+        """The first line matching `pattern` among the lines from index `after` on."""
         regex = re.compile(pattern)
 
         def found() -> re.Match[str] | None:
-            for line in self.lines:
+            for line in self.lines[after:]:
                 if m := regex.search(line):
                     return m
             return None
