@@ -44,7 +44,12 @@ class Limits:
     max_papers: int | None = None  # papers per message
     per_recipient_interval: float = 0.0  # seconds between two messages to one recipient
     overall_rate: float | None = None  # messages per second for the whole channel
+    rate_window: float | None = None  # seconds overall_rate is counted over; None: even spacing
     max_in_flight: int = 1
+
+    def recipient_interval(self, address: str) -> float:
+        """Seconds between two messages to this recipient."""
+        return self.per_recipient_interval
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import jinja2
 from markupsafe import Markup
 
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
+from notifiers.pacer import Pacer
 from notifiers.packer import Piece, pack
 from notifiers.text import cut, one_line
 from storage.records import OutboxRow, Subscriber
@@ -294,28 +295,6 @@ def classify(code: int, text: str, sub: Subscriber, max_bounces: int) -> Deliver
 # --- connections and pace -----------------------------------------------------------------------
 
 
-class _Pace:
-    """At most `per_minute` sends in any sliding minute."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float],
-                 sleep: Callable[[float], Awaitable[Any]]) -> None:
-        self.per_minute = per_minute
-        self.clock = clock
-        self.sleep = sleep
-        self.sent: list[float] = []
-        self.lock = asyncio.Lock()
-
-    async def wait_turn(self) -> None:
-        async with self.lock:
-            while True:
-                now = self.clock()
-                self.sent = [t for t in self.sent if now - t < WINDOW]
-                if len(self.sent) < self.per_minute:
-                    self.sent.append(now)
-                    return
-                await self.sleep(self.sent[0] + WINDOW - now)
-
-
 class SmtpAuthFailed(Exception):
     """Our login is refused: the channel must stop until the operator fixes it."""
 
@@ -436,10 +415,10 @@ class EmailNotifier(Notifier):
         self.links = links  # set by the email face once the unsubscribe key is known
         self.now = now
         self.limits = Limits(max_chars=HTML_MAX_BYTES, overall_rate=settings.max_per_minute / 60,
-                             max_in_flight=settings.max_in_flight)
+                             rate_window=WINDOW, max_in_flight=settings.max_in_flight)
         self.renderer = EmailRenderer(self.limits)
         self._tls = tls_context
-        self._pace = _Pace(settings.max_per_minute, clock, sleep)
+        self._pacer = Pacer(self.limits, clock=clock, sleep=sleep)
         self._pool: _Pool | None = None
 
     @property
@@ -474,7 +453,7 @@ class EmailNotifier(Notifier):
         return await self.deliver(subscriber, msg)
 
     async def deliver(self, subscriber: Subscriber, msg: EmailMessage) -> Delivery:
-        await self._pace.wait_turn()
+        await self._pacer.turn(subscriber.address)
         if self._pool is None:
             self._pool = _Pool(self.settings, self._tls or tls_context_for(self.settings.ca_file))
         try:

@@ -6,11 +6,9 @@ first message's thread. Slack's answers become the dispatcher's outcomes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
+from notifiers.pacer import Pacer
 from notifiers.packer import Piece, pack
 from notifiers.retry_after import parse_retry_after
 from notifiers.text import cut
@@ -200,14 +199,21 @@ class SlackNotifier(Notifier):
     channel = "slack"
 
     def __init__(self, api_url: str, bot_token: str, *, max_in_flight: int = 1) -> None:
-        self.limits = dataclasses.replace(LIMITS, max_in_flight=max_in_flight)
+        self.pacer = Pacer(dataclasses.replace(LIMITS, max_in_flight=max_in_flight))
         # Connection errors are retried once; a 429 is not waited out here but goes back to the
         # dispatcher as RETRY, and command acks (3 s) must never sleep behind one.
         self.client = AsyncWebClient(token=bot_token, base_url=api_url, retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=1)])
         self._identity: Identity | None = None
         self.refused: str | None = None  # set when Slack refused the token at auth.test
-        self._pace: dict[str, _Pace] = {}
+
+    @property
+    def limits(self) -> Limits:
+        return self.pacer.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.pacer.limits = limits
 
     async def start(self) -> None:
         """auth.test; a refused token is logged once here and stops the channel (BROKEN)."""
@@ -268,41 +274,17 @@ class SlackNotifier(Notifier):
             kwargs["blocks"] = blocks
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
-        async with self._paced(channel):
-            try:
-                answer = await self.client.chat_postMessage(**kwargs)
-            except SlackApiError as exc:
-                return delivery_for(exc), None
-            except (aiohttp.ClientError, TimeoutError, OSError, SlackClientError) as exc:
-                return Delivery(Outcome.RETRY, f"cannot reach Slack: {exc}"), None
+        await self.pacer.turn(channel)
+        try:
+            answer = await self.client.chat_postMessage(**kwargs)
+        except SlackApiError as exc:
+            return delivery_for(exc), None
+        except (aiohttp.ClientError, TimeoutError, OSError, SlackClientError) as exc:
+            return Delivery(Outcome.RETRY, f"cannot reach Slack: {exc}"), None
         return Delivery(Outcome.SENT), str(answer.get("ts") or "") or None
 
     def ready_in(self, subscriber: Subscriber) -> float:
-        pace = self._pace.get(subscriber.address)
-        if pace is None:
-            return 0.0
-        wait = pace.last + self.limits.per_recipient_interval - asyncio.get_running_loop().time()
-        return max(0.0, wait)
-
-    @contextlib.asynccontextmanager
-    async def _paced(self, channel: str) -> AsyncIterator[None]:
-        """One post at a time per channel, `per_recipient_interval` after the previous one."""
-        pace = self._pace.setdefault(channel, _Pace())
-        loop = asyncio.get_running_loop()
-        async with pace.lock:
-            wait = pace.last + self.limits.per_recipient_interval - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                yield
-            finally:
-                pace.last = loop.time()
-
-
-@dataclass
-class _Pace:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last: float = float("-inf")
+        return self.pacer.ready_in(subscriber.address)
 
 
 def delivery_for(exc: SlackApiError) -> Delivery:

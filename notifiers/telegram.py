@@ -7,7 +7,6 @@ import asyncio
 import html
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +23,7 @@ from telegram.error import (
 )
 
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
+from notifiers.pacer import Pacer
 from notifiers.packer import Piece, pack
 from notifiers.telegram_request import AiohttpJsonRequest
 from notifiers.text import cut, split_lines, utf16_len
@@ -46,6 +46,11 @@ class TelegramLimits(Limits):
     """Telegram's numbers. Lengths count UTF-16 code units of the visible text (entities parsed)."""
 
     group_per_minute: int | None = None  # messages per minute into one group (negative chat id)
+
+    def recipient_interval(self, address: str) -> float:
+        if address.startswith("-") and self.group_per_minute:
+            return 60.0 / self.group_per_minute
+        return self.per_recipient_interval
 
 
 TELEGRAM_LIMITS = TelegramLimits(
@@ -176,32 +181,7 @@ def sendout_header(count: int, part: int, parts: int) -> str:
 # --- flood control --------------------------------------------------------------------------
 
 
-class _Pacer:
-    """Evenly spaced slots at `rate` per second; priority takers jump ahead of the others."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self._next = 0.0
-
-    async def take(self, *, priority: bool) -> None:
-        if priority:  # reserve the next free slot at once: later send-outs queue behind it
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-            if slot > now:
-                await asyncio.sleep(slot - now)
-            return
-        while True:
-            now = time.monotonic()
-            if self._next <= now:
-                # Slightly late wake-ups keep the grid, so sleep overshoot does not lower the rate.
-                late = now - self._next < self.interval
-                self._next = (self._next if late else now) + self.interval
-                return
-            await asyncio.sleep(self._next - now)
-
-
-class FloodControl:
+class FloodControl(Pacer):
     """Telegram's flood limits for one bot, shared by send-outs (notifier) and command replies.
 
     Why not PTB's AIORateLimiter: it works only inside an ExtBot and, on a 429, sleeps and
@@ -210,72 +190,20 @@ class FloodControl:
     cannot say how long a chat must still wait, which the dispatcher asks so that it serves
     other chats meanwhile instead of holding a slot (`ready_in`).
     So: one message per interval per chat (1 s; 3 s into a group, so no minute sees more than
-    20), replies included, and one overall pacer at Telegram's 30/s in which command replies
+    20), replies included, and one overall pace at Telegram's 30/s in which command replies
     take the next free slot ahead of any send-out. That is the replies' reserved share: they
     never wait behind a send-out, and a send-out uses the whole rate when nobody is typing.
     A RetryAfter pauses everything (Telegram's flood wait is per bot).
     """
 
     def __init__(self, limits: TelegramLimits = TELEGRAM_LIMITS) -> None:
-        self.limits = limits
-        self._overall = _Pacer(limits.overall_rate) if limits.overall_rate else None
-        self._chat_next: dict[str, float] = {}  # chat → monotonic time its next message may go
-        self._paused_until = 0.0
-
-    def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - time.monotonic())
-
-    def ready_in(self, address: str) -> float:
-        """Seconds until a message to this chat would not wait on the chat's own limit."""
-        return max(0.0, self._chat_next.get(address, 0.0) - time.monotonic())
+        super().__init__(limits)
 
     async def before_send(self, address: str) -> None:
-        await self._wait_pause()
-        await self._chat_turn(address)
-        if self._overall is not None:
-            await self._overall.take(priority=False)
-        await self._wait_pause()  # a 429 may have come while this send waited its turn
-        self._sent_to(address)
+        await self.turn(address)
 
     async def before_reply(self, address: str) -> None:
-        await self._wait_pause()
-        await self._chat_turn(address)
-        if self._overall is not None:
-            await self._overall.take(priority=True)
-        self._sent_to(address)
-
-    async def _wait_pause(self) -> None:
-        while (wait := self.paused_for) > 0:
-            await asyncio.sleep(wait)
-
-    def _interval(self, address: str) -> float:
-        if address.startswith("-") and self.limits.group_per_minute:
-            return 60.0 / self.limits.group_per_minute
-        return self.limits.per_recipient_interval
-
-    async def _chat_turn(self, address: str) -> None:
-        """Take this chat's next slot (concurrent takers queue one interval apart)."""
-        interval = self._interval(address)
-        if interval <= 0:
-            return
-        now = time.monotonic()
-        if len(self._chat_next) > 10_000:  # forget chats whose slot has passed
-            self._chat_next = {k: t for k, t in self._chat_next.items() if t > now}
-        slot = max(now, self._chat_next.get(address, 0.0))
-        self._chat_next[address] = slot + interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    def _sent_to(self, address: str) -> None:
-        """Count the interval from when the message really leaves (after the overall pacer)."""
-        interval = self._interval(address)
-        if interval > 0:
-            self._chat_next[address] = max(self._chat_next.get(address, 0.0),
-                                           time.monotonic() + interval)
+        await self.turn(address, priority=True)
 
 
 # --- the notifier ---------------------------------------------------------------------------
