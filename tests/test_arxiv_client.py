@@ -167,6 +167,29 @@ async def test_an_answer_that_crawls_in_is_a_timeout_though_every_read_gets_data
     assert requests_counted("timeout") == before + 1
 
 
+@pytest.mark.parametrize("kind", ["gzip_bomb", "endless"])
+async def test_an_answer_past_the_decoded_size_cap_is_a_bad_answer(
+        kind: str, fake: FakeArxiv, make_client: Callable[..., ArxivClient]):
+    # A 1 MB gzip answer inflating to 1 GiB, and one that never ends: each is cut off at
+    # 20 MB decoded (not by the deadline: that would read "timeout"); then arXiv is fine.
+    fake.push(*[kind] * 3)
+    before = requests_counted("bad_answer")
+    async with make_client(timeout=30, max_attempts=3) as client:
+        with pytest.raises(ArxivUnavailable, match="bad answer: larger than 20 MB decoded"):
+            await client.fetch(QUERY, 0, 3)
+        assert requests_counted("bad_answer") == before + 3
+        assert len((await client.fetch(QUERY, 0, 3)).entries) == 3
+
+
+async def test_a_gzip_answer_is_asked_for_and_read(
+        fake: FakeArxiv, make_client: Callable[..., ArxivClient]):
+    fake.compress = True
+    async with make_client() as client:
+        feed = await client.fetch(QUERY, 0, 5)
+    assert len(feed.entries) == 5
+    assert fake.requests[0].headers["Accept-Encoding"] == "gzip"
+
+
 async def test_retry_after_is_honoured(fake: FakeArxiv, make_client: Callable[..., ArxivClient],
                                        caplog: pytest.LogCaptureFixture):
     fake.push(Fault(429, retry_after="1"))

@@ -132,6 +132,8 @@ PERSISTENT = {
     "HTML Access Denied page": "html",
     "XML entity bomb": "bomb",
     "totalResults 10^30": Fault("tamper", edits={"totalResults": "1" + "0" * 30}),
+    "gzip bomb (1 MB → 1 GiB)": "gzip_bomb",
+    "endless answer": "endless",
 }
 EXPECTED_ERROR = {
     "429 with Retry-After": "HTTP 429", "429 without Retry-After": "HTTP 429",
@@ -140,6 +142,8 @@ EXPECTED_ERROR = {
     "short page": "short page", "unsorted answer": "not in descending submission order",
     "truncated XML": "bad answer", "HTML Access Denied page": "bad answer",
     "XML entity bomb": "bad answer", "totalResults 10^30": "bad answer",
+    "gzip bomb (1 MB → 1 GiB)": "bad answer: larger than 20 MB",
+    "endless answer": "bad answer: larger than 20 MB",
 }
 
 

@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 import bot
 from bot.fetch.atom import parse_feed
+from bot.fetch.bounded import ACCEPT_ENCODING, MAX_ANSWER_BYTES, UnreadableAnswer, read_bounded
 from bot.fetch.errors import (
     ArxivBadAnswer,
     ArxivRejected,
@@ -76,8 +77,10 @@ class ArxivClient:
         breaker_threshold: int = 5,
         backoff_base: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.api_url = api_url
+        self.max_answer_bytes = max_answer_bytes
         self.deadline = timeout * DEADLINE_FACTOR
         self.gate = RequestGate(request_interval)
         self.max_attempts = max(1, max_attempts)
@@ -87,7 +90,8 @@ class ArxivClient:
             backoff_base if backoff_base is not None else max(request_interval, 0.05)
         )
         self._http = httpx.AsyncClient(
-            headers={"User-Agent": user_agent(contact), "Accept": "application/atom+xml"},
+            headers={"User-Agent": user_agent(contact), "Accept": "application/atom+xml",
+                     "Accept-Encoding": ACCEPT_ENCODING},
             timeout=httpx.Timeout(timeout, connect=min(10, timeout)),
             limits=httpx.Limits(max_connections=1),
             follow_redirects=True,
@@ -156,9 +160,9 @@ class ArxivClient:
         async with self.gate.turn(interactive=interactive) as turn:
             # Checked again inside: the breaker may have opened while this fetch waited.
             self._refuse_if_open(interactive)
-            response = await self._send(params, turn)
+            response, body = await self._send(params, turn)
         try:
-            feed = await self._read(response)
+            feed = await self._read(response, body)
             reason = check(feed) if check is not None else None
             if reason:
                 raise _Transient("suspicious", f"suspicious answer: {reason}")
@@ -174,13 +178,18 @@ class ArxivClient:
         self._succeeded("ok")
         return feed
 
-    async def _send(self, params: dict[str, str], turn: Turn) -> httpx.Response:
+    async def _send(self, params: dict[str, str], turn: Turn) -> tuple[httpx.Response, bytes]:
         # httpx's timeout bounds each read; a server dripping a byte now and then would hold
-        # the gate, and with it every other keyword, for ever. The whole answer gets a deadline.
+        # the gate, and with it every other keyword, for ever. The whole answer gets a deadline,
+        # and a cap on its decoded size (gzip bombs, endless answers).
         try:
-            async with asyncio.timeout(self.deadline):
-                return await self._http.get(self.api_url, params=params,
-                                            extensions={"trace": _on_sent(turn)})
+            async with (asyncio.timeout(self.deadline),
+                        self._http.stream("GET", self.api_url, params=params,
+                                          extensions={"trace": _on_sent(turn)}) as response):
+                return response, await read_bounded(response, self.max_answer_bytes)
+        except UnreadableAnswer as exc:
+            self._failed("bad_answer")
+            raise _Transient("bad_answer", f"bad answer: {exc}") from None
         except TimeoutError:
             self._failed("timeout")
             raise _Transient("timeout", f"timeout (no whole answer in {self.deadline:g} s)"
@@ -192,11 +201,11 @@ class ArxivClient:
             self._failed("connection")
             raise _Transient("connection", f"connection error ({type(exc).__name__})") from None
 
-    async def _read(self, response: httpx.Response) -> Feed:
+    async def _read(self, response: httpx.Response, body: bytes) -> Feed:
         status = response.status_code
         if 200 <= status < 300 or status == 400:
             try:
-                return await asyncio.to_thread(parse_feed, response.content)
+                return await asyncio.to_thread(parse_feed, body)
             except ArxivBadAnswer as exc:
                 if status == 400:
                     raise ArxivUnavailable(

@@ -19,6 +19,7 @@ import struct
 import sys
 import textwrap
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ class Fault:
 
 
 KINDS = ("timeout", "reset", "empty", "short", "unsorted", "truncated", "html", "error_feed",
-         "bomb", "hold", "drip", "tamper")
+         "bomb", "hold", "drip", "tamper", "gzip_bomb", "endless")
 DRIP_EVERY = 0.1  # seconds between the 16-byte pieces of a "drip" answer
 
 
@@ -79,6 +80,7 @@ class FakeArxiv:
     violations: list[RecordedRequest] = field(default_factory=list)
     max_concurrent: int = 0
     latency: float = 0.0  # seconds every answer takes (the server's pace, for bench/)
+    compress: bool = False  # gzip normal answers when the client accepts it
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -163,6 +165,8 @@ class FakeArxiv:
             return _status_response(fault)
         if fault is not None and fault.kind in _BODY_FAULTS:
             return _BODY_FAULTS[fault.kind](fault)
+        if fault is not None and fault.kind == "endless":
+            return await self._endless(request)
         papers, total, start = self.search(params)
         papers = _distort(papers, fault.kind if fault else None)
         body = render_feed(papers, total=total, start=start,
@@ -171,7 +175,10 @@ class FakeArxiv:
             return await self._drip(request, body)
         if fault is not None and fault.kind == "tamper":
             body = tamper(body, fault.edits)
-        return _atom_response(body)
+        response = _atom_response(body)
+        if self.compress:
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
 
     async def _drip(self, request: web.Request, data: bytes) -> web.StreamResponse:
         """A live but crawling server: every read gets a little, the whole takes for ever."""
@@ -183,6 +190,18 @@ class FakeArxiv:
                 break
             await response.write(data[i:i + 16])
             await asyncio.sleep(DRIP_EVERY)  # the server's pace, not a test waiting
+        return response
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        """An answer that starts like a feed and never ends, as fast as the client reads."""
+        response = web.StreamResponse(headers={"Content-Type": "application/atom+xml"})
+        await response.prepare(request)
+        head = render_feed([], total=1, start=0, items_per_page=1).rsplit(b"</feed>", 1)[0]
+        await response.write(head)
+        filler = b"<!-- and more -->" * 4096
+        with contextlib.suppress(ConnectionError):
+            while not self._shutdown.is_set():
+                await response.write(filler)
         return response
 
     async def _stall(self, request: web.Request, fault: Fault) -> None:
@@ -290,10 +309,41 @@ def _truncated(fault: Fault) -> web.Response:
     return _atom_response(whole[: len(whole) // 2])
 
 
+GZIP_BOMB_MIB = 1024
+
+
+def gzip_bomb() -> bytes:
+    """About 1 MB of gzip that inflates to 1 GiB of zeros (a correct trailer included).
+
+    After a full flush deflate starts afresh, so one compressed MiB repeats as it is."""
+    global _GZIP_BOMB
+    if _GZIP_BOMB is None:
+        zeros = bytes(1 << 20)
+        deflate = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+        head = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+        block = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+        end = deflate.flush()[:-8]  # the last, empty block without the 2 MiB trailer
+        crc = 0
+        for _ in range(GZIP_BOMB_MIB):
+            crc = zlib.crc32(zeros, crc)
+        trailer = struct.pack("<II", crc, (GZIP_BOMB_MIB << 20) & 0xFFFFFFFF)
+        _GZIP_BOMB = head + block * (GZIP_BOMB_MIB - 1) + end + trailer
+    return _GZIP_BOMB
+
+
+_GZIP_BOMB: bytes | None = None
+
+
+def _gzip_bomb(fault: Fault) -> web.Response:
+    return web.Response(body=gzip_bomb(), headers={"Content-Type": "application/atom+xml",
+                                                   "Content-Encoding": "gzip"})
+
+
 _BODY_FAULTS: dict[str, Callable[[Fault], web.Response]] = {
     "html": lambda fault: web.Response(body=ACCESS_DENIED, content_type="text/html"),
     "bomb": lambda fault: _atom_response(BILLION_LAUGHS),
     "truncated": _truncated,
+    "gzip_bomb": _gzip_bomb,
     "error_feed": lambda fault: _atom_response(render_error(fault.message), status=400),
 }
 
