@@ -40,6 +40,8 @@ TITLE_CHARS = 2000  # escaped; together with the authors line still under max_pa
 AUTHORS_CHARS = 600
 FOOTER = "Daily Papers · `/papers list` shows this channel's keywords · `/papers help`"
 
+NOT_JSON = "not_json"  # our code for an answer that is not the Web API's (an edge proxy's page)
+
 # Answers that say our rendering is wrong: fall back once to plain text.
 RENDER_ERRORS = frozenset({
     "invalid_blocks", "invalid_blocks_format", "msg_too_long", "msg_blocks_too_long", "no_text",
@@ -186,6 +188,33 @@ def render_digest(rows: Sequence[OutboxRow], limits: Limits = LIMITS) -> list[Me
 # -- sending -----------------------------------------------------------------------------------
 
 
+class SlackWebClient(AsyncWebClient):
+    """slack_sdk's client with one rule added for every Web API call (ours, bolt's, Socket
+    Mode's): an answer that is not the Web API's JSON (an HTML 502 from Slack's edge, a
+    plain-text 405, a garbled body) fails like any refusal, as SlackApiError with the error
+    `not_json`, a passing fault; the SDK alone would raise AttributeError on some of them."""
+
+    async def _request(self, *, http_verb: str, api_url: str,
+                       req_args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = await super()._request(http_verb=http_verb, api_url=api_url,
+                                            req_args=req_args)
+        except SlackApiError as exc:  # a JSON content type with a body that is not JSON
+            if not isinstance(exc.response, aiohttp.ClientResponse):
+                raise
+            answer = {"data": None, "headers": exc.response.headers,
+                      "status_code": exc.response.status}
+        data = answer.get("data")
+        if not isinstance(data, dict) or "ok" not in data:
+            answer = {**answer, "data": {"ok": False, "error": NOT_JSON}}
+        return answer
+
+
+def error_of(exc: SlackApiError) -> str:
+    """Slack's error code in a refusal, e.g. "channel_not_found"."""
+    return str(exc.response.get("error") or "")
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who the bot token is (auth.test): the face checks team_id and the bot's own user."""
@@ -202,7 +231,7 @@ class SlackNotifier(Notifier):
         self.pacer = Pacer(dataclasses.replace(LIMITS, max_in_flight=max_in_flight))
         # Connection errors are retried once; a 429 is not waited out here but goes back to the
         # dispatcher as RETRY, and command acks (3 s) must never sleep behind one.
-        self.client = AsyncWebClient(token=bot_token, base_url=api_url, retry_handlers=[
+        self.client = SlackWebClient(token=bot_token, base_url=api_url, retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=1)])
         self._identity: Identity | None = None
         self.refused: str | None = None  # set when Slack refused the token at auth.test
@@ -225,7 +254,7 @@ class SlackNotifier(Notifier):
             try:
                 answer = await self.client.auth_test()
             except SlackApiError as exc:
-                error = str(exc.response.get("error", ""))
+                error = error_of(exc)
                 if error in _AUTH_ERRORS:
                     self.refused = (f"Slack refused SLACK_BOT_TOKEN ({error}): use the app's "
                                     "Bot User OAuth Token (xoxb-…)")
@@ -290,10 +319,13 @@ class SlackNotifier(Notifier):
 def delivery_for(exc: SlackApiError) -> Delivery:
     """Map one Slack refusal to what the dispatcher should do with the rows."""
     response = exc.response
-    error = str(response.get("error", "") or f"http {response.status_code}")
+    error = error_of(exc) or f"http {response.status_code}"
     if response.status_code == 429 or error == "ratelimited":
         return Delivery(Outcome.RETRY, "ratelimited", retry_after=retry_after(response.headers),
                         rate_limited=True)
+    if error == NOT_JSON:
+        return Delivery(Outcome.RETRY, f"Slack answered http {response.status_code} without "
+                        "its JSON", retry_after=retry_after(response.headers))
     outcome = ERROR_OUTCOMES.get(error)
     if outcome is None:
         outcome = Outcome.RETRY if response.status_code >= 500 else Outcome.FAILED

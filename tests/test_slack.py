@@ -303,6 +303,26 @@ async def test_a_retry_after_date_or_fraction_is_read_like_arxivs() -> None:
     assert fraction.retry_after == 2.5
 
 
+@pytest.mark.parametrize(("status", "content_type"), [
+    (502, "text/html"), (405, "text/plain"), (200, "text/plain"), (503, "application/json"),
+])
+async def test_an_answer_that_is_not_json_is_a_passing_fault(status: int,
+                                                             content_type: str) -> None:
+    """An edge proxy's page instead of the Web API's JSON: the rows are retried later."""
+    async with FakeSlack() as fake:
+        notifier = SlackNotifier(fake.api_url, fake.bot_token)
+        notifier.limits = dataclasses.replace(LIMITS, per_recipient_interval=0)
+        fake.not_json(status, content_type=content_type, method="auth.test")
+        assert await notifier.identity() is None and notifier.refused is None
+        assert await notifier.identity() is not None  # asked again once Slack answers
+        fake.not_json(status, content_type=content_type, channel="C0PAPERS")
+        (message,) = notifier.pack(SUB, five_rows())
+        first = await notifier.send(SUB, message)
+        again = await notifier.send(SUB, message)
+    assert first.outcome is Outcome.RETRY and f"http {status}" in first.reason
+    assert again.outcome is Outcome.SENT
+
+
 async def test_refused_blocks_fall_back_once_to_text() -> None:
     async with FakeSlack() as fake:
         notifier = SlackNotifier(fake.api_url, fake.bot_token)

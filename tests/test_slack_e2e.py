@@ -170,7 +170,8 @@ async def command(d: Daemon, fake: FakeSlack, cmd: str, text: str = "", *,
         headers = sign(body, headers)
     async with aiohttp.ClientSession() as session, session.post(
             f"{d.url}/slack/events", data=body, headers=headers) as resp:
-        payload = await resp.json(content_type=None) if resp.status == 200 else await resp.text()
+        json_reply = resp.status == 200 and resp.content_type == "application/json"
+        payload = await resp.json(content_type=None) if json_reply else await resp.text()
         return resp.status, payload
 
 
@@ -261,6 +262,37 @@ async def test_sixty_new_papers_arrive_whole(tmp_path: Path, fakes: Any) -> None
     assert rest and first.thread_ts is None and {p.thread_ts for p in rest} == {first.ts}
     assert first.blocks[0]["text"]["text"] == "60 new papers · vision language model"
     assert all(len(p.blocks) <= 50 for p in posts)
+
+
+async def test_answers_that_are_not_json_still_get_the_command_its_reply(
+        tmp_path: Path, fakes: Any) -> None:
+    """Slack's edge answering an HTML 502 or a plain-text 405 is a passing fault: the command
+    is answered as usual, and what could not be posted is posted later."""
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake) as d:
+        fake.not_json(502, method="auth.test")  # bolt's own first look at the token
+        status, ack = await command(d, fake, "/list")
+        assert status == 200, ack
+        assert "cannot reach Slack to check this workspace" in str(ack)
+
+        fake.not_json(502, method="conversations.info")
+        fake.not_json(405, content_type="text/plain", method="chat.postMessage")
+        status, ack = await command(d, fake, "/subscribe", KEYWORD)
+        assert status == 200, ack
+        assert "Subscribed to 'vision language model'" in ack["text"]
+
+        fake.not_json(405, content_type="text/plain", method="conversations.info")
+        status, ack = await command(d, fake, "/subscribe", "graph neural networks")
+        assert status == 200, ack
+        assert "Subscribed to 'graph neural networks'" in ack["text"]
+
+        fake.not_json(502, method="chat.postMessage", channel=CHANNEL)
+        arxiv.add(new_paper(1))
+        await fake.wait_for(lambda: len(digests(fake)) >= 1, timeout=30)
+        assert papers_shown(digests(fake)) == ["https://arxiv.org/abs/2599.00001"]
+        refused = [c.status for c in fake.calls_to("chat.postMessage") if c.error]
+        assert 502 in refused and 405 in refused
+    assert not any("Traceback" in line for line in d.lines)
 
 
 async def test_bot_missing_from_channel_gets_the_invite_answer(tmp_path: Path,

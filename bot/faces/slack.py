@@ -22,14 +22,13 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import App
 from bot.config import SlackConfig, WebConfig
 from bot.faces.commands import EXAMPLE, Chat, Commands, Reply, help_text
 from bot.fetch.keywords import straight_quotes
 from bot.logs import RateLimitedLog
-from notifiers.slack import SlackNotifier, escape, paper_blocks
+from notifiers.slack import SlackNotifier, SlackWebClient, error_of, escape, paper_blocks
 from storage import subscribers as sub_repo
 from storage.records import Subscriber
 
@@ -174,7 +173,7 @@ class SlackFace:
         bolt_log.addFilter(_UnusedTokenNotice())
         self.bolt = AsyncApp(client=self.notifier.client, signing_secret=signing_secret,
                              request_verification_enabled=self.http_mode, name="daily-papers",
-                             logger=bolt_log)
+                             logger=bolt_log, user_facing_authorize_error_message=NO_IDENTITY)
         for command in COMMANDS:
             self.bolt.command(command)(self._on_command)
         self.bolt.event("member_joined_channel")(self._on_member_joined)
@@ -250,11 +249,11 @@ class SlackFace:
         while True:
             handler = AsyncSocketModeHandler(
                 self.bolt, app_token=self.app_token,
-                web_client=AsyncWebClient(base_url=self.cfg.api_url))
+                web_client=SlackWebClient(base_url=self.cfg.api_url))
             try:
                 await handler.connect_async()
             except SlackApiError as exc:
-                error = exc.response.get("error")
+                error = error_of(exc)
                 if error in SOCKET_TOKEN_ERRORS:
                     log.error("slack: Socket Mode refused SLACK_APP_TOKEN (%s): use an "
                               "app-level token (xapp-…) with connections:write", error)
@@ -351,7 +350,7 @@ class SlackFace:
             async with asyncio.timeout(ACK_LOOKUP_SECONDS):
                 answer = await self.notifier.client.conversations_info(channel=channel)
         except SlackApiError as exc:
-            error = exc.response.get("error")
+            error = error_of(exc)
             if error == "channel_not_found":  # private channels the bot is not in look absent
                 return INVITE
             log.warning("slack: conversations.info %s failed (%s); not checked", channel, error)

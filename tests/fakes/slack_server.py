@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
 
@@ -54,6 +55,7 @@ class _Programmed:
     status: int
     retry_after: int | str | None
     times: int | None  # None: until cleared
+    page: tuple[str, str] | None = None  # (content type, body): not the Web API's JSON
 
 
 @dataclass
@@ -213,6 +215,26 @@ class FakeSlack:
         a method's tier is exceeded."""
         self._program(_Programmed("ratelimited", 429, retry_after, times), channel, method)
 
+    def not_json(
+        self,
+        status: int = 502,
+        *,
+        content_type: str = "text/html",
+        channel: str | None = None,
+        method: str = "chat.postMessage",
+        times: int | None = 1,
+    ) -> None:
+        """Answer the next `times` calls of `method` as an edge proxy does, not as the Web API:
+        an HTML error page (a 502 from Slack's edge), or plain text like aiohttp's 405."""
+        phrase = HTTPStatus(status).phrase
+        if content_type == "text/html":
+            body = (f"<html><head><title>{status} {phrase}</title></head><body><center>"
+                    f"<h1>{status} {phrase}</h1></center></body></html>")
+        else:
+            body = f"{status}: {phrase}"
+        self._program(_Programmed(f"not json ({status})", status, None, times,
+                                  (content_type, body)), channel, method)
+
     def clear_failures(self) -> None:
         self._channel_failures.clear()
         self._global_failures.clear()
@@ -338,6 +360,9 @@ class FakeSlack:
         error = None if body.get("ok") else body.get("error")
         self.calls.append(SlackCall(method, params, status, error, time.monotonic(), channel))
         self._changes.bump()
+        if "page" in body:
+            content_type, text = body["page"]
+            return web.Response(status=status, text=text, content_type=content_type)
         return web.json_response(body, status=status, headers=headers)
 
     async def _answer(
@@ -354,7 +379,10 @@ class FakeSlack:
             headers = {}
             if failure.retry_after is not None:
                 headers["Retry-After"] = str(failure.retry_after)
-            return failure.status, {"ok": False, "error": failure.error}, headers
+            answer = {"ok": False, "error": failure.error}
+            if failure.page is not None:
+                answer["page"] = failure.page
+            return failure.status, answer, headers
         return 200, handler(params), {}
 
     def _auth_error(self, method: str, params: dict[str, Any], request: web.Request) -> str | None:
