@@ -11,8 +11,9 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
@@ -29,6 +30,7 @@ from bot.fetch.errors import (
     SuspiciousAnswer,
 )
 from bot.fetch.gate import RequestGate, Turn
+from bot.fetch.oai import OaiPage, parse_oai
 from bot.metrics import ARXIV_REQUESTS, ARXIV_RETRIES
 from notifiers.retry_after import parse_retry_after
 from storage.records import Feed
@@ -41,6 +43,7 @@ DEADLINE_FACTOR = 4  # a whole answer may take this many times the per-read time
 Check = Callable[[Feed], str | None]
 
 
+
 def backoff_delay(
     attempt: int, base: float, retry_after: float | None = None,
     rand: Callable[[], float] = random.random,
@@ -50,6 +53,17 @@ def backoff_delay(
     if retry_after is not None:
         return min(retry_after, MAX_WAIT)
     return rand() * min(MAX_WAIT, base * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One kind of arXiv request: where, what, how its answer is read."""
+
+    url: str
+    params: dict[str, str]
+    parse: Callable[[bytes], Any]
+    label: str  # for the retry log line
+    accept: str = "application/atom+xml"
 
 
 class _Transient(Exception):
@@ -138,15 +152,27 @@ class ArxivClient:
             "search_query": query, "start": str(start), "max_results": str(max_results),
             "sortBy": "submittedDate", "sortOrder": "descending",
         }
+        request = _Request(self.api_url, params, parse_feed, f"query {query!r}")
+        return await self._retrying(request, interactive, check)
+
+    async def list_records(self, oai_url: str, params: dict[str, str]) -> OaiPage:
+        """One OAI-PMH page, through the same gate, spacing, retries and breaker. OAI errors
+        (noRecordsMatch, badResumptionToken, …) come back in the page, by name."""
+        self._refuse_if_open(False)
+        shown = params.get("resumptionToken") or params.get("from", "")
+        request = _Request(oai_url, params, parse_oai, f"harvest {shown!r}", "text/xml")
+        return await self._retrying(request, False, None)
+
+    async def _retrying(self, request: _Request, interactive: bool, check: Check | None) -> Any:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Transient),
             wait=self._wait,
             stop=lambda state: self._must_stop(state, interactive),
-            before_sleep=lambda state: self._before_retry(state, query),
+            before_sleep=lambda state: self._before_retry(state, request.label),
             retry_error_callback=lambda state: self._give_up(state, interactive),
             sleep=asyncio.sleep,
         )
-        return await retrying(self._attempt, params, interactive, check)
+        return await retrying(self._attempt, request, interactive, check)
 
     def _refuse_if_open(self, interactive: bool) -> None:
         if self._circuit_open and not interactive:
@@ -154,15 +180,13 @@ class ArxivClient:
                 f"arXiv unavailable: {self.breaker_threshold} consecutive failed requests"
             )
 
-    async def _attempt(
-        self, params: dict[str, str], interactive: bool, check: Check | None
-    ) -> Feed:
+    async def _attempt(self, request: _Request, interactive: bool, check: Check | None) -> Any:
         async with self.gate.turn(interactive=interactive) as turn:
             # Checked again inside: the breaker may have opened while this fetch waited.
             self._refuse_if_open(interactive)
-            response, body = await self._send(params, turn)
+            response, body = await self._send(request, turn)
         try:
-            feed = await self._read(response, body)
+            feed = await self._read(response, body, request.parse)
             reason = check(feed) if check is not None else None
             if reason:
                 raise _Transient("suspicious", f"suspicious answer: {reason}")
@@ -178,13 +202,14 @@ class ArxivClient:
         self._succeeded("ok")
         return feed
 
-    async def _send(self, params: dict[str, str], turn: Turn) -> tuple[httpx.Response, bytes]:
+    async def _send(self, request: _Request, turn: Turn) -> tuple[httpx.Response, bytes]:
         # httpx's timeout bounds each read; a server dripping a byte now and then would hold
         # the gate, and with it every other keyword, for ever. The whole answer gets a deadline,
         # and a cap on its decoded size (gzip bombs, endless answers).
         try:
             async with (asyncio.timeout(self.deadline),
-                        self._http.stream("GET", self.api_url, params=params,
+                        self._http.stream("GET", request.url, params=request.params,
+                                          headers={"Accept": request.accept},
                                           extensions={"trace": _on_sent(turn)}) as response):
                 return response, await read_bounded(response, self.max_answer_bytes)
         except UnreadableAnswer as exc:
@@ -201,11 +226,12 @@ class ArxivClient:
             self._failed("connection")
             raise _Transient("connection", f"connection error ({type(exc).__name__})") from None
 
-    async def _read(self, response: httpx.Response, body: bytes) -> Feed:
+    async def _read(self, response: httpx.Response, body: bytes,
+                    parse: Callable[[bytes], Any]) -> Any:
         status = response.status_code
         if 200 <= status < 300 or status == 400:
             try:
-                return await asyncio.to_thread(parse_feed, body)
+                return await asyncio.to_thread(parse, body)
             except ArxivBadAnswer as exc:
                 if status == 400:
                     raise ArxivUnavailable(
@@ -243,13 +269,13 @@ class ArxivClient:
             or (self._circuit_open and not interactive)
         )
 
-    def _before_retry(self, state: RetryCallState, query: str) -> None:
+    def _before_retry(self, state: RetryCallState, label: str) -> None:
         self._retries_left -= 1
         ARXIV_RETRIES.inc()
         log.info(
-            "arXiv request failed (%s); retry %d of %d in %.1f s (query %r)",
+            "arXiv request failed (%s); retry %d of %d in %.1f s (%s)",
             _failure(state).reason, state.attempt_number, self.max_attempts - 1,
-            state.upcoming_sleep, query,
+            state.upcoming_sleep, label,
         )
 
     def _give_up(self, state: RetryCallState, interactive: bool) -> NoReturn:
