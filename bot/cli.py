@@ -12,16 +12,15 @@ from typing import NoReturn
 
 import click
 
+from bot import channels
 from bot.app import utcnow
-from bot.config import Config, ConfigError, Secrets, config_path, load_config
+from bot.config import AddressError, Config, ConfigError, Secrets, config_path, load_config
 from bot.logs import setup_logging
 from storage.database import SchemaError
 from storage.records import PollOutcome
 from storage.store import Store
 
 log = logging.getLogger("bot.cli")
-
-CHANNEL_OPTIONS = ("email", "telegram", "slack")
 
 
 @dataclass
@@ -154,7 +153,7 @@ def status(ctx: Context) -> None:
     from bot.faces.status import status_text
 
     with open_store(ctx) as store:
-        click.echo(status_text(store, ctx.cfg))
+        click.echo(status_text(store, ctx.cfg, Secrets.from_env()))
 
 
 @cli.command()
@@ -178,45 +177,34 @@ def migrate(ctx: Context) -> None:
 
 
 def _address_options(fn: Callable) -> Callable:
-    fn = click.option("--slack", "slack", metavar="CHANNEL_ID", help="A Slack channel ID.")(fn)
-    fn = click.option("--telegram", "telegram", metavar="CHAT_ID", help="A Telegram chat ID.")(fn)
-    fn = click.option("--email", "email", metavar="ADDR", help="An email address.")(fn)
+    for channel in reversed(channels.registered()):
+        fn = click.option(channel.option, channel.name, metavar=channel.metavar,
+                          help=channel.help)(fn)
     return fn
 
 
-def _one_address(email: str | None, telegram: str | None, slack: str | None) -> tuple[str, str]:
-    given = [(c, v) for c, v in zip(CHANNEL_OPTIONS, (email, telegram, slack), strict=True) if v]
+def _one_address(addresses: dict[str, str | None]) -> tuple[str, str]:
+    given = [(name, value) for name, value in addresses.items() if value]
     if len(given) != 1:
-        fail("name exactly one of --email ADDR, --telegram CHAT_ID or --slack CHANNEL_ID")
-    channel, value = given[0]
-    if channel == "email":
-        from bot.faces.email import AddressError, normalize_address
-
-        try:
-            value = normalize_address(value)
-        except AddressError as exc:
-            fail(str(exc))
-    elif channel == "telegram":
-        try:
-            int(value)
-        except ValueError:
-            fail(f"--telegram takes a numeric chat ID, not {value!r}")
-    elif channel == "slack" and (value.startswith("#") or value[:1] not in ("C", "G")):
-        fail(f"--slack takes a channel ID like C0123456789, not {value!r} "
-             "(open the channel in Slack, click its name, copy the ID at the bottom)")
-    return channel, value
+        options = [f"{c.option} {c.metavar}" for c in channels.registered()]
+        fail(f"name exactly one of {', '.join(options[:-1])} or {options[-1]}")
+    (name, value), = given
+    channel = channels.named(name)
+    try:
+        return name, channel.address(value)
+    except AddressError as exc:
+        fail(f"{channel.option} {exc.message}")
 
 
 @cli.command()
 @_address_options
 @click.argument("keyword", nargs=-1, required=True)
 @click.pass_obj
-def subscribe(ctx: Context, email: str | None, telegram: str | None, slack: str | None,
-              keyword: tuple[str, ...]) -> None:
+def subscribe(ctx: Context, keyword: tuple[str, ...], **addresses: str | None) -> None:
     """Subscribe an address to KEYWORD (polled from the next cycle on)."""
     from bot.faces.commands import CommandError, subscribe_address
 
-    channel, address = _one_address(email, telegram, slack)
+    channel, address = _one_address(addresses)
     with open_store(ctx) as store:
         try:
             result = subscribe_address(store, ctx.cfg, channel, address, " ".join(keyword),
@@ -233,14 +221,14 @@ def subscribe(ctx: Context, email: str | None, telegram: str | None, slack: str 
 @click.option("--all", "everything", is_flag=True, help="Every keyword of the address.")
 @click.argument("keyword", nargs=-1)
 @click.pass_obj
-def unsubscribe(ctx: Context, email: str | None, telegram: str | None, slack: str | None,
-                everything: bool, keyword: tuple[str, ...]) -> None:
+def unsubscribe(ctx: Context, everything: bool, keyword: tuple[str, ...],
+                **addresses: str | None) -> None:
     """Unsubscribe an address from KEYWORD, or from everything with --all."""
     from bot.faces.commands import CommandError, unsubscribe_address
 
     if bool(keyword) == everything:
         fail("give either a KEYWORD or --all")
-    channel, address = _one_address(email, telegram, slack)
+    channel, address = _one_address(addresses)
     with open_store(ctx) as store:
         try:
             text = unsubscribe_address(store, channel, address,
@@ -251,7 +239,7 @@ def unsubscribe(ctx: Context, email: str | None, telegram: str | None, slack: st
 
 
 @cli.command()
-@click.option("--channel", type=click.Choice(CHANNEL_OPTIONS), help="Only this channel.")
+@click.option("--channel", type=click.Choice(channels.names()), help="Only this channel.")
 @click.pass_obj
 def subscriptions(ctx: Context, channel: str | None) -> None:
     """List subscriptions: channel, address, keyword, source, state."""

@@ -54,15 +54,79 @@ class DigestConfig:
     max_bytes: int = 500_000
 
 
+class AddressError(ValueError):
+    """Not an address of its channel; `message` says what is wrong, after what was given
+    (an option, a config key, a chat command)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient that config.toml subscribes itself (`where` within its section)."""
+
+    where: str  # e.g. "channels[0]"
+    address_key: str  # e.g. "channel"
+    address: str
+    keywords: list[str]
+
+
 @dataclass
-class TelegramConfig:
+class ChannelConfig:
+    """What every channel's [section] holds: its default cadence and its send overlap.
+
+    A subclass is one channel's section; `address` is that channel's one address rule, used
+    for config.toml, the CLI and chat alike.
+    """
+
+    digest_time: str = ""
+    timezone: str = "UTC"
+    max_in_flight: int = 1
+
+    @staticmethod
+    def address(text: str) -> str:
+        """The address as stored; raises AddressError with what is wrong."""
+        return text
+
+    def recipients(self) -> list[Recipient]:
+        return []
+
+    def problems(self, section: str) -> typing.Iterator[str]:
+        """Value rules of the section the types cannot express."""
+        yield from _range(f"{section}.max_in_flight", self.max_in_flight, 1, 64)
+        if self.digest_time and not _TIME.match(self.digest_time):
+            yield (f"'{section}.digest_time' must be \"\" or a time like \"08:00\", "
+                   f"not {self.digest_time!r}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            yield (f"'{section}.timezone' {self.timezone!r} is not a known time zone "
+                   "(e.g. \"Europe/Berlin\")")
+        for r in self.recipients():
+            yield from _address(self, f"{section}.{r.where}.{r.address_key}", r.address)
+
+
+@dataclass
+class TelegramConfig(ChannelConfig):
     api_url: str = "https://api.telegram.org/bot"
     max_subscriptions_per_chat: int = 50
     group_admins_only: bool = True
     allowed_chats: list[int] = field(default_factory=list)
-    digest_time: str = ""
-    timezone: str = "UTC"
-    max_in_flight: int = 1
+
+    @staticmethod
+    def address(text: str) -> str:
+        """A numeric chat ID (negative for groups and channels), as Telegram gives it."""
+        if not _TELEGRAM_CHAT_ID.match(text.strip()):
+            raise AddressError(f"takes a numeric chat ID, not {text!r}")
+        return text.strip()
+
+    def problems(self, section: str) -> typing.Iterator[str]:
+        yield from super().problems(section)
+        yield from _url(f"{section}.api_url", self.api_url)
+        yield from _range(f"{section}.max_subscriptions_per_chat",
+                          self.max_subscriptions_per_chat, 1, 10_000)
 
 
 @dataclass
@@ -72,13 +136,31 @@ class SlackChannel:
 
 
 @dataclass
-class SlackConfig:
+class SlackConfig(ChannelConfig):
     api_url: str = "https://slack.com/api/"
     allowed_channels: list[str] = field(default_factory=list)
-    digest_time: str = ""
-    timezone: str = "UTC"
-    max_in_flight: int = 1
     channels: list[SlackChannel] = field(default_factory=list)
+
+    @staticmethod
+    def address(text: str) -> str:
+        """A channel ID: names change and are not unique, IDs are what the API takes."""
+        if text.startswith("#"):
+            raise AddressError(
+                f"is a name ({text}); use the channel ID: in Slack open the channel, click its "
+                "name, and copy the ID at the bottom (it looks like C0123456789)")
+        if not _SLACK_CHANNEL_ID.match(text):
+            raise AddressError(f"must be a Slack channel ID like C0123456789, not {text!r}")
+        return text
+
+    def recipients(self) -> list[Recipient]:
+        return [Recipient(f"channels[{i}]", "channel", ch.channel, ch.keywords)
+                for i, ch in enumerate(self.channels)]
+
+    def problems(self, section: str) -> typing.Iterator[str]:
+        yield from super().problems(section)
+        yield from _url(f"{section}.api_url", self.api_url)
+        for i, ch in enumerate(self.allowed_channels):
+            yield from _address(self, f"{section}.allowed_channels[{i}]", ch)
 
 
 @dataclass
@@ -88,20 +170,45 @@ class EmailSubscriber:
 
 
 @dataclass
-class EmailConfig:
+class EmailConfig(ChannelConfig):
     host: str = ""
     port: int = 587
     security: str = "starttls"
     username: str = ""
     sender: str = ""
     return_path: str = ""
-    digest_time: str = ""
-    timezone: str = "UTC"
     max_per_minute: int = 60
     max_bounces: int = 3
-    max_in_flight: int = 1
     ca_file: str = ""  # extra CA bundle for private relays (and the tests' local server)
     subscribers: list[EmailSubscriber] = field(default_factory=list)
+
+    @staticmethod
+    def address(text: str) -> str:
+        """Syntax checked offline (no DNS), domain lower-cased."""
+        from email_validator import EmailNotValidError, validate_email  # only when asked
+
+        candidate = text.strip() if isinstance(text, str) else ""
+        try:
+            return validate_email(candidate, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise AddressError(f"{candidate!r} is not a usable email address: {exc}") from None
+
+    def recipients(self) -> list[Recipient]:
+        return [Recipient(f"subscribers[{i}]", "address", sub.address, sub.keywords)
+                for i, sub in enumerate(self.subscribers)]
+
+    def problems(self, section: str) -> typing.Iterator[str]:
+        yield from super().problems(section)
+        yield from _range(f"{section}.port", self.port, 1, 65535)
+        yield from _range(f"{section}.max_per_minute", self.max_per_minute, 1, 100_000)
+        yield from _range(f"{section}.max_bounces", self.max_bounces, 1, 1000)
+        if self.security not in ("starttls", "tls", "none"):
+            yield f"'{section}.security' must be \"starttls\", \"tls\" or \"none\""
+
+
+def normalize_address(text: str) -> str:
+    """An email address as stored (the email channel's address rule)."""
+    return EmailConfig.address(text)
 
 
 @dataclass
@@ -121,6 +228,14 @@ class Config:
     slack: SlackConfig = field(default_factory=SlackConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
     web: WebConfig = field(default_factory=WebConfig)
+
+    def channel_sections(self) -> dict[str, ChannelConfig]:
+        """Every channel's section by its name (the channel's name too)."""
+        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v for k, v in sections.items() if isinstance(v, ChannelConfig)}
+
+    def channel_section(self, channel: str) -> ChannelConfig | None:
+        return self.channel_sections().get(channel)
 
 
 @dataclass(frozen=True)
@@ -225,7 +340,8 @@ def _kind(value: typing.Any) -> str:
 
 
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+_TELEGRAM_CHAT_ID = re.compile(r"^-?[0-9]{1,20}$")
+_SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 
 
 def _check_values(cfg: Config, path: Path) -> None:
@@ -247,40 +363,17 @@ def _problems(cfg: Config) -> typing.Iterator[str]:
         yield "'arxiv.contact' must be an email address (arXiv asks for one in the User-Agent)"
     yield from _range("digest.abstract_chars", cfg.digest.abstract_chars, 0, 100_000)
     yield from _range("digest.max_bytes", cfg.digest.max_bytes, 10_000, 100_000_000)
-    yield from _url("telegram.api_url", cfg.telegram.api_url)
-    yield from _url("slack.api_url", cfg.slack.api_url)
     yield from _url("web.public_url", cfg.web.public_url)
     yield from _range("web.port", cfg.web.port, 0, 65535)
-    yield from _range("telegram.max_subscriptions_per_chat",
-                      cfg.telegram.max_subscriptions_per_chat, 1, 10_000)
-    yield from _range("email.port", cfg.email.port, 1, 65535)
-    yield from _range("email.max_per_minute", cfg.email.max_per_minute, 1, 100_000)
-    yield from _range("email.max_bounces", cfg.email.max_bounces, 1, 1000)
-    if cfg.email.security not in ("starttls", "tls", "none"):
-        yield "'email.security' must be \"starttls\", \"tls\" or \"none\""
-    for section in ("telegram", "slack", "email"):
-        sec = getattr(cfg, section)
-        yield from _range(f"{section}.max_in_flight", sec.max_in_flight, 1, 64)
-        if sec.digest_time and not _TIME.match(sec.digest_time):
-            yield (f"'{section}.digest_time' must be \"\" or a time like \"08:00\", "
-                   f"not {sec.digest_time!r}")
-        try:
-            ZoneInfo(sec.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            yield (f"'{section}.timezone' {sec.timezone!r} is not a known time zone "
-                   "(e.g. \"Europe/Berlin\")")
-    for i, ch in enumerate(cfg.slack.channels):
-        yield from _slack_channel(f"slack.channels[{i}].channel", ch.channel)
-    for i, ch in enumerate(cfg.slack.allowed_channels):
-        yield from _slack_channel(f"slack.allowed_channels[{i}]", ch)
+    for name, section in cfg.channel_sections().items():
+        yield from section.problems(name)
 
 
-def _slack_channel(key: str, value: str) -> typing.Iterator[str]:
-    if value.startswith("#"):
-        yield (f"'{key}' is a name ({value}); use the channel ID: in Slack open the channel, "
-               "click its name, and copy the ID at the bottom (it looks like C0123456789)")
-    elif not _CHANNEL_ID.match(value):
-        yield f"'{key}' must be a Slack channel ID like C0123456789, not {value!r}"
+def _address(section: ChannelConfig, key: str, value: str) -> typing.Iterator[str]:
+    try:
+        section.address(value)
+    except AddressError as exc:
+        yield f"'{key}' {exc.message}"
 
 
 def _range(key: str, value: float, low: float, high: float) -> typing.Iterator[str]:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from bot import metrics
+from bot import channels, metrics
 from bot.app import App, Face, utcnow
 from bot.config import Config, Secrets
 from bot.deliver.dispatcher import Dispatcher
@@ -56,30 +56,8 @@ class DaemonError(Exception):
 
 
 def build_faces(cfg: Config, secrets: Secrets) -> list[Face]:
-    faces: list[Face] = []
-    if secrets.telegram_bot_token:
-        from bot.faces.telegram import TelegramFace
-
-        faces.append(TelegramFace(cfg.telegram, secrets.telegram_bot_token))
-    if secrets.slack_bot_token:
-        from bot.faces.slack import SlackFace
-
-        faces.append(SlackFace(cfg.slack, cfg.web, secrets.slack_bot_token,
-                               secrets.slack_signing_secret, secrets.slack_app_token))
-    if cfg.email.host:
-        from bot.faces.email import EmailFace
-
-        faces.append(EmailFace(cfg.email, cfg.web, secrets.smtp_password))
-    return faces
-
-
-def public_url_warning(cfg: Config) -> str | None:
-    """Unsubscribe links need a public https address; only matters with email on."""
-    if not cfg.email.host:
-        return None
-    from bot.faces.email import public_url_warning as warning
-
-    return warning(cfg.web)
+    """One face per channel that is on (a channel without one gets a notifier-only face)."""
+    return [channel.build(cfg, secrets) for channel in channels.switched_on(cfg, secrets)]
 
 
 def prepare_store(path: Path, *, migrate: bool, holder: str | None = None) -> Store:
@@ -147,8 +125,7 @@ class Daemon:
         app.unsubscribe_secret = (self.secrets.daily_papers_secret
                                   or await app.store.run(Store.generated_secret))
         redactor().add(app.unsubscribe_secret)
-        warning = public_url_warning(self.cfg)
-        if warning:
+        for warning in channels.warnings(self.cfg, self.secrets):
             app.warnings.append(warning)
             log.warning("%s", warning)
         await self._sync(app)
@@ -201,15 +178,8 @@ class Daemon:
         return True
 
     async def _sync(self, app: App) -> None:
-        email_on = bool(self.cfg.email.host)
-        normalize = None
-        if email_on:
-            from bot.faces.email import normalize_address
-
-            normalize = normalize_address
-        await app.store.run(lambda s: sync_config(
-            s, self.cfg, self.now(), slack_on=bool(self.secrets.slack_bot_token),
-            email_on=email_on, email_address=normalize))
+        on = {c.name for c in channels.switched_on(self.cfg, self.secrets)}
+        await app.store.run(lambda s: sync_config(s, self.cfg, self.now(), on=on))
 
     async def _once(self, app: App, dispatcher: Dispatcher) -> CycleReport:
         report = await self._cycle(app)
@@ -307,4 +277,4 @@ class Daemon:
             return (papers.count(store.db), outbox.counts(store.db),
                     sub_repo.active_counts(store.db))
 
-        metrics.set_store_gauges(*await app.store.run(read))
+        metrics.set_store_gauges(*await app.store.run(read), channels=channels.names())

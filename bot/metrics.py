@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -31,15 +31,16 @@ SUBSCRIBERS = Gauge(
     "daily_papers_subscribers", "Active subscribers per channel", ["channel"], registry=REGISTRY
 )
 
-CHANNELS = ("telegram", "slack", "email")
 OUTBOX_STATES = ("pending", "sent", "failed")
 
 
 def set_store_gauges(papers: int, outbox: Mapping[tuple[str, str], int],
-                     subscribers: Mapping[str, int]) -> None:
-    """Gauges read from the store; a (channel, status) with no rows is 0, never a stale value."""
+                     subscribers: Mapping[str, int], *, channels: Iterable[str] = ()) -> None:
+    """Gauges read from the store; a (channel, status) with no rows is 0, never a stale value.
+
+    `channels` are the registered ones: each has its series from the first scrape on."""
     PAPERS_STORED.set(papers)
-    for channel in {*CHANNELS, *(c for c, _ in outbox), *subscribers}:
+    for channel in {*channels, *(c for c, _ in outbox), *subscribers}:
         for status in OUTBOX_STATES:
             OUTBOX.labels(channel, status).set(outbox.get((channel, status), 0))
         SUBSCRIBERS.labels(channel).set(subscribers.get(channel, 0))

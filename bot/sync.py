@@ -6,10 +6,10 @@ Suppressions win over config; each conflict is logged once per start.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Collection
 from datetime import datetime
 
-from bot.config import Config
+from bot.config import AddressError, ChannelConfig, Config
 from bot.fetch.keywords import KeywordError, parse_keyword
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
@@ -34,32 +34,36 @@ def keyword_for(store: Store, text: str, now: datetime, max_keywords: int,
     return kw
 
 
-def sync_config(store: Store, cfg: Config, now: datetime, *, slack_on: bool = False,
-                email_on: bool = False,
-                email_address: Callable[[str], str] | None = None) -> list[str]:
-    """Returns the suppression conflicts (already logged). Channels that are off are left alone."""
+def sync_config(store: Store, cfg: Config, now: datetime,
+                on: Collection[str] = ()) -> list[str]:
+    """Returns the suppression conflicts (already logged). Only the channels named in `on` get
+    their config subscriptions; channels that are off are left alone."""
     limit = cfg.arxiv.max_keywords
     curated = [keyword_for(store, t, now, limit, f"{cfg.path}: arxiv.keywords[{i}]")
                for i, t in enumerate(cfg.arxiv.keywords)]
     kw_repo.set_config_keywords(store.db, {k.id for k in curated})
     conflicts: list[str] = []
-    slack: dict[str, list[Keyword]] = {}
-    for i, ch in enumerate(cfg.slack.channels):
-        where = f"{cfg.path}: slack.channels[{i}].keywords"
-        slack.setdefault(ch.channel, []).extend(
-            keyword_for(store, t, now, limit, where) for t in ch.keywords)
-    if slack_on:
-        conflicts += sub_repo.sync_config(store.db, "slack", slack, now)
-    email: dict[str, list[Keyword]] = {}
-    for i, sub in enumerate(cfg.email.subscribers):
-        where = f"{cfg.path}: email.subscribers[{i}]"
-        address = email_address(sub.address) if email_address else sub.address
-        email.setdefault(address, []).extend(
-            keyword_for(store, t, now, limit, where) for t in sub.keywords)
-    if email_on:
-        conflicts += sub_repo.sync_config(store.db, "email", email, now)
+    for name, section in cfg.channel_sections().items():
+        wanted = _wanted(store, cfg, name, section, now, normalize=name in on)
+        if name in on:
+            conflicts += sub_repo.sync_config(store.db, name, wanted, now)
     for line in conflicts:
         log.warning("config.toml subscribes %s, but the recipient stopped it; not re-created",
                     line)
     return conflicts
 
+
+def _wanted(store: Store, cfg: Config, name: str, section: ChannelConfig, now: datetime, *,
+            normalize: bool) -> dict[str, list[Keyword]]:
+    """Address → keywords of the recipients config.toml subscribes on one channel."""
+    wanted: dict[str, list[Keyword]] = {}
+    for r in section.recipients():
+        where = f"{cfg.path}: {name}.{r.where}"
+        try:
+            address = section.address(r.address) if normalize else r.address
+        except AddressError as exc:
+            raise SyncError(f"{where}.{r.address_key}: {exc.message}") from None
+        wanted.setdefault(address, []).extend(
+            keyword_for(store, t, now, cfg.arxiv.max_keywords, f"{where}.keywords")
+            for t in r.keywords)
+    return wanted

@@ -208,3 +208,8 @@ def counts(db: Database) -> dict[tuple[str, str], int]:
     return {(r["channel"], r["status"]): r["n"] for r in db.query(
         """SELECT b.channel, o.status, count(*) AS n FROM outbox o
            JOIN subscribers b ON b.id = o.subscriber_id GROUP BY b.channel, o.status""")}
+
+
+def pending_per_channel(db: Database) -> dict[str, int]:
+    """Channel → rows still to send, only channels that have some (status and /healthz)."""
+    return {channel: n for (channel, status), n in counts(db).items() if status == "pending"}

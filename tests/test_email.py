@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.config import ConfigError, EmailConfig, WebConfig
-from bot.faces.email import AddressError, EmailFace, normalize_address, public_url_warning
+from bot.config import AddressError, ConfigError, EmailConfig, WebConfig, normalize_address
+from bot.faces.email import EmailFace, public_url_warning
 from bot.faces.unsubscribe import Claim, InvalidToken, Signer, UnsubscribePage
 from bot.fetch.keywords import parse_keyword
 from notifiers.email import HTML_MAX_BYTES, EmailNotifier, SmtpSettings, message_id

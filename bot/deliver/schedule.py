@@ -35,10 +35,10 @@ DigestDate = Callable[[Subscriber, datetime], str | None]
 def _slot(cfg: Config) -> Callable[[Subscriber], tuple[str, str] | None]:
     """Per subscriber: (HH:MM, zone) of its daily digest — its own, else its channel's — or
     None for delivery at every cycle end."""
-    channels = {"telegram": cfg.telegram, "slack": cfg.slack, "email": cfg.email}
+    sections = cfg.channel_sections()
 
     def slot(sub: Subscriber) -> tuple[str, str] | None:
-        chan = channels.get(sub.channel)
+        chan = sections.get(sub.channel)
         hhmm = sub.digest_time or (chan.digest_time if chan else "")
         if not hhmm:
             return None

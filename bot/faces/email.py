@@ -1,5 +1,5 @@
-"""The email face: the SMTP notifier (deliver stage), its unsubscribe routes on the web server,
-and the address check shared by the CLI and config sync."""
+"""The email face: the SMTP notifier (deliver stage) and its unsubscribe routes on the web
+server."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from email.utils import getaddresses
 from urllib.parse import urlparse
 
 from aiohttp import web
-from email_validator import EmailNotValidError, validate_email
 
 from bot.app import App
-from bot.config import ConfigError, EmailConfig, WebConfig
+from bot.config import AddressError, ConfigError, EmailConfig, WebConfig, normalize_address
 from bot.faces.unsubscribe import Signer, UnsubscribePage, unsubscribe_url
 from notifiers.base import Outcome
 from notifiers.email import EmailNotifier, SmtpSettings
@@ -23,23 +22,6 @@ from storage.store import AsyncStore
 log = logging.getLogger(__name__)
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "[::1]"}
-
-
-class AddressError(ValueError):
-    """Not an email address; `message` says what is wrong, for the operator or the user."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def normalize_address(text: str) -> str:
-    """The address as stored: syntax checked offline (no DNS), domain lower-cased."""
-    candidate = text.strip() if isinstance(text, str) else ""
-    try:
-        return validate_email(candidate, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise AddressError(f"{candidate!r} is not a usable email address: {exc}") from None
 
 
 def public_url_warning(web_cfg: WebConfig) -> str | None:

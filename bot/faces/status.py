@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.config import Config
-from bot.faces.email import public_url_warning as email_warning
+from bot import channels
+from bot.config import Config, Secrets
 from storage import keywords as kw_repo
 from storage import outbox
 from storage.store import Store
@@ -13,7 +13,7 @@ def _when(value: object) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"  # type: ignore[attr-defined]
 
 
-def status_text(store: Store, cfg: Config) -> str:
+def status_text(store: Store, cfg: Config, secrets: Secrets) -> str:
     lines = ["Keywords:"]
     keywords = kw_repo.all_keywords(store.db)
     if not keywords:
@@ -25,13 +25,12 @@ def status_text(store: Store, cfg: Config) -> str:
                      f"  last success: {_when(kw.last_success)}")
         if kw.last_error:
             lines.append(f"      last error: {kw.last_error}")
-    pending: dict[str, int] = {}
-    for (channel, state), n in outbox.counts(store.db).items():
-        if state == "pending":
-            pending[channel] = n
+    pending = outbox.pending_per_channel(store.db)
     lines.append("Pending notifications: " + (
         ", ".join(f"{c}: {n}" for c, n in sorted(pending.items())) or "none"))
-    warning = email_warning(cfg.web) if cfg.email.host else None
-    lines.append("Warnings: " + (warning or "none"))
+    lines.append("Channels: " + ", ".join(
+        f"{c.name} on" if c.on(cfg, secrets) else f"{c.name} off (set {c.switch})"
+        for c in channels.registered()))
+    lines.append("Warnings: " + ("; ".join(channels.warnings(cfg, secrets)) or "none"))
     lines.append(f"Database: {cfg.storage.path} ({store.size_bytes() / 1e6:.1f} MB)")
     return "\n".join(lines)

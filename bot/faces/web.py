@@ -170,8 +170,4 @@ def _probe(store: Store) -> tuple[bool, dict[str, int]]:
                          "strftime('%Y-%m-%dT%H:%M:%fZ'))")
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(patience)}")
-    pending: dict[str, int] = {}
-    for (channel, status), n in outbox.counts(store.db).items():
-        if status == "pending":
-            pending[channel] = n
-    return True, pending
+    return True, outbox.pending_per_channel(store.db)
