@@ -123,6 +123,12 @@ def switched_on(cfg: Config, secrets: Secrets) -> list[Channel]:
     return [c for c in CHANNELS if c.on(cfg, secrets)]
 
 
+def states(cfg: Config, secrets: Secrets) -> list[str]:
+    """Each channel on, or off with what would turn it on (for status)."""
+    return [f"{c.name} on" if c.on(cfg, secrets) else f"{c.name} off (set {c.switch})"
+            for c in CHANNELS]
+
+
 def warnings(cfg: Config, secrets: Secrets) -> list[str]:
     """What the channels that are on say about settings that hurt their readers."""
     found = (c.warning(cfg) for c in switched_on(cfg, secrets) if c.warning is not None)

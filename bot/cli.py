@@ -152,8 +152,10 @@ def status(ctx: Context) -> None:
     """Keywords with paper counts, last poll and error; pending outbox; warnings; database size."""
     from bot.faces.status import status_text
 
+    secrets = Secrets.from_env()
     with open_store(ctx) as store:
-        click.echo(status_text(store, ctx.cfg, Secrets.from_env()))
+        click.echo(status_text(store, ctx.cfg, channels.states(ctx.cfg, secrets),
+                               channels.warnings(ctx.cfg, secrets)))
 
 
 @cli.command()

@@ -70,13 +70,12 @@ def test_the_cli_offers_every_registered_channel() -> None:
 
 
 def test_status_names_every_channel_and_what_turns_it_on(tmp_path: Path) -> None:
-    cfg = Config(storage=StorageConfig(tmp_path / "papers.db"))
-    store = prepare_store(cfg.storage.path, migrate=True)
-    try:
-        text = status_text(store, cfg, Secrets(telegram_bot_token="123:abc"))
-    finally:
-        store.close()
-    line = next(line for line in text.splitlines() if line.startswith("Channels: "))
+    config = write_config(tmp_path, '[storage]\npath = "papers.db"\n')
+    prepare_store(tmp_path / "papers.db", migrate=True).close()
+    env = {"TELEGRAM_BOT_TOKEN": "123:abc", "SLACK_BOT_TOKEN": None}
+    result = CliRunner().invoke(cli, ["--config", str(config), "status"], env=env)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("Channels: "))
     assert line == ("Channels: telegram on, slack off (set SLACK_BOT_TOKEN), "
                     "email off (set [email] host)")
 
@@ -204,7 +203,7 @@ async def test_a_channel_added_by_one_entry_is_built_synced_scheduled_and_report
     assert notifier.carried == []  # the section's digest time: tomorrow 08:00
     store = prepare_store(cfg.storage.path, migrate=False)
     try:
-        text = status_text(store, cfg, Secrets())
+        text = status_text(store, cfg, channels.states(cfg, Secrets()), [])
         subs = sub_repo.at_address(store.db, "pigeon", "loft-7")
     finally:
         store.close()

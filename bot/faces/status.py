@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from bot import channels
-from bot.config import Config, Secrets
+from collections.abc import Sequence
+
+from bot.config import Config
 from storage import keywords as kw_repo
 from storage import outbox
 from storage.store import Store
@@ -13,7 +14,9 @@ def _when(value: object) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"  # type: ignore[attr-defined]
 
 
-def status_text(store: Store, cfg: Config, secrets: Secrets) -> str:
+def status_text(store: Store, cfg: Config, channels: Sequence[str],
+                warnings: Sequence[str]) -> str:
+    """`channels` says which are on (and what would turn the others on), from the registry."""
     lines = ["Keywords:"]
     keywords = kw_repo.all_keywords(store.db)
     if not keywords:
@@ -28,9 +31,7 @@ def status_text(store: Store, cfg: Config, secrets: Secrets) -> str:
     pending = outbox.pending_per_channel(store.db)
     lines.append("Pending notifications: " + (
         ", ".join(f"{c}: {n}" for c, n in sorted(pending.items())) or "none"))
-    lines.append("Channels: " + ", ".join(
-        f"{c.name} on" if c.on(cfg, secrets) else f"{c.name} off (set {c.switch})"
-        for c in channels.registered()))
-    lines.append("Warnings: " + ("; ".join(channels.warnings(cfg, secrets)) or "none"))
+    lines.append("Channels: " + ", ".join(channels))
+    lines.append("Warnings: " + ("; ".join(warnings) or "none"))
     lines.append(f"Database: {cfg.storage.path} ({store.size_bytes() / 1e6:.1f} MB)")
     return "\n".join(lines)
