@@ -39,9 +39,6 @@ class Channel:
     def option(self) -> str:
         return f"--{self.name}"
 
-    def section(self, cfg: Config) -> ChannelConfig:
-        return getattr(cfg, self.name)
-
     def address(self, text: str) -> str:
         """The channel's one address rule; raises AddressError (bot.config)."""
         return self.config.address(text)

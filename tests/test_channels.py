@@ -23,6 +23,7 @@ from bot.config import (
     Config,
     ConfigError,
     DigestConfig,
+    EmailConfig,
     Recipient,
     Secrets,
     SlackConfig,
@@ -52,6 +53,18 @@ def test_every_registered_channel_is_complete() -> None:
         assert channel.metavar and channel.help and channel.switch, channel.name
         assert channel.option == f"--{channel.name}"
     assert set(sections) == set(channels.names())  # no section without an entry
+
+
+async def test_each_channel_builds_a_face_and_notifier_of_its_own_name() -> None:
+    cfg = Config(email=EmailConfig(host="smtp.test", sender="papers@example.org"))
+    secrets = Secrets(telegram_bot_token="123:abc", slack_bot_token="xoxb-1",
+                      slack_signing_secret="signing")
+    assert channels.switched_on(cfg, secrets) == list(channels.registered())
+    for channel in channels.registered():
+        face = channel.build(cfg, secrets)
+        assert face.name == channel.name
+        assert face.notifier is not None and face.notifier.channel == channel.name
+        await face.notifier.close()
 
 
 def test_the_cli_offers_every_registered_channel() -> None:
