@@ -21,7 +21,7 @@ from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from notifiers.pacer import Pacer
 from notifiers.packer import Piece, pack
 from notifiers.retry_after import parse_retry_after
-from notifiers.text import cut
+from notifiers.text import cut, split_lines
 from storage.records import OutboxRow, Paper, Subscriber
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,7 @@ def paper_line(paper: Paper) -> str:
 
 def paper_blocks(paper: Paper) -> list[dict[str, Any]]:
     """A section for the paper and the abstract's start as plain_text, so `*`, `_`, `$` stay."""
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": paper_line(paper)}},
-    ]
+    blocks: list[dict[str, Any]] = [_section(paper_line(paper))]
     abstract = cut(paper.abstract, ABSTRACT_CHARS)
     if abstract:
         blocks.append({"type": "context", "elements": [
@@ -183,6 +181,27 @@ def render_digest(rows: Sequence[OutboxRow], limits: Limits = LIMITS) -> list[Me
                                  thread)
         messages.append(Message(tuple(r for r, _ in group), payload, i, len(groups)))
     return messages
+
+
+def pack_reply(text: str, papers: Sequence[Paper], limits: Limits = LIMITS) -> list[SlackPayload]:
+    """A command's reply as messages, through the shared packer like a digest: its text in
+    sections of at most `max_part_chars`, split between lines, then its papers."""
+    budget = limits.max_part_chars or limits.max_chars or len(text)
+    items = [(True, Piece([_section(escape(part))], escaped_len(part)))
+             for part in split_lines(text, budget, escaped_len)]
+    items += [(False, render_paper(p)) for p in papers]
+    messages = []
+    for group in pack(items, lambda item: item[1], limits):
+        blocks = [b for (_, piece), _ in group for b in piece.content]
+        lines = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+        said = [piece.content[0]["text"]["text"] for (is_text, piece), _ in group if is_text]
+        messages.append(SlackPayload(text="\n".join(said or lines), blocks=blocks,
+                                     fallback="\n".join(lines)))
+    return messages
+
+
+def _section(mrkdwn: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}}
 
 
 # -- sending -----------------------------------------------------------------------------------

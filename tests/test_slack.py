@@ -23,6 +23,7 @@ from bot.faces.slack import (
     EVENTS_PATH,
     ReplayCache,
     parse_command,
+    reply_bodies,
     reply_body,
     slack_help,
     unescape,
@@ -30,7 +31,7 @@ from bot.faces.slack import (
 from notifiers.base import Outcome
 from notifiers.slack import LIMITS, SlackNotifier, block_texts, headline, render_digest
 from storage.records import OutboxRow, Paper, Subscriber
-from tests.fakes.slack_server import FakeSlack
+from tests.fakes.slack_server import FakeSlack, blocks_refusal
 
 GOLDEN = Path(__file__).parent / "golden"
 MANIFEST = Path(__file__).parent.parent / "deploy" / "slack-app-manifest.yml"
@@ -219,6 +220,26 @@ def test_reply_body_escapes_and_renders_papers() -> None:
     assert body["text"] == "Subscribed to &lt;!channel&gt; &amp; more"
     assert body["blocks"][0]["text"]["text"] == body["text"]
     assert body["blocks"][1]["text"]["text"].startswith("<https://arxiv.org/abs/2511.00001|")
+
+
+def test_a_long_reply_is_packed_into_messages_slack_accepts() -> None:
+    """Replies go through the shared packer: sections within 3000 characters, split between
+    lines, every message within Slack's limits, nothing left out."""
+    from bot.faces.commands import Reply
+
+    lines = [f"• keyword {i} & " + "x" * 150 for i in range(60)]
+    papers = [paper(i, title=f"Title {i} " + "long " * 390) for i in range(1, 6)]
+    bodies = reply_bodies(Reply("\n".join(lines), papers))
+    assert len(bodies) > 1 and bodies[0]["text"].startswith("• keyword 0 &amp; xxx")
+    for body in bodies:
+        assert blocks_refusal(body["blocks"]) is None, body["blocks"]
+        assert sum(len(t) for t in block_texts(body["blocks"])) <= LIMITS.max_chars
+    sections = [b["text"]["text"] for body in bodies for b in body["blocks"]
+                if b["type"] == "section"]
+    said = [t for t in sections if not t.startswith("<https://arxiv.org/")]
+    assert "\n".join(said) == "\n".join(lines).replace("&", "&amp;")
+    linked = [t.split("|")[0] for t in sections if t.startswith("<https://arxiv.org/")]
+    assert linked == [f"<https://arxiv.org/abs/2511.{i:05d}" for i in range(1, 6)]
 
 
 # -- sending -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,13 @@ import pytest
 
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.slack_server import FakeSlack, SlackPost, slack_escape, slack_signature
+from tests.fakes.slack_server import (
+    FakeSlack,
+    SlackPost,
+    blocks_refusal,
+    slack_escape,
+    slack_signature,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -293,6 +299,29 @@ async def test_answers_that_are_not_json_still_get_the_command_its_reply(
         refused = [c.status for c in fake.calls_to("chat.postMessage") if c.error]
         assert 502 in refused and 405 in refused
     assert not any("Traceback" in line for line in d.lines)
+
+
+async def test_a_reply_longer_than_one_message_continues_through_response_url(
+        tmp_path: Path, fakes: Any) -> None:
+    """/latest with five papers as large as a reply shows them: the ack holds what fits in one
+    message, the rest follows through the command's response_url, all within Slack's limits."""
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake) as d:
+        await subscribed(d, fake, arxiv)
+        arxiv.add(*(replace(new_paper(n, title=f"Vision Language Model {n} " + "long " * 390),
+                            abstract="A vision language model. " + "More words. " * 100)
+                    for n in range(1, 6)))
+        await fake.wait_for(lambda: len(papers_shown(digests(fake))) >= 5, timeout=30)
+        answered = len(fake.responses)
+        status, ack = await command(d, fake, "/latest", KEYWORD)
+        assert status == 200, ack
+        assert ack["text"].startswith("The 5 newest papers for 'vision language model'")
+        await fake.wait_for(lambda: len(fake.responses) > answered)
+        bodies = [ack, *(r.body for r in fake.responses[answered:])]
+    assert all(blocks_refusal(body["blocks"]) is None for body in bodies)
+    links = [b["text"]["text"].split("|", 1)[0] for body in bodies for b in body["blocks"]
+             if b["type"] == "section" and b["text"]["text"].startswith("<https://")]
+    assert links == [f"<https://arxiv.org/abs/2599.{n:05d}" for n in range(1, 6)]
 
 
 async def test_bot_missing_from_channel_gets_the_invite_answer(tmp_path: Path,

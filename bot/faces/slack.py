@@ -28,7 +28,7 @@ from bot.config import SlackConfig, WebConfig
 from bot.faces.commands import EXAMPLE, Chat, Commands, Reply, help_text
 from bot.fetch.keywords import straight_quotes
 from bot.logs import RateLimitedLog
-from notifiers.slack import SlackNotifier, SlackWebClient, error_of, escape, paper_blocks
+from notifiers.slack import SlackNotifier, SlackWebClient, error_of, escape, pack_reply
 from storage import subscribers as sub_repo
 from storage.records import Subscriber
 
@@ -42,7 +42,6 @@ ALIASES = {"/subscribe": "subscribe", "/unsubscribe": "unsubscribe", "/list": "l
 COMMANDS = ("/papers", *ALIASES)
 SOCKET_TOKEN_ERRORS = frozenset({"invalid_auth", "not_authed", "not_allowed_token_type",
                                  "token_revoked", "account_inactive"})
-SECTION_CHARS = 3000
 MAX_REPLY_PAPERS = 20
 
 _LINK = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
@@ -90,34 +89,17 @@ def slack_help() -> str:
             f"{EXAMPLE}; /papers alone shows this help. Papers arrive in this channel.")
 
 
+def reply_bodies(reply: Reply) -> list[dict[str, Any]]:
+    """A reply as ephemeral messages, packed like every Slack message: the first answers the
+    command (its ack), the others follow through the command's response_url."""
+    messages = pack_reply(reply.text, reply.papers[:MAX_REPLY_PAPERS])
+    return [{"response_type": "ephemeral", "text": m.text, "blocks": m.blocks}
+            for m in messages] or [{"response_type": "ephemeral", "text": escape(reply.text)}]
+
+
 def reply_body(reply: Reply) -> dict[str, Any]:
-    """An ephemeral message: the reply text escaped for mrkdwn, its papers as blocks below."""
-    text = escape(reply.text)
-    body: dict[str, Any] = {"response_type": "ephemeral", "text": text}
-    if reply.papers:
-        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": chunk}}
-                  for chunk in _chunks(text, SECTION_CHARS)]
-        for paper in reply.papers[:MAX_REPLY_PAPERS]:
-            blocks.extend(paper_blocks(paper))
-        body["blocks"] = blocks[:50]
-    return body
-
-
-def _chunks(text: str, size: int) -> list[str]:
-    """Split at line breaks into pieces of at most `size` characters."""
-    chunks: list[str] = []
-    current = ""
-    for line in text.splitlines(keepends=True):
-        while len(line) > size:
-            chunks.append(line[:size])
-            line = line[size:]
-        if len(current) + len(line) > size:
-            chunks.append(current)
-            current = ""
-        current += line
-    if current.strip():
-        chunks.append(current)
-    return chunks or [" "]
+    """The reply's first message: what answers the command at once."""
+    return reply_bodies(reply)[0]
 
 
 class ReplayCache:
@@ -277,9 +259,10 @@ class SlackFace:
     async def _on_command(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any],
                           respond: Callable[..., Awaitable[Any]]) -> None:
         reply = await self._answer(command)
-        await ack(**reply_body(reply))
-        if reply.announce or reply.followup is not None:
-            self._spawn(self._after(reply, command, respond))
+        first, *rest = reply_bodies(reply)
+        await ack(**first)
+        if rest or reply.announce or reply.followup is not None:
+            self._spawn(self._after(reply, command, respond, rest))
 
     async def _answer(self, command: dict[str, Any]) -> Reply:
         assert self._commands is not None
@@ -313,9 +296,12 @@ class SlackFace:
         return reply
 
     async def _after(self, reply: Reply, command: dict[str, Any],
-                     respond: Callable[..., Awaitable[Any]]) -> None:
-        """After the ack: the channel announcement, then any slow follow-up."""
+                     respond: Callable[..., Awaitable[Any]],
+                     rest: list[dict[str, Any]]) -> None:
+        """After the ack: the reply's other messages, the channel announcement, then any slow
+        follow-up."""
         channel, user = str(command.get("channel_id", "")), str(command.get("user_id", ""))
+        await _respond(respond, rest)
         await self._announce(channel, user, reply.announce)
         if reply.followup is None:
             return
@@ -324,12 +310,7 @@ class SlackFace:
         except Exception:
             log.exception("slack: follow-up of %s failed", command.get("command"))
             return
-        body = reply_body(later)
-        try:
-            await respond(text=body["text"], blocks=body.get("blocks"),
-                          response_type="ephemeral", replace_original=False)
-        except Exception as exc:  # the response_url expired or Slack is unreachable
-            log.warning("slack: follow-up not delivered to response_url: %s", exc)
+        await _respond(respond, reply_bodies(later))
         await self._announce(channel, user, later.announce)
 
     async def _announce(self, channel: str, user: str, line: str | None) -> None:
@@ -391,6 +372,17 @@ class SlackFace:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _respond(respond: Callable[..., Awaitable[Any]],
+                   bodies: list[dict[str, Any]]) -> None:
+    """Ephemeral messages through the command's response_url, in order."""
+    for body in bodies:
+        try:
+            await respond(**body, replace_original=False)
+        except Exception as exc:  # the response_url expired or Slack is unreachable
+            log.warning("slack: reply not delivered to response_url: %s", exc)
+            return
 
 
 def _is_paused(sub: Subscriber) -> bool:

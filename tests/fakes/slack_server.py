@@ -456,7 +456,7 @@ class FakeSlack:
         if text and len(text) > MAX_MESSAGE_TEXT:
             return {"ok": False, "error": "msg_too_long"}
         if blocks is not None:
-            return _blocks_refusal(blocks)
+            return blocks_refusal(blocks)
         return None
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
@@ -499,7 +499,7 @@ class FakeSlack:
         return web.json_response({"ok": True})
 
 
-def _blocks_refusal(blocks: Any) -> dict[str, Any] | None:
+def blocks_refusal(blocks: Any) -> dict[str, Any] | None:
     """Slack's invalid_blocks answer, with its `[json-pointer:…]` messages, or None if fine."""
     if not isinstance(blocks, list):
         return _invalid(["must be an array [json-pointer:/blocks]"])
