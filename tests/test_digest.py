@@ -133,10 +133,15 @@ def title_cell(markup: str) -> tuple[str, str, str]:
 
 
 def folded(markup: str) -> tuple[str, str]:
-    """(summary, body) of a <details> cell, as shown."""
+    """(summary, body) of a <details> cell, as shown: a link shows its text."""
     m = re.fullmatch(r"<details><summary>(.*)</summary><p>(.*)</p></details>", markup)
     assert m, markup
-    return html.unescape(m[1]), html.unescape(m[2])
+    return html.unescape(shown(m[1])), html.unescape(shown(m[2]))
+
+
+def shown(markup: str) -> str:
+    """Markdown links `[text](<href>)` as the text they show."""
+    return re.sub(r"\[([^\[\]]*)\]\(<[^<>]*>\)", r"\1", markup)
 
 
 def section(text: str, keyword: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jinja2
 
+from bot.render.cells import cell, linked_cell
 from notifiers.text import cut, one_line
 from storage.records import Paper
 
@@ -36,25 +37,6 @@ SHORT_ABSTRACT_CHARS = 150  # the first step down when the file would be too big
 
 # Markers count only on a line of their own, so a README may mention them in its text.
 _MARKER_LINE = re.compile(r"^[ \t]*<!-- daily-papers:(start|end) -->[ \t]*\r?$", re.MULTILINE)
-
-# Entities rather than backslashes: GitHub does not process Markdown escapes inside the raw
-# HTML of <details>, but it decodes entities everywhere, and `&#124;` never splits a table row.
-# "&" goes first so the entities themselves are not escaped again.
-_CELL_ESCAPES = (
-    ("&", "&amp;"),
-    ("<", "&lt;"),
-    (">", "&gt;"),
-    ("|", "&#124;"),
-    ("\\", "&#92;"),
-    ("`", "&#96;"),
-    ("*", "&#42;"),
-    ("_", "&#95;"),
-    ("[", "&#91;"),
-    ("]", "&#93;"),
-    ("$", "&#36;"),
-    ("~", "&#126;"),  # GitHub strikes through even single tildes: "~10% … ~20%"
-)
-
 
 class DigestRefused(Exception):
     """The digest file cannot be rewritten as it is; the operator must act. It is left unchanged."""
@@ -87,15 +69,6 @@ class _SectionView:
     note: str | None
     rows: list[_Row]  # newest first
     hidden: int = 0  # oldest rows left out to respect max_bytes
-
-
-def cell(text: str) -> str:
-    """One line of text that shows literally in a Markdown table cell and inside <details>."""
-    text = one_line(str(text))
-    for char, entity in _CELL_ESCAPES:  # str.replace: many times faster than str.translate
-        if char in text:
-            text = text.replace(char, entity)
-    return text
 
 
 def render_digest(
@@ -177,7 +150,8 @@ def _template() -> jinja2.Template:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(cell=cell, cut=lambda text, limit: cut(one_line(text), limit))
+    env.filters.update(cell=cell, linked_cell=linked_cell,
+                       cut=lambda text, limit: cut(one_line(text), limit))
     env.globals.update(
         comment_inline_chars=COMMENT_INLINE_CHARS,
         summary_chars=SUMMARY_CHARS,

@@ -1,0 +1,92 @@
+"""Render stage: text for one cell of the README digest's Markdown table, as GitHub renders it
+(cmark-gfm with its table and autolink extensions): literal, on one line, web links whole."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from linkify_it import LinkifyIt
+
+from notifiers.text import one_line
+
+# Entities rather than backslashes: GitHub does not process Markdown escapes inside the raw
+# HTML of <details>, but it decodes entities everywhere, and `&#124;` never splits a table row.
+# "&" goes first so the entities themselves are not escaped again.
+_CELL_ESCAPES = (
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ("|", "&#124;"),
+    ("\\", "&#92;"),
+    ("`", "&#96;"),
+    ("*", "&#42;"),
+    ("_", "&#95;"),
+    ("[", "&#91;"),
+    ("]", "&#93;"),
+    ("$", "&#36;"),
+    ("~", "&#126;"),  # GitHub strikes through even single tildes: "~10% … ~20%"
+)
+# What makes GitHub's autolink extension link bare text. It reads the source, entities and
+# all, so a bare URL with `&#95;` in it gets a broken href: links are made explicit instead,
+# and any other trigger (a URL cut short in a summary) is written so that it is not linked.
+_LINK_TRIGGER = re.compile(r"://|www\.", re.IGNORECASE)
+_URL_TAIL = "?!.,:*_~…"  # never the end of a URL (GitHub's rule), nor the cut's ellipsis
+
+_LINKS = LinkifyIt(options={"fuzzy_link": True, "fuzzy_email": False, "fuzzy_ip": False})
+_LINKS.add("//", None).add("mailto:", None)  # GitHub links e-mail addresses right by itself
+
+
+def cell(text: str) -> str:
+    """One line of text that shows literally in a Markdown table cell and inside <details>."""
+    return _escape(one_line(str(text)))
+
+
+def linked_cell(text: str) -> str:
+    """Like `cell`, with every web address (http, https, ftp, www.) an explicit link whose
+    href is the address exactly as written."""
+    text = one_line(str(text))
+    if not _LINK_TRIGGER.search(text):
+        return _escape(text)
+    out: list[str] = []
+    start = 0
+    for begin, end, href in _web_links(text):
+        out.append(f"{_escape(text[start:begin])}[{_escape(text[begin:end])}]"
+                   f"(<{_destination(href)}>)")
+        start = end
+    out.append(_escape(text[start:]))
+    return "".join(out)
+
+
+def _web_links(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, href) of each web address; bare domains such as arXiv.org are no links."""
+    for match in _LINKS.match(text) or ():
+        raw = match.raw.rstrip(_URL_TAIL)
+        if match.schema and raw:
+            yield match.index, match.index + len(raw), raw
+        elif raw[:4].lower() == "www.":
+            yield match.index, match.index + len(raw), "http://" + raw
+
+
+def _destination(href: str) -> str:
+    """A link destination read back exactly: cmark decodes entities in it even after a
+    backslash, so `&` is written as one; a pipe is escaped so it cannot split the row."""
+    for char, written in (("\\", "\\\\"), ("&", "&amp;"), ("|", "\\|")):
+        if char in href:
+            href = href.replace(char, written)
+    return href
+
+
+def _escape(text: str) -> str:
+    for char, entity in _CELL_ESCAPES:  # str.replace: many times faster than str.translate
+        if char in text:
+            text = text.replace(char, entity)
+    if _LINK_TRIGGER.search(text):
+        text = _LINK_TRIGGER.sub(_unlinkable, text)
+    return text
+
+
+def _unlinkable(trigger: re.Match[str]) -> str:
+    """`://` and `www.` as entities: GitHub shows them, its autolink extension does not see them."""
+    found = trigger.group()
+    return "&#58;//" if found == "://" else found[:3] + "&#46;"
