@@ -41,8 +41,7 @@ from bot.deliver.sendout import READ_AHEAD
 from bot.fetch.keywords import parse_keyword
 from bot.render.job import write_digest_sync
 from storage import keywords as kw_repo
-from storage import outbox, polls
-from storage import papers as paper_repo
+from storage import outbox, polls, retention
 from storage import subscribers as sub_repo
 from storage.database import to_db, write
 from storage.records import Keyword, Paper
@@ -54,7 +53,6 @@ PER_SUBSCRIBER = 3
 PER_WEEKDAY = 5
 CONFIG_KEYWORDS = 100
 MAX_PAPERS = 100
-RETENTION = timedelta(days=90)
 CHANNELS = (("telegram", 0.5), ("email", 0.4), ("slack", 0.1))
 ABSTRACT = ("We propose a method for video understanding with large multimodal models and "
             "evaluate it on several public benchmarks, where it shows consistent gains over "
@@ -127,10 +125,7 @@ def add_subscribers(store: Store, keywords: list[Keyword], rng: random.Random,
 
 def housekeeping(store: Store, now: datetime) -> None:
     """What the daemon runs after every cycle (bot/daemon.py `_housekeeping`)."""
-    cutoff = now - RETENTION
-    outbox.prune(store.db, cutoff)
-    kw_repo.prune_seen(store.db, cutoff)
-    paper_repo.prune_orphans(store.db)
+    retention.prune(store.db, now)
     store.maintenance()
 
 

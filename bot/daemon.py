@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from bot import channels, metrics
@@ -28,8 +28,7 @@ from bot.logs import Episode, redactor
 from bot.poll.cycle import CycleReport, OnPolled, run_cycle
 from bot.render.job import write_digest_from_store
 from bot.sync import sync_config
-from storage import database, lease, outbox, papers
-from storage import keywords as kw_repo
+from storage import database, lease, outbox, papers, retention
 from storage import subscribers as sub_repo
 from storage.records import Keyword
 from storage.store import AsyncStore, Store
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 10.0
 STOP_GRACE = 8.0
-RETENTION = timedelta(days=90)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -185,6 +183,10 @@ class Daemon:
         report = await self._cycle(app)
         await dispatcher.drain()
         await self._digest(app, report)
+        try:
+            await self._housekeeping(app)
+        except sqlite3.Error as exc:  # retention waits for the next run; the cycle is done
+            log.error("retention skipped, the store refused: %s", exc)
         return report
 
     async def _forever(self, app: App, dispatcher: Dispatcher) -> None:
@@ -260,16 +262,19 @@ class Daemon:
                 return
 
     async def _housekeeping(self, app: App) -> None:
-        """Retention and a little vacuum; cheap enough to run after every cycle."""
-        cutoff = self.now() - RETENTION
+        """Retention and a little vacuum; cheap enough to run after every cycle, and run by
+        `run --once` too (a scheduled-CI deployment must not grow without limit)."""
+        now = self.now()
 
-        def clean(store: Store) -> None:
-            outbox.prune(store.db, cutoff)
-            kw_repo.prune_seen(store.db, cutoff)
-            papers.prune_orphans(store.db)
+        def clean(store: Store) -> retention.Pruned:
+            pruned = retention.prune(store.db, now)
             store.maintenance()
+            return pruned
 
-        await app.store.run(clean)
+        pruned = await app.store.run(clean)
+        if pruned.seen or pruned.outbox or pruned.papers:
+            log.info("retention: %d seen entries, %d ended notifications and %d papers older "
+                     "than 90 days pruned", pruned.seen, pruned.outbox, pruned.papers)
 
     async def refresh_gauges(self, app: App) -> None:
         """After each cycle and at each scrape: outbox rows change while the dispatcher sends."""

@@ -115,7 +115,3 @@ def seen_among(db: Database, keyword_id: int, arxiv_ids: list[str]) -> set[str]:
 def window_size(db: Database, keyword_id: int) -> int:
     return next(db.query(
         "SELECT count(*) AS n FROM keyword_papers WHERE keyword_id = ?", [keyword_id]))["n"]
-
-
-def prune_seen(db: Database, before: datetime) -> int:
-    return db.execute("DELETE FROM keyword_seen WHERE first_seen < ?", [to_db(before)]).rowcount

@@ -198,9 +198,12 @@ def drop_pending(db: Database, subscriber_id: int) -> int:
                       [subscriber_id]).rowcount
 
 
-def prune(db: Database, before: datetime) -> int:
-    return db.execute("DELETE FROM outbox WHERE status != 'pending' AND sent_at < ?",
-                      [to_db(before)]).rowcount
+def prune(db: Database, before: datetime, limit: int) -> int:
+    """Up to `limit` sent or failed rows that ended before `before` (storage/retention)."""
+    return db.execute(
+        """DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+             WHERE status != 'pending' AND sent_at < ? LIMIT ?)""",
+        [to_db(before), limit]).rowcount
 
 
 def counts(db: Database) -> dict[tuple[str, str], int]:

@@ -65,9 +65,9 @@ async def store(db_path: Path) -> AsyncIterator[AsyncStore]:
 
 
 @pytest.fixture
-async def fake_arxiv() -> AsyncIterator[FakeArxiv]:
-    """An empty fake arXiv: tests add the papers they need."""
-    async with FakeArxiv() as server:
+async def fake_arxiv(clock: Clock) -> AsyncIterator[FakeArxiv]:
+    """An empty fake arXiv on the test's clock: tests add the papers they need."""
+    async with FakeArxiv(clock=clock.now) as server:
         yield server
 
 

@@ -7,13 +7,15 @@ import dataclasses
 from collections import Counter
 from datetime import datetime, timedelta
 
+import pytest
+
 from bot.config import ArxivConfig, Config
 from bot.fetch.arxiv import ArxivClient
 from bot.poll.cycle import UNAVAILABLE, CycleReport, run_cycle
 from bot.poll.keyword import PollSettings
 from bot.render.job import digest_sections
 from storage import keywords as kw_repo
-from storage import outbox
+from storage import outbox, retention
 from storage import papers as paper_repo
 from storage import subscribers as sub_repo
 from storage.records import Keyword, OutboxRow, Subscriber
@@ -294,3 +296,71 @@ async def test_a_cycle_without_news_changes_nothing(
     assert (await cycle(store, arxiv_client, clock)).changed
     report = await cycle(store, arxiv_client, clock)
     assert not report.changed and report.new_papers == 0 and report.released == 0
+
+
+# -- a wrong local clock: arXiv's (HTTP Date) decides newness, retention never follows a jump ---
+async def test_a_clock_far_ahead_during_a_failing_cycle_prunes_nothing_and_resends_nothing(
+        store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
+        paper: PaperFactory, add_keyword: KeywordFactory, add_subscriber: SubscriberFactory):
+    kw = await add_keyword("graph neural networks", in_config=True)
+    sub = await add_subscriber("telegram", "1", kw)
+    fake_arxiv.add(*(paper(days=d) for d in (1, 2, 3)))
+    await cycle(store, arxiv_client, clock)
+    fake_arxiv.add(paper(days=0.1))
+    await cycle(store, arxiv_client, clock)
+    [row] = await due(store, clock, sub)
+    await store.call(outbox.mark_sent, [row.id], clock.now())
+
+    ahead = Clock(clock.now() + timedelta(days=100))  # ours; arXiv's stays right
+    fake_arxiv.push(*[503] * ATTEMPTS)
+    report = await run_cycle(arxiv_client, store, SETTINGS, ahead.now, lambda _sub: ahead.now())
+    assert [o.keyword.id for o in report.failed] == [kw.id]
+    pruned = await store.call(retention.prune, ahead.now())  # what the daemon does next
+    assert (pruned.seen, pruned.outbox) == (0, 0)
+
+    clock.advance(timedelta(hours=1))  # the clock is fixed
+    report = await cycle(store, arxiv_client, clock)
+    assert report.failed == [] and report.new_papers == 0
+    assert await due(store, clock, sub) == []
+    kept = await store.run(lambda s: list(s.db.query(
+        "SELECT arxiv_id, status FROM outbox WHERE subscriber_id = ?", [sub.id])))
+    assert kept == [{"arxiv_id": row.paper.arxiv_id, "status": "sent"}]
+
+
+async def test_a_clock_far_ahead_during_a_good_cycle_judges_newness_by_arxivs_clock(
+        store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
+        paper: PaperFactory, add_keyword: KeywordFactory, add_subscriber: SubscriberFactory,
+        caplog: pytest.LogCaptureFixture):
+    kw = await add_keyword("graph neural networks", in_config=True)
+    sub = await add_subscriber("telegram", "1", kw)
+    fake_arxiv.add(*(paper(days=d) for d in (1, 2, 3)))
+    await cycle(store, arxiv_client, clock)
+    news = paper(days=0.1)
+    fake_arxiv.add(news)
+
+    ahead = Clock(clock.now() + timedelta(days=100))
+    report = await run_cycle(arxiv_client, store, SETTINGS, ahead.now, lambda _sub: ahead.now())
+    assert report.new_papers == 1 and not report.outcomes[0].baseline  # not "100 days stale"
+    assert [r.paper.arxiv_id for r in await due(store, ahead, sub)] == [news.arxiv_id]
+    polled = await fresh(store, kw)
+    assert polled.last_success is not None
+    assert abs(polled.last_success - clock.now()) < timedelta(minutes=5)  # arXiv's time
+    assert "our clock is 100.0 days ahead of arXiv's" in caplog.text
+
+
+async def test_a_stale_clock_at_boot_does_not_make_a_month_of_papers_new(
+        store: AsyncStore, arxiv_client: ArxivClient, fake_arxiv: FakeArxiv, clock: Clock,
+        paper: PaperFactory, add_keyword: KeywordFactory, add_subscriber: SubscriberFactory):
+    kw = await add_keyword("graph neural networks", in_config=True)
+    sub = await add_subscriber("telegram", "1", kw)
+    fake_arxiv.add(*(paper(days=d) for d in (1, 2, 3)))
+    await cycle(store, arxiv_client, clock)
+    news = paper(days=0.1)
+    back_catalogue = [paper(days=20 + d) for d in range(8)]  # unseen, 20-27 days old
+    fake_arxiv.add(news, *back_catalogue)
+
+    behind = Clock(clock.now() - timedelta(days=30))
+    report = await run_cycle(arxiv_client, store, SETTINGS, behind.now,
+                             lambda _sub: behind.now())
+    assert [p.arxiv_id for o in report.outcomes for p in o.new_papers] == [news.arxiv_id]
+    assert [r.paper.arxiv_id for r in await due(store, clock, sub)] == [news.arxiv_id]

@@ -160,6 +160,29 @@ async def test_pending_outbox_rows_are_delivered_after_a_restart_on_an_older_rel
     assert len(w.smtp.messages) == 1  # sent once, never again
 
 
+# -- retention in run --once ------------------------------------------------------------------
+async def test_run_once_prunes_what_the_daemon_prunes(world: World) -> None:
+    """A scheduled-CI deployment only ever runs `run --once`: it must not grow without limit."""
+    w = world
+    await w.once()  # the baseline
+    w.arxiv.add(paper(30, days=0.1))
+    await w.once()
+    assert w.titles() == [f"On {KEYWORD}, part 30"]
+    long_ago = (datetime.now(UTC) - timedelta(days=120)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with sqlite3.connect(w.db) as conn:  # as if all of it had happened 120 days ago
+        conn.execute("UPDATE keyword_seen SET first_seen = ?", [long_ago])
+        conn.execute("UPDATE outbox SET sent_at = ?", [long_ago])
+
+    log = await w.once()
+    assert "retention: 4 seen entries, 1 ended notifications and 0 papers older than 90 days " \
+           "pruned" in log
+    with sqlite3.connect(w.db) as conn:
+        assert conn.execute("SELECT count(*) FROM keyword_seen").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    code, out, _ = await run_cli(w.config, "status")  # the digest's window is not retention's
+    assert code == 0 and f"{KEYWORD}  [config]  papers: 4" in out
+
+
 # -- one daemon per database ------------------------------------------------------------------
 async def test_a_second_daemon_on_the_same_database_is_refused(world: World) -> None:
     w = world

@@ -417,3 +417,11 @@ async def test_half_open_connections_do_not_make_healthz_unreachable(
     warnings = [line for line in daemon.lines if "connections open, the most allowed" in line]
     assert len(warnings) == 1, warnings
     assert "Traceback" not in daemon.log and "Too many open files" not in daemon.log
+
+
+def test_the_shipped_unit_starts_after_time_sync() -> None:
+    """Newness and retention read the clock: the daemon starts once the clock is synchronised."""
+    unit = (Path(__file__).parent.parent / "deploy" / "daily-papers.service").read_text()
+    after = [line.split("=", 1)[1].split() for line in unit.splitlines()
+             if line.startswith("After=")]
+    assert any("time-sync.target" in targets for targets in after)

@@ -17,10 +17,10 @@ import pytest
 from sqlite_utils import Database
 
 from storage import keywords as kw_repo
-from storage import lease, outbox
+from storage import lease, outbox, retention
 from storage import papers as paper_repo
 from storage import subscribers as sub_repo
-from storage.database import SchemaError, migrate, pending_migrations, require_current
+from storage.database import SchemaError, migrate, pending_migrations, require_current, to_db
 from storage.polls import commit_poll
 from storage.records import Keyword
 from storage.schema import MIGRATIONS
@@ -190,6 +190,47 @@ def test_a_poll_that_fails_midway_writes_nothing(sync_store: Store, paper: Paper
     new, changed = commit_poll(db, kw, [good], baseline=False, now=later, max_papers=10,
                                notify_floor=floor, total_results=4)
     assert new == [good] and changed
+
+
+# -- retention: 90 days, by each keyword's last success, never by a clock that jumped ----------
+def test_retention_prunes_by_each_keywords_last_success_not_by_the_clock(
+        sync_store: Store, paper: PaperFactory):
+    db = sync_store.db
+    polled = add_keyword(db)  # last success NOW
+    failing, _ = kw_repo.ensure(db, "message passing", "message passing",
+                                'ti:"message passing"', NOW, max_keywords=500)
+    sub = sub_repo.ensure(db, "telegram", "1", NOW)
+    ages = {"2601.00001": 120, "2601.00002": 60}  # days before NOW
+    for arxiv_id, days in ages.items():
+        commit_poll(db, kw_repo.get(db, failing.id), [paper(arxiv_id=arxiv_id)], baseline=True,
+                    now=NOW - timedelta(days=200 + days), max_papers=10,
+                    notify_floor=NOW - timedelta(days=400), total_results=1)
+        commit_poll(db, kw_repo.get(db, polled.id), [paper(arxiv_id=arxiv_id)], baseline=True,
+                    now=NOW - timedelta(days=days), max_papers=10,
+                    notify_floor=NOW - timedelta(days=400), total_results=1)
+    # `failing` last succeeded 260 days ago, `polled` now; both saw each paper
+    commit_poll(db, kw_repo.get(db, polled.id), [], baseline=True, now=NOW, max_papers=10,
+                notify_floor=NOW, total_results=0)
+    for arxiv_id, days in ages.items():
+        db.execute("""INSERT INTO outbox (subscriber_id, arxiv_id, keyword_ids, status,
+                      created_at, sent_at) VALUES (?, ?, '[1]', 'sent', ?, ?)""",
+                   [sub.id, arxiv_id, NOW.isoformat(), to_db(NOW - timedelta(days=days))])
+    db.conn.commit()
+
+    def seen(kw: Keyword) -> list[str]:
+        return sorted(r["arxiv_id"] for r in db.query(
+            "SELECT arxiv_id FROM keyword_seen WHERE keyword_id = ?", [kw.id]))
+
+    def sent() -> list[str]:
+        return sorted(r["arxiv_id"] for r in db.query("SELECT arxiv_id FROM outbox"))
+
+    ahead = NOW + timedelta(days=100)  # a clock that jumped: prunes no more than the right one
+    assert retention.prune(db, ahead, batch=1) == retention.Pruned(seen=1, outbox=1, papers=0)
+    assert seen(polled) == ["2601.00002"]  # 120 days before its last success: gone
+    assert seen(failing) == ["2601.00001", "2601.00002"]  # not polled successfully since
+    assert sent() == ["2601.00002"]
+    behind = NOW - timedelta(days=40)  # a stale clock: only what is 90 days old by it too
+    assert retention.prune(db, behind, batch=1).seen == 0
 
 
 def test_journal_ref_and_doi_arrive_without_a_new_version(tmp_path: Path) -> None:

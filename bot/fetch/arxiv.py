@@ -19,6 +19,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 import bot
+from bot.fetch.arxiv_clock import ArxivClock
 from bot.fetch.atom import parse_feed
 from bot.fetch.bounded import ACCEPT_ENCODING, MAX_ANSWER_BYTES, UnreadableAnswer, read_bounded
 from bot.fetch.errors import (
@@ -114,6 +115,7 @@ class ArxivClient:
         self._retries_left = retry_budget
         self._consecutive_failures = 0
         self._circuit_open = False
+        self.clock = ArxivClock()
 
     async def __aenter__(self) -> ArxivClient:
         return self
@@ -185,6 +187,7 @@ class ArxivClient:
             # Checked again inside: the breaker may have opened while this fetch waited.
             self._refuse_if_open(interactive)
             response, body = await self._send(request, turn)
+        self.clock.observe(response.headers.get("Date"))
         try:
             feed = await self._read(response, body, request.parse)
             reason = check(feed) if check is not None else None

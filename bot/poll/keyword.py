@@ -6,7 +6,7 @@ one transaction, so a failed or suspicious poll changes nothing and sends nothin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -75,16 +75,19 @@ async def poll_keyword(client: ArxivClient, store: AsyncStore, kw: Keyword,
                        settings: PollSettings, now: Callable[[], datetime],
                        *, interactive: bool = False) -> PollOutcome:
     """Poll one keyword and commit; arXiv errors propagate with nothing written."""
-    started = now()
+    state = await _state(store, kw, now())
+    fetch = _page_fetcher(client, kw, settings.max_papers, state, interactive)
+    first = await fetch(0)
+    # Decided once arXiv has answered: its clock wins when ours disagrees by more than a day.
+    started = client.clock.now(now())
     baseline = needs_baseline(kw, settings.max_papers, started)
-    state = await _state(store, kw, baseline, started)
-    papers, total = await _fetch_pages(client, store, kw, settings, state, started, baseline,
-                                       interactive)
+    floor = started - timedelta(days=settings.notify_max_age_days)
+    papers = await _collect(store, kw, fetch, first, settings.max_papers, floor, baseline)
+    total = first.total_results
     unconfirmed = kw.empty_since is None or started - kw.empty_since < EMPTY_CONFIRMATION
     if not papers and total == 0 and baseline and unconfirmed:
         await store.call(kw_repo.record_waiting, kw.id, started)
         return PollOutcome(kw, baseline=True, waiting_confirmation=True)
-    floor = started - timedelta(days=settings.notify_max_age_days)
     query_changed = kw.baseline_query is not None and kw.baseline_query != kw.query
     new, changed = await store.call(
         polls.commit_poll, kw, papers, baseline=baseline, now=started,
@@ -95,8 +98,7 @@ async def poll_keyword(client: ArxivClient, store: AsyncStore, kw: Keyword,
                        changed=changed)
 
 
-async def _state(store: AsyncStore, kw: Keyword, baseline: bool, now: datetime
-                 ) -> KeywordState:
+async def _state(store: AsyncStore, kw: Keyword, now: datetime) -> KeywordState:
     query_changed = kw.baseline_query is not None and kw.baseline_query != kw.query
     size = await store.call(kw_repo.window_size, kw.id)
     newest = await store.call(paper_repo.newest_published, kw.id, now)
@@ -107,28 +109,36 @@ async def _state(store: AsyncStore, kw: Keyword, baseline: bool, now: datetime
     )
 
 
-async def _fetch_pages(client: ArxivClient, store: AsyncStore, kw: Keyword,
-                       settings: PollSettings, state: KeywordState, started: datetime,
-                       baseline: bool, interactive: bool) -> tuple[list[Paper], int]:
-    """Page until a page reaches a seen paper or the age floor: nothing between polls is lost."""
-    size = settings.max_papers
-    floor = started - timedelta(days=settings.notify_max_age_days)
-    collected: dict[str, Paper] = {}
-    total = 0
-    for page in range(MAX_PAGES):
+FetchPage = Callable[[int], Awaitable[Feed]]
+
+
+def _page_fetcher(client: ArxivClient, kw: Keyword, size: int, state: KeywordState,
+                  interactive: bool) -> FetchPage:
+    async def fetch(page: int) -> Feed:
         start = page * size
-        feed = await client.fetch(
+        return await client.fetch(
             kw.query, start, size, interactive=interactive,
-            check=lambda f, s=start: suspicion(f, start=s, page_size=size, state=state),
+            check=lambda f: suspicion(f, start=start, page_size=size, state=state),
         )
-        total = feed.total_results if page == 0 else total
+
+    return fetch
+
+
+async def _collect(store: AsyncStore, kw: Keyword, fetch: FetchPage, feed: Feed, size: int,
+                   floor: datetime, baseline: bool) -> list[Paper]:
+    """Page until a page reaches a seen paper or the age floor: nothing between polls is lost."""
+    collected: dict[str, Paper] = {}
+    page = 0
+    while True:
         for paper in feed.entries:
             collected.setdefault(paper.arxiv_id, paper)
-        if baseline or feed.size < size or start + size >= feed.total_results:
-            break
-        if await _reached_known(store, kw, feed.entries, floor):
-            break
-    return list(collected.values()), total
+        start = page * size
+        if (baseline or page + 1 >= MAX_PAGES or feed.size < size
+                or start + size >= feed.total_results
+                or await _reached_known(store, kw, feed.entries, floor)):
+            return list(collected.values())
+        page += 1
+        feed = await fetch(page)
 
 
 async def _reached_known(store: AsyncStore, kw: Keyword, entries: Sequence[Paper],

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ class FakeArxiv:
     max_concurrent: int = 0
     latency: float = 0.0  # seconds every answer takes (the server's pace, for bench/)
     compress: bool = False  # gzip normal answers when the client accepts it
+    # arXiv's clock (HTTP Date, feed <updated>): a test's Clock, so that moving it moves arXiv's
+    # time too; tests of a wrong local clock give the code under test another one.
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -118,6 +122,7 @@ class FakeArxiv:
         app.router.add_get("/api/query", self._query)
         app.router.add_get("/moved/api/query", self._moved)
         app.router.add_post("/_fake/faults", self._program_faults)
+        app.on_response_prepare.append(self._date_header)
         # handler_cancellation: a client that gives up ends the held "timeout" handler too.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -170,7 +175,8 @@ class FakeArxiv:
         papers, total, start = self.search(params)
         papers = _distort(papers, fault.kind if fault else None)
         body = render_feed(papers, total=total, start=start,
-                           items_per_page=_int(params.get("max_results"), 10), fmt=self.format)
+                           items_per_page=_int(params.get("max_results"), 10), fmt=self.format,
+                           updated=self.clock())
         if fault is not None and fault.kind == "drip":
             return await self._drip(request, body)
         if fault is not None and fault.kind == "tamper":
@@ -191,6 +197,9 @@ class FakeArxiv:
             await response.write(data[i:i + 16])
             await asyncio.sleep(DRIP_EVERY)  # the server's pace, not a test waiting
         return response
+
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Date"] = format_datetime(self.clock().astimezone(UTC), usegmt=True)
 
     async def _endless(self, request: web.Request) -> web.StreamResponse:
         """An answer that starts like a feed and never ends, as fast as the client reads."""
@@ -463,7 +472,7 @@ def _term_matches(field_name: str, text: str, paper: Paper) -> bool:
 
 # -- Atom rendering ----------------------------------------------------------------------
 def render_feed(papers: Iterable[Paper], *, total: int, start: int, items_per_page: int,
-                fmt: str = "new") -> bytes:
+                fmt: str = "new", updated: datetime | None = None) -> bytes:
     """An API answer as arXiv writes it: `fmt` "new" (since 2025-11) or "old"."""
     old = fmt == "old"
     nsmap: dict[str | None, str] = {None: ATOM} if old else {
@@ -472,7 +481,7 @@ def render_feed(papers: Iterable[Paper], *, total: int, start: int, items_per_pa
     scheme = "http" if old else "https"
     _sub(feed, "id", f"{scheme}://arxiv.org/api/fake")
     _sub(feed, "title", "arXiv Query: fake")
-    _sub(feed, "updated", _iso(datetime.now(UTC).replace(microsecond=0)))
+    _sub(feed, "updated", _iso((updated or datetime.now(UTC)).replace(microsecond=0)))
     for name, value in (("totalResults", total), ("startIndex", start),
                         ("itemsPerPage", items_per_page)):
         element = etree.SubElement(feed, f"{{{OPENSEARCH}}}{name}",
