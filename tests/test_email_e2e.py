@@ -20,6 +20,7 @@ import pytest
 
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
+from tests.fakes.daemon import die_with_parent
 from tests.fakes.smtp_server import FakeSMTP, ReceivedMail
 
 pytestmark = pytest.mark.slow
@@ -65,7 +66,7 @@ class Setup:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "--config", str(self.config), *args, cwd=self.tmp,
             env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            stderr=asyncio.subprocess.STDOUT, preexec_fn=die_with_parent)
         async with asyncio.timeout(60):
             out, _ = await proc.communicate()
         return proc.returncode or 0, out.decode(errors="replace")
@@ -144,7 +145,7 @@ async def daemon(s: Setup) -> AsyncIterator[Daemon]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "--config", str(s.config), "run", cwd=s.tmp, env=s.env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
     d = Daemon(proc)
     pump = asyncio.create_task(d.pump())
     try:

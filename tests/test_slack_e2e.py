@@ -22,6 +22,7 @@ import pytest
 
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
+from tests.fakes.daemon import die_with_parent
 from tests.fakes.slack_server import (
     FakeSlack,
     SlackPost,
@@ -147,7 +148,8 @@ async def daemon(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, *, http: bool = 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "--config", str(config), "run",
         cwd=tmp, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent)
     d = Daemon(proc, f"http://127.0.0.1:{port}")
     pump = asyncio.create_task(d._pump())
     try:

@@ -21,6 +21,7 @@ from storage import subscribers as sub_repo
 from storage.records import Paper, Subscriber
 from storage.store import Store
 from tests.fakes.arxiv_server import FakeArxiv, Fault
+from tests.fakes.daemon import die_with_parent
 from tests.fakes.telegram_server import Failure, FakeTelegram
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,8 @@ port = 0
         env.pop("DAILY_PAPERS_CONFIG", None)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "--config", str(self.config), "run", cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=die_with_parent)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:

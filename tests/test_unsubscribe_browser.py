@@ -24,6 +24,7 @@ from bot.faces.unsubscribe import Signer, UnsubscribePage
 from storage import subscribers as sub_repo
 from storage.store import AsyncStore
 from tests.conftest import Clock, KeywordFactory, SubscriberFactory
+from tests.fakes.daemon import die_with_parent
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -128,7 +129,7 @@ async def chromium(tmp: Path) -> AsyncIterator[Tab]:
     proc = await asyncio.create_subprocess_exec(
         str(CHROMIUM), *FLAGS, f"--user-data-dir={tmp / 'chromium-profile'}", "about:blank",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
     try:
         endpoint = await _devtools_url(proc)
         async with aiohttp.ClientSession() as http, http.ws_connect(endpoint,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import re
 import resource
@@ -14,6 +15,18 @@ from pathlib import Path
 BASE_ENV_DROP = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
                  "SLACK_APP_TOKEN", "SMTP_PASSWORD", "DAILY_PAPERS_SECRET", "DAILY_PAPERS_CONFIG",
                  "DAILY_PAPERS_METRICS_TOKEN")
+
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """In a child process: SIGKILL when the test process ends, however it ends.
+
+    A pytest worker killed by its timeout would otherwise leave a polling daemon behind that
+    slows every later test on the machine."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def process_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -36,7 +49,7 @@ async def run_cli(config: Path, *args: str, env: Mapping[str, str] | None = None
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "--config", str(config), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=process_env(env), cwd=config.parent,
+        env=process_env(env), cwd=config.parent, preexec_fn=die_with_parent,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -66,6 +79,7 @@ class DaemonProcess:
         return self
 
     def _limits(self) -> None:
+        die_with_parent()
         if self.open_files is not None:
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
