@@ -8,11 +8,21 @@ channel. Faces and notifiers are imported only when a channel is built, so `--he
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.config import ChannelConfig, Config, EmailConfig, Secrets, SlackConfig, TelegramConfig
+from bot.config import (
+    AppriseConfig,
+    ChannelConfig,
+    Config,
+    EmailConfig,
+    Secrets,
+    SlackConfig,
+    TelegramConfig,
+)
+from bot.logs import redactor
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -34,6 +44,7 @@ class Channel:
     face: Callable[[Config, Secrets], Face] | None = None
     notifier: Callable[[Config, Secrets], Notifier] | None = None
     warning: Callable[[Config], str | None] | None = None  # a setting that hurts readers
+    loggers: tuple[str, ...] = ()  # its libraries' loggers: WARNING even with --verbose
 
     @property
     def option(self) -> str:
@@ -92,15 +103,38 @@ def _email_warning(cfg: Config) -> str | None:
     return public_url_warning(cfg.web)
 
 
+def _apprise_notifier(cfg: Config, secrets: Secrets) -> Notifier:
+    """Each URL (and the keys in it) goes to the log redactor before apprise reads it."""
+    from notifiers.apprise import AppriseNotifier, url_secrets
+
+    urls, unset = cfg.apprise.urls(os.environ)
+    for url in urls.values():
+        for secret in url_secrets(url):
+            redactor().add(secret)
+    return AppriseNotifier(urls, unset, max_in_flight=cfg.apprise.max_in_flight)
+
+
+def _apprise_warning(cfg: Config) -> str | None:
+    _, unset = cfg.apprise.urls(os.environ)
+    skipped = [f"apprise target '{name}' is skipped ({why}); its papers wait"
+               for name, why in unset.items()]
+    return "; ".join(skipped) or None
+
+
 CHANNELS: tuple[Channel, ...] = (
     Channel("telegram", TelegramConfig, "CHAT_ID", "A Telegram chat ID.",
             "TELEGRAM_BOT_TOKEN", lambda cfg, s: bool(s.telegram_bot_token),
-            face=_telegram_face),
+            face=_telegram_face, loggers=("telegram", "apscheduler")),
     Channel("slack", SlackConfig, "CHANNEL_ID", "A Slack channel ID.",
-            "SLACK_BOT_TOKEN", lambda cfg, s: bool(s.slack_bot_token), face=_slack_face),
+            "SLACK_BOT_TOKEN", lambda cfg, s: bool(s.slack_bot_token), face=_slack_face,
+            loggers=("slack_sdk", "slack_bolt")),
     Channel("email", EmailConfig, "ADDR", "An email address.",
             "[email] host", lambda cfg, s: bool(cfg.email.host), face=_email_face,
             warning=_email_warning),
+    Channel("apprise", AppriseConfig, "NAME", "An apprise target, by its name in config.toml.",
+            "[[apprise.targets]]", lambda cfg, s: bool(cfg.apprise.targets),
+            notifier=_apprise_notifier, warning=_apprise_warning,
+            loggers=("apprise", "requests", "urllib3")),
 )
 
 
@@ -114,6 +148,11 @@ def names() -> list[str]:
 
 def named(name: str) -> Channel:
     return next(c for c in CHANNELS if c.name == name)
+
+
+def loggers() -> list[str]:
+    """Every channel's library loggers, for the log setup."""
+    return [name for c in CHANNELS for name in c.loggers]
 
 
 def switched_on(cfg: Config, secrets: Secrets) -> list[Channel]:

@@ -77,7 +77,8 @@ def open_store(ctx: Context) -> Iterator[Store]:
 @click.pass_context
 def cli(click_ctx: click.Context, config_arg: str | None, verbose: bool, log_format: str) -> None:
     """Daily Papers: arXiv keyword alerts, a README digest, Telegram, Slack and email."""
-    setup_logging(verbose=verbose, fmt=log_format, secrets=Secrets.from_env().values())
+    setup_logging(verbose=verbose, fmt=log_format, secrets=Secrets.from_env().values(),
+                  quiet=channels.loggers())
     click_ctx.obj = Context(config_arg, verbose, log_format)
 
 

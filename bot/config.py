@@ -206,6 +206,50 @@ class EmailConfig(ChannelConfig):
             yield f"'{section}.security' must be \"starttls\", \"tls\" or \"none\""
 
 
+@dataclass
+class AppriseTarget:
+    name: str = ""  # how status and logs name it: the subscriber's address
+    url_env: str = ""  # the environment variable holding the apprise URL (it carries credentials)
+    keywords: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AppriseConfig(ChannelConfig):
+    """Targets of the apprise library (Discord, Matrix, Teams, ntfy, JSON webhooks, …); each
+    is one subscriber, named in config.toml, its URL read from the environment only."""
+
+    targets: list[AppriseTarget] = field(default_factory=list)
+
+    @staticmethod
+    def address(text: str) -> str:
+        """A target's name as config.toml gives it."""
+        if not _TARGET_NAME.match(text):
+            raise AddressError("must be a target name of letters, digits, '.', '_' or '-' "
+                               f"(at most 64, like lab-discord), not {text!r}")
+        return text
+
+    def recipients(self) -> list[Recipient]:
+        return [Recipient(f"targets[{i}]", "name", t.name, t.keywords)
+                for i, t in enumerate(self.targets)]
+
+    def urls(self, env: typing.Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """(name → URL of each target whose variable is set, name → why each other is skipped)."""
+        urls = {t.name: env.get(t.url_env, "").strip() for t in self.targets}
+        unset = {t.name: f"{t.url_env} is not set" for t in self.targets if not urls[t.name]}
+        return {n: u for n, u in urls.items() if u}, unset
+
+    def problems(self, section: str) -> typing.Iterator[str]:
+        yield from super().problems(section)
+        seen: set[str] = set()
+        for i, t in enumerate(self.targets):
+            if not _ENV_NAME.match(t.url_env):
+                yield (f"'{section}.targets[{i}].url_env' must name an environment variable "
+                       f"(like DISCORD_WEBHOOK_URL), not {t.url_env!r}")
+            if t.name in seen:
+                yield f"'{section}.targets[{i}].name' {t.name!r} names two targets"
+            seen.add(t.name)
+
+
 def normalize_address(text: str) -> str:
     """An email address as stored (the email channel's address rule)."""
     return EmailConfig.address(text)
@@ -227,6 +271,7 @@ class Config:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
+    apprise: AppriseConfig = field(default_factory=AppriseConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
     def channel_sections(self) -> dict[str, ChannelConfig]:
@@ -342,6 +387,8 @@ def _kind(value: typing.Any) -> str:
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _TELEGRAM_CHAT_ID = re.compile(r"^-?[0-9]{1,20}$")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _check_values(cfg: Config, path: Path) -> None:

@@ -111,8 +111,9 @@ def redactor() -> RedactFilter:
     return _FILTER
 
 
-def setup_logging(*, verbose: bool = False, fmt: str = "text",
-                  secrets: Iterable[str] = ()) -> None:
+def setup_logging(*, verbose: bool = False, fmt: str = "text", secrets: Iterable[str] = (),
+                  quiet: Iterable[str] = ()) -> None:
+    """`quiet`: more library loggers held at WARNING (the channels' own, from the registry)."""
     for secret in secrets:
         _FILTER.add(secret)
     handler = logging.StreamHandler(sys.stderr)
@@ -129,8 +130,7 @@ def setup_logging(*, verbose: bool = False, fmt: str = "text",
     sys.excepthook = _log_uncaught
     threading.excepthook = lambda args: _log_uncaught(args.exc_type, args.exc_value,
                                                       args.exc_traceback)
-    for noisy in ("httpx", "httpcore", "telegram", "apscheduler", "aiosqlite", "slack_sdk",
-                  "slack_bolt", "aiohttp", "asyncio", "hpack"):
+    for noisy in ("httpx", "httpcore", "aiosqlite", "aiohttp", "asyncio", "hpack", *quiet):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -18,6 +18,8 @@ from bot.channels import Channel
 from bot.cli import cli
 from bot.config import (
     AddressError,
+    AppriseConfig,
+    AppriseTarget,
     ArxivConfig,
     ChannelConfig,
     Config,
@@ -45,7 +47,7 @@ from tests.fakes.daemon import run_cli, write_config
 
 def test_every_registered_channel_is_complete() -> None:
     sections = Config().channel_sections()
-    assert [c.name for c in channels.registered()] == ["telegram", "slack", "email"]
+    assert [c.name for c in channels.registered()] == ["telegram", "slack", "email", "apprise"]
     for channel in channels.registered():
         assert type(sections[channel.name]) is channel.config, channel.name
         assert issubclass(channel.config, ChannelConfig)
@@ -56,7 +58,8 @@ def test_every_registered_channel_is_complete() -> None:
 
 
 async def test_each_channel_builds_a_face_and_notifier_of_its_own_name() -> None:
-    cfg = Config(email=EmailConfig(host="smtp.test", sender="papers@example.org"))
+    cfg = Config(email=EmailConfig(host="smtp.test", sender="papers@example.org"),
+                 apprise=AppriseConfig(targets=[AppriseTarget("lab", "LAB_APPRISE_URL")]))
     secrets = Secrets(telegram_bot_token="123:abc", slack_bot_token="xoxb-1",
                       slack_signing_secret="signing")
     assert channels.switched_on(cfg, secrets) == list(channels.registered())
@@ -90,7 +93,7 @@ def test_status_names_every_channel_and_what_turns_it_on(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("Channels: "))
     assert line == ("Channels: telegram on, slack off (set SLACK_BOT_TOKEN), "
-                    "email off (set [email] host)")
+                    "email off (set [email] host), apprise off (set [[apprise.targets]])")
 
 
 def test_each_address_rule_checks_and_normalizes() -> None:
