@@ -26,12 +26,14 @@ from storage.records import OutboxRow, Paper, Subscriber
 
 log = logging.getLogger(__name__)
 
+SECTION_CHARS = 3000  # a section block's text
+
 # Block Kit ceilings (slack_sdk/models/blocks/blocks.py and Slack's docs). The total is kept
 # well under the undocumented ~13,200 characters at which Slack answers msg_blocks_too_long.
 LIMITS = Limits(
     max_chars=11_000,
     max_parts=50,
-    max_part_chars=3000,
+    max_part_chars=SECTION_CHARS,
     per_recipient_interval=1.0,  # chat.postMessage: about one message per second per channel
 )
 HEADER_CHARS = 150
@@ -186,17 +188,15 @@ def render_digest(rows: Sequence[OutboxRow], limits: Limits = LIMITS) -> list[Me
 def pack_reply(text: str, papers: Sequence[Paper], limits: Limits = LIMITS) -> list[SlackPayload]:
     """A command's reply as messages, through the shared packer like a digest: its text in
     sections of at most `max_part_chars`, split between lines, then its papers."""
-    budget = limits.max_part_chars or limits.max_chars or len(text)
-    items = [(True, Piece([_section(escape(part))], escaped_len(part)))
-             for part in split_lines(text, budget, escaped_len)]
-    items += [(False, render_paper(p)) for p in papers]
+    parts = split_lines(text, limits.max_part_chars or SECTION_CHARS, escaped_len)
+    items = [(escape(part), Piece([_section(escape(part))], escaped_len(part))) for part in parts]
+    items += [("", render_paper(paper)) for paper in papers]
     messages = []
     for group in pack(items, lambda item: item[1], limits):
-        blocks = [b for (_, piece), _ in group for b in piece.content]
-        lines = [b["text"]["text"] for b in blocks if b["type"] == "section"]
-        said = [piece.content[0]["text"]["text"] for (is_text, piece), _ in group if is_text]
-        messages.append(SlackPayload(text="\n".join(said or lines), blocks=blocks,
-                                     fallback="\n".join(lines)))
+        blocks = [block for (_, piece), _ in group for block in piece.content]
+        said = "\n".join(part for (part, _), _ in group if part)
+        lines = "\n".join(b["text"]["text"] for b in blocks if b["type"] == "section")
+        messages.append(SlackPayload(text=said or lines, blocks=blocks, fallback=lines))
     return messages
 
 
