@@ -22,7 +22,8 @@ class Pacer:
     Overall: at most `overall_rate × rate_window` sends in any `rate_window` seconds, or evenly
     spaced at `overall_rate` when there is no window. Priority takers (command replies) reserve
     the next free slot at once, so they never wait behind a send-out. Per recipient: one send
-    per `limits.recipient_interval(address)`, concurrent takers queue one interval apart.
+    per `limits.recipient_interval(address)` after the previous one was answered (`sent`);
+    concurrent takers queue one interval apart.
     """
 
     def __init__(self, limits: Limits, *, clock: Clock = time.monotonic,
@@ -55,7 +56,15 @@ class Pacer:
         else:
             await self._take_overall()
             await self._wait_pause()  # the service may have asked to wait meanwhile
-        self._sent_to(address)
+        self.sent(address)
+
+    def sent(self, address: str) -> None:
+        """Count the recipient's interval from now: `turn` does when the send leaves, and the
+        sender again once the service answered, so the service never sees two sends to one
+        recipient closer than the interval, however long the first one travelled."""
+        interval = self.limits.recipient_interval(address)
+        if interval > 0:
+            self._next[address] = max(self._next.get(address, 0.0), self.clock() + interval)
 
     async def _wait_pause(self) -> None:
         while (wait := self.paused_for) > 0:
@@ -75,12 +84,6 @@ class Pacer:
         self._next[address] = slot + interval
         if slot > now:
             await self.sleep(slot - now)
-
-    def _sent_to(self, address: str) -> None:
-        """Count the interval from when the send really leaves (after the overall wait)."""
-        interval = self.limits.recipient_interval(address)
-        if interval > 0:
-            self._next[address] = max(self._next.get(address, 0.0), self.clock() + interval)
 
     # -- overall ---------------------------------------------------------------------------------
 

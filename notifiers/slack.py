@@ -329,6 +329,8 @@ class SlackNotifier(Notifier):
             return delivery_for(exc), None
         except (aiohttp.ClientError, TimeoutError, OSError, SlackClientError) as exc:
             return Delivery(Outcome.RETRY, f"cannot reach Slack: {exc}"), None
+        finally:
+            self.pacer.sent(channel)
         return Delivery(Outcome.SENT), str(answer.get("ts") or "") or None
 
     def ready_in(self, subscriber: Subscriber) -> float:

@@ -299,6 +299,8 @@ class TelegramNotifier(Notifier):
             return Delivery(Outcome.BROKEN, "Telegram refused the bot token")
         except TelegramError as exc:  # NetworkError, TimedOut, 5xx, Conflict: transient
             return Delivery(Outcome.RETRY, exc.message)
+        finally:
+            self.flood.sent(subscriber.address)
         return Delivery(Outcome.SENT)
 
     async def _migrated(self, subscriber: Subscriber, new_id: str) -> Delivery:

@@ -83,6 +83,17 @@ async def test_each_recipient_waits_its_own_interval_and_groups_longer() -> None
     assert [t - start for t in await takes(pacer, time, "-100", 3)] == [0, 3, 6]
 
 
+async def test_a_recipients_interval_counts_from_the_answer_to_its_last_send() -> None:
+    """A send that travelled long still leaves the service a whole interval to the next."""
+    time = FakeTime()
+    pacer = pacer_for(Limits(per_recipient_interval=1.0), time)
+    await pacer.turn("42")
+    await time.advance(5)  # the service answered only now
+    pacer.sent("42")
+    assert pacer.ready_in("42") == 1.0
+    assert [t - 1000 for t in await takes(pacer, time, "42", 1)] == [6]
+
+
 async def test_a_priority_taker_goes_ahead_of_those_already_waiting() -> None:
     time = FakeTime()
     pacer = pacer_for(Limits(overall_rate=1.0), time)

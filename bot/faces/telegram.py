@@ -283,6 +283,8 @@ class TelegramFace:
         except Forbidden as exc:
             await self.deactivate(chat.address, exc.message)
             log.info("telegram: chat %s deactivated: %s", chat.address, exc.message)
+        finally:
+            self.flood.sent(chat.address)
 
     async def _follow_up(self, chat: Chat, followup: Awaitable[Reply]) -> None:
         try:
