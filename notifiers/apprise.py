@@ -263,4 +263,7 @@ class AppriseNotifier(Notifier):
             return Delivery(Outcome.RETRY, f"target '{subscriber.address}' skipped: {why}",
                             retry_after=UNUSABLE_WAIT, rate_limited=True)
         await self.pacer.turn(subscriber.address)
-        return await target.send(message.payload)
+        try:
+            return await target.send(message.payload)
+        finally:
+            self.pacer.sent(subscriber.address)
