@@ -194,3 +194,16 @@ async def test_a_refusing_target_is_retried_and_a_kill_mid_delivery_loses_nothin
     assert w.received("lab") == Counter({"2512.00020": 1, "2512.00021": 1})
     assert [(r[1], r[2]) for r in w.rows("flaky")] == [("sent", 2)] * 2
     assert leaks(w, w.output) == []
+
+
+async def test_sigterm_while_a_service_holds_a_message_stops_cleanly_and_keeps_the_rows(
+        world: World) -> None:
+    w = world
+    await w.cli("run", "--once")  # the baseline
+    w.arxiv.add(paper(30, hours_ago=0.5))
+    release = w.rx.hold_next(f"hooks/{TOKENS['lab']}")
+    async with w.daemon() as daemon:
+        await w.rx.wait_for(lambda: w.rx.held == 1)
+        assert await daemon.stop(timeout=10) == 0  # the send's worker thread gives up in time
+    release.set()
+    assert [r[1] for r in w.rows("lab")] == ["pending"]  # never answered: sent again later
