@@ -90,6 +90,7 @@ def cli(click_ctx: click.Context, config_arg: str | None, verbose: bool, log_for
 def run(ctx: Context, once: bool, strict: bool) -> None:
     """Run the daemon until SIGINT/SIGTERM (or one cycle with --once)."""
     from bot.daemon import Daemon
+    from bot.poll.rounds import quiet_line
 
     with operator_errors():
         cfg = ctx.cfg
@@ -103,11 +104,19 @@ def run(ctx: Context, once: bool, strict: bool) -> None:
     assert report is not None
     failed = report.failed
     names = ", ".join(f"'{o.keyword.display}' ({o.error})" for o in failed)
+    if report.harvest is not None:
+        click.echo(f"harvest: {report.harvest.records} records, {report.harvest.new_count} "
+                   "new for keywords")
+    if report.harvest_error:
+        click.echo(f"harvest failed: {report.harvest_error}")
+    if report.new_papers == 0 and report.reached:
+        click.echo(quiet_line(utcnow()))
     click.echo(f"{len(report.completed)} of {len(report.outcomes)} keywords polled, "
                f"{report.new_papers} new papers; failed keywords: {names or 'none'}")
-    if strict and failed:
+    if strict and (failed or report.harvest_error):
         sys.exit(3)
-    if report.outcomes and not report.completed and failed:
+    if (report.outcomes and not report.completed and failed) or (
+            report.harvest_error and not report.completed):
         sys.exit(1)
 
 

@@ -39,7 +39,15 @@ class ArxivConfig:
     timeout: float = 30
     contact: str = ""
     notify_max_age_days: int = 14
-    max_keywords: int = 500
+    max_keywords: int = 500  # 50,000 with source = "harvest" unless set
+    schedule: str = "announcements"  # or "interval": every poll_interval seconds
+    announce_delay: int = 30  # minutes after 20:00 New York time
+    source: str = "search"  # or "harvest": OAI-PMH once per announcement + local matching
+    oai_url: str = "https://oaipmh.arxiv.org/oai"
+    harvest_sets: list[str] = field(default_factory=lambda: ["cs"])  # [] = all of arXiv
+
+
+HARVEST_MAX_KEYWORDS = 50_000
 
 
 @dataclass
@@ -323,6 +331,9 @@ def load_config(path: Path) -> Config:
     digest_off = isinstance(raw.get("digest"), dict) and raw["digest"].get("path") == ""
     cfg = _build(Config, raw, path, "")
     cfg.path = path
+    arxiv_raw = raw.get("arxiv") if isinstance(raw.get("arxiv"), dict) else {}
+    if cfg.arxiv.source == "harvest" and "max_keywords" not in arxiv_raw:
+        cfg.arxiv.max_keywords = HARVEST_MAX_KEYWORDS  # harvest cost does not grow with them
     base = path.resolve().parent
     cfg.storage.path = _resolve(base, cfg.storage.path)
     cfg.digest.path = None if digest_off else _resolve(base, cfg.digest.path or Path("README.md"))
@@ -389,6 +400,7 @@ _TELEGRAM_CHAT_ID = re.compile(r"^-?[0-9]{1,20}$")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SET_SPEC = re.compile(r"^[a-z][a-z-]*(:[a-z][a-z-]*(:[A-Za-z][A-Za-z-]*)?)?$")
 
 
 def _check_values(cfg: Config, path: Path) -> None:
@@ -406,6 +418,14 @@ def _problems(cfg: Config) -> typing.Iterator[str]:
     yield from _range("arxiv.timeout", a.timeout, 0.1, 600)
     yield from _range("arxiv.notify_max_age_days", a.notify_max_age_days, 1, 365)
     yield from _range("arxiv.max_keywords", a.max_keywords, 1, 100_000)
+    yield from _choice("arxiv.schedule", a.schedule, ("announcements", "interval"))
+    yield from _choice("arxiv.source", a.source, ("search", "harvest"))
+    yield from _range("arxiv.announce_delay", a.announce_delay, 0, 24 * 60)
+    yield from _url("arxiv.oai_url", a.oai_url)
+    for i, spec in enumerate(a.harvest_sets):
+        if not _SET_SPEC.match(spec):
+            yield (f"'arxiv.harvest_sets[{i}]' must be an OAI set spec like \"cs\", "
+                   f"\"physics:hep-th\" or \"cs:cs:AI\", not {spec!r}")
     if a.contact and "@" not in a.contact:
         yield "'arxiv.contact' must be an email address (arXiv asks for one in the User-Agent)"
     yield from _range("digest.abstract_chars", cfg.digest.abstract_chars, 0, 100_000)
@@ -421,6 +441,12 @@ def _address(section: ChannelConfig, key: str, value: str) -> typing.Iterator[st
         section.address(value)
     except AddressError as exc:
         yield f"'{key}' {exc.message}"
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> typing.Iterator[str]:
+    if value not in allowed:
+        names = " or ".join(f'"{a}"' for a in allowed)
+        yield f"'{key}' must be {names}, not {value!r}"
 
 
 def _range(key: str, value: float, low: float, high: float) -> typing.Iterator[str]:

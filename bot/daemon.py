@@ -13,7 +13,7 @@ import signal
 import socket
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +25,9 @@ from bot.deliver.schedule import digest_date_factory, due_at_factory
 from bot.faces.web import DaemonView, WebServer
 from bot.fetch.arxiv import ArxivClient
 from bot.logs import Episode, redactor
+from bot.poll import calendar, rounds
 from bot.poll.cycle import CycleReport, OnPolled, run_cycle
+from bot.poll.harvest import HarvestReport, harvest
 from bot.render.job import write_digest_from_store
 from bot.sync import sync_config
 from storage import database, lease, outbox, papers, retention
@@ -202,27 +204,67 @@ class Daemon:
                 task.cancel()
 
     async def _poller(self, app: App, dispatcher: Dispatcher) -> None:
+        if self.cfg.arxiv.schedule == "announcements":
+            await self._rhythm(app, dispatcher)
+            return
         interval = self.cfg.arxiv.poll_interval
         while not app.stop.is_set():
-            try:
-                report = await self._cycle(app)
-                dispatcher.wake()
-                await self._digest(app, report)
-                await self._housekeeping(app)
-            except sqlite3.Error as exc:  # locked by another writer, disk full: next cycle
-                log.error("poll cycle stopped, the store refused: %s; next try in %g s",
-                          exc, interval)
+            await self._round(app, dispatcher, None)
             await wait_event(app.stop, interval)
 
-    async def _cycle(self, app: App) -> CycleReport:
+    async def _rhythm(self, app: App, dispatcher: Dispatcher) -> None:
+        """Poll after each announcement (rounds.plan says what is due), sleep in between."""
+        while not app.stop.is_set():
+            try:
+                plan = await app.store.call(rounds.plan, self.cfg.arxiv, self.now())
+            except sqlite3.Error as exc:
+                log.error("poll planning failed, the store refused: %s; next try in 60 s", exc)
+                await wait_event(app.stop, 60)
+                continue
+            if plan.keywords or plan.harvest:
+                await self._round(app, dispatcher, plan.keywords)
+                continue
+            log.info("arXiv: nothing to poll until %s (%s)",
+                     plan.wake.strftime("%Y-%m-%d %H:%M UTC"), calendar.SCHEDULE)
+            await wait_event(app.stop, max(1.0, (plan.wake - self.now()).total_seconds()))
+
+    async def _round(self, app: App, dispatcher: Dispatcher,
+                     keywords: list[Keyword] | None) -> None:
+        try:
+            report = await self._cycle(app, keywords)
+            dispatcher.wake()
+            await self._digest(app, report)
+            await self._housekeeping(app)
+        except sqlite3.Error as exc:  # locked by another writer, disk full: next cycle
+            log.error("poll cycle stopped, the store refused: %s; next try later", exc)
+
+    async def _cycle(self, app: App, keywords: list[Keyword] | None = None) -> CycleReport:
         due_at = due_at_factory(self.cfg, self.now)
+        arxiv = self.cfg.arxiv
+        harvester = None
+        if arxiv.source == "harvest":
+            async def harvester(kws: Sequence[Keyword]) -> HarvestReport:
+                return await harvest(app.client, app.store, kws, oai_url=arxiv.oai_url,
+                                     sets=arxiv.harvest_sets, settings=app.poll_settings,
+                                     now=self.now)
         report = await run_cycle(app.client, app.store, app.poll_settings, self.now, due_at,
                                  on_rejected=lambda kw, msg: self._tell_rejected(app, kw, msg),
-                                 on_polled=self.on_polled)
+                                 on_polled=self.on_polled, keywords=keywords,
+                                 harvest=harvester)
+        await self._record(app, report)
         self.last_report = report
         log.info("%s", report.summary())
         await self.refresh_gauges(app)
         return report
+
+    async def _record(self, app: App, report: CycleReport) -> None:
+        """The round into the announcement calendar, and its line into the report."""
+        if not report.outcomes and report.harvest is None and report.harvest_error is None:
+            return
+        now = self.now()
+        record = await app.store.call(rounds.record, self.cfg.arxiv, now,
+                                      reached=report.reached, published=report.published)
+        report.calendar = rounds.describe(record, now)
 
     async def _tell_rejected(self, app: App, kw: Keyword, message: str) -> None:
         faces = {f.name: f for f in self.faces}

@@ -135,3 +135,4 @@ class PollOutcome:
     rejected: bool = False
     waiting_confirmation: bool = False
     changed: bool = False  # something the digest shows may differ
+    published: tuple[datetime, ...] = ()  # first-version dates of what arXiv answered

@@ -394,6 +394,7 @@ async def slack_daemon(tmp_path: Path) -> AsyncIterator[tuple[SlackDaemon, FakeA
 api_url = "{arxiv.url}"
 keywords = []
 poll_interval = 3600
+schedule = "interval"
 request_interval = 0
 [storage]
 path = "papers.db"

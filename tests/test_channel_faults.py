@@ -408,6 +408,7 @@ async def test_daemon_metrics_count_a_blocked_chat(tmp_path: Path) -> None:
 api_url = "{arxiv.url}"
 keywords = ["fault counting"]
 poll_interval = 1
+schedule = "interval"
 request_interval = 0
 [storage]
 path = "papers.db"

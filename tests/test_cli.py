@@ -21,7 +21,7 @@ KEYWORDS = '["Video Anomaly Detection", "Video Understanding"]'
 
 def config_text(fake: FakeArxiv, **extra: str) -> str:
     lines = ["[arxiv]", f'api_url = "{fake.url}"', "request_interval = 0.05",
-             f"keywords = {KEYWORDS}", "poll_interval = 3600"]
+             f"keywords = {KEYWORDS}", "poll_interval = 3600", 'schedule = "interval"']
     lines += [f"{k} = {v}" for k, v in extra.items()]
     return "\n".join(lines) + '\n[web]\nport = 0\n'
 

@@ -79,6 +79,7 @@ def config_text(arxiv: FakeArxiv, telegram: FakeTelegram, slack: FakeSlack,
 api_url = "{arxiv.url}"
 keywords = []
 poll_interval = 1
+schedule = "interval"
 request_interval = 0
 timeout = 5
 

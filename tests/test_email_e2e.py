@@ -85,6 +85,7 @@ def write_config(tmp: Path, arxiv: FakeArxiv, smtp: FakeSMTP, port: int) -> Path
 api_url = "{arxiv.url}"
 keywords = []
 poll_interval = 3600
+schedule = "interval"
 request_interval = 0
 timeout = 10
 

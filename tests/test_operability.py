@@ -55,6 +55,7 @@ def config_text(fake: FakeArxiv, port: int, *, keywords: tuple[str, ...] = KEYWO
 api_url = "{fake.url}"
 keywords = {json.dumps(list(keywords))}
 poll_interval = {poll_interval}
+schedule = "interval"
 request_interval = 0.02
 timeout = {timeout}
 

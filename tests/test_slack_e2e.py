@@ -110,6 +110,7 @@ def write_config(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, port: int,
 api_url = "{arxiv.url}"
 keywords = []
 poll_interval = 1
+schedule = "interval"
 request_interval = 0
 timeout = 10
 

@@ -56,6 +56,7 @@ class Daemon:
 api_url = "{arxiv.url}"
 keywords = []
 poll_interval = 1
+schedule = "interval"
 request_interval = 0.05
 timeout = 5
 

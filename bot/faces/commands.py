@@ -20,12 +20,15 @@ from sqlite_utils import Database
 from bot.config import Config
 from bot.fetch.errors import ArxivError, ArxivRejected, ArxivUnavailable
 from bot.fetch.keywords import KeywordError, ParsedKeyword, parse_keyword
+from bot.poll import rounds
+from bot.poll.calendar import SCHEDULE, last_announcement
 from bot.poll.keyword import needs_baseline
+from storage import announcements
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
 from storage import subscribers as sub_repo
 from storage.database import write
-from storage.records import Keyword, Paper, Subscriber
+from storage.records import AnnouncementRecord, Keyword, Paper, Subscriber
 from storage.store import Store
 
 if TYPE_CHECKING:
@@ -57,6 +60,7 @@ class Reply:
     papers: list[Paper] = field(default_factory=list)  # adapters render these under the text
     followup: Awaitable[Reply] | None = None  # slow work (first poll): adapter awaits, sends result
     announce: str | None = None  # one line for the whole channel (Slack announces changes)
+    note: str = ""  # shown after the papers: arXiv's rhythm, so a quiet day is explained
 
 
 class CommandError(Exception):
@@ -289,7 +293,8 @@ class Commands:
         lines = [f"• {k.display} — {k.query}" + (" (from the config)" if src == "config" else "")
                  for k, src in subs]
         n = len(subs)
-        return Reply(f"{n} keyword{'s' if n != 1 else ''} followed here:\n" + "\n".join(lines))
+        return Reply(f"{n} keyword{'s' if n != 1 else ''} followed here:\n" + "\n".join(lines),
+                     note=await self._rhythm(chat))
 
     async def _latest(self, chat: Chat, arg: str) -> Reply:
         subs = await self._subscriptions(chat)
@@ -309,9 +314,23 @@ class Commands:
             return Reply(f"'{parsed.display}' is not followed here. /subscribe {parsed.display} "
                          "to follow it.")
         papers = await self.app.store.call(paper_repo.window, kw.id, LATEST_COUNT)
+        note = await self._rhythm(chat)
         if not papers:
-            return Reply(f"No papers are stored for '{kw.display}' yet.")
-        return Reply(f"The {len(papers)} newest papers for '{kw.display}':", papers)
+            return Reply(f"No papers are stored for '{kw.display}' yet.", note=note)
+        return Reply(f"The {len(papers)} newest papers for '{kw.display}':", papers, note=note)
+
+    async def _rhythm(self, chat: Chat) -> str:
+        """When arXiv last announced and next will, in the reader's zone where it is known."""
+        now = self.app.now()
+        channel = getattr(self.app.cfg, chat.channel, None)
+
+        def read(store: Store) -> tuple[AnnouncementRecord | None, str | None]:
+            sub = sub_repo.find(store.db, chat.channel, chat.address, chat.topic)
+            zone = (sub.timezone if sub else None) or getattr(channel, "timezone", None)
+            return announcements.get(store.db, last_announcement(now).key), zone
+
+        record, zone = await self.app.store.run(read)
+        return f"{SCHEDULE}: {rounds.describe(record, now, zone)}."
 
 
 # --- command flood guard --------------------------------------------------------------------

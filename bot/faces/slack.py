@@ -92,9 +92,10 @@ def slack_help() -> str:
 def reply_bodies(reply: Reply) -> list[dict[str, Any]]:
     """A reply as ephemeral messages, packed like every Slack message: the first answers the
     command (its ack), the others follow through the command's response_url."""
-    messages = pack_reply(reply.text, reply.papers[:MAX_REPLY_PAPERS])
+    text = f"{reply.text}\n\n{reply.note}" if reply.note else reply.text
+    messages = pack_reply(text, reply.papers[:MAX_REPLY_PAPERS])
     return [{"response_type": "ephemeral", "text": m.text, "blocks": m.blocks}
-            for m in messages] or [{"response_type": "ephemeral", "text": escape(reply.text)}]
+            for m in messages] or [{"response_type": "ephemeral", "text": escape(text)}]
 
 
 def reply_body(reply: Reply) -> dict[str, Any]:

@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
+from bot.app import utcnow
 from bot.config import Config
+from bot.poll import calendar, rounds
+from storage import announcements, outbox
 from storage import keywords as kw_repo
-from storage import outbox
 from storage.store import Store
 
 
 def _when(value: object) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"  # type: ignore[attr-defined]
+
+
+STATES = {"seen": "seen", "missed": "no new papers anywhere (holiday?)",
+          "failed": "arXiv unreachable", "unchecked": "not checked", "pending": "pending"}
+
+
+def arxiv_lines(store: Store, cfg: Config, now: datetime) -> list[str]:
+    """The calendar: so a quiet day is never mistaken for a fault."""
+    recent = announcements.recent(store.db, 5)
+    cur = calendar.last_announcement(now)
+    record = next((r for r in recent if r.day == cur.key), None)
+    lines = [f"arXiv: {calendar.SCHEDULE} (schedule: {cfg.arxiv.schedule}, "
+             f"source: {cfg.arxiv.source})", f"  {rounds.describe(record, now)}"]
+    if calendar.is_quiet_day(now):
+        lines.append(f"  today ({now.astimezone(calendar.NEW_YORK):%A} in New York) has no "
+                     "announcement: nothing new is expected, this is not a fault")
+    if recent:
+        lines.append("  recent: " + ", ".join(
+            f"{r.day} {STATES.get(r.state, r.state)}"
+            + (f" ({r.new_papers})" if r.state == "seen" else "") for r in recent))
+    reached, failed = announcements.reach(store.db)
+    lines.append(f"  arXiv last answered: {_when(reached)}"
+                 + (f"; {failed} rounds failed since" if failed else ""))
+    return lines
 
 
 def status_text(store: Store, cfg: Config, channels: Sequence[str],
@@ -28,6 +55,7 @@ def status_text(store: Store, cfg: Config, channels: Sequence[str],
                      f"  last success: {_when(kw.last_success)}")
         if kw.last_error:
             lines.append(f"      last error: {kw.last_error}")
+    lines.extend(arxiv_lines(store, cfg, utcnow()))
     pending = outbox.pending_per_channel(store.db)
     lines.append("Pending notifications: " + (
         ", ".join(f"{c}: {n}" for c, n in sorted(pending.items())) or "none"))

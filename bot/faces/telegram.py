@@ -259,6 +259,8 @@ class TelegramFace:
         limits = self.notifier.limits
         budget = (limits.max_chars or 4096) - 256  # room for the separators around a block
         blocks = text_blocks(reply.text, budget) + [Block(paper=p) for p in reply.papers]
+        if reply.note:
+            blocks += text_blocks(reply.note, budget)
         for _, text in pack_html(blocks, limits):
             await self._send_html(chat, text)
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -22,14 +22,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import bot
 from bot import metrics
 from bot.app import App, Face
-from bot.config import WebConfig
+from bot.config import ArxivConfig, WebConfig
 from bot.faces.connections import (
     HEADER_SECONDS,
     LINGER_SECONDS,
     ConnectionGuard,
     connection_cap,
 )
-from storage import outbox
+from bot.poll import calendar, rounds
+from storage import announcements, outbox
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,14 @@ class WebServer:
 
     async def health(self) -> dict[str, Any]:
         report = self.view.last_report()
-        interval = self.view.poll_interval
         now = self.app.now()
         last = report.started if report else None
-        limit = max(2 * interval, 2 * (report.duration if report else 0.0))
-        reference = last or self.view.started
-        fresh = (now - reference).total_seconds() < limit
+        fresh = self._fresh(report, now)
+        arxiv: dict[str, Any] = {}
         try:
             writable, pending = await self.app.store.run(_probe)
+            arxiv = await self.app.store.run(
+                lambda s: arxiv_health(s, self.app.cfg.arxiv, now, self.view.started))
         except Exception as exc:  # the store itself is broken: that is the answer
             writable, pending = False, {}
             log.error("health check: store not writable: %s", exc)
@@ -121,7 +122,9 @@ class WebServer:
         failing = [o.keyword.display for o in failed if o.keyword.in_config]
         problems = [p for p in (self.app.store.replaced(),) if p]
         return {
-            "healthy": bool(fresh and writable and not problems),
+            "healthy": bool(fresh and writable and not problems
+                            and arxiv.get("arxiv") != "unreachable"),
+            **arxiv,
             "version": bot.__version__,
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "last_cycle": last.isoformat() if last else None,
@@ -132,6 +135,49 @@ class WebServer:
             "problems": problems,
             "warnings": self.app.warnings,
         }
+
+
+    def _fresh(self, report: Any, now: datetime) -> bool:
+        """The poller is not stuck: with the interval schedule a cycle within two intervals;
+        with announcements, none overdue for two hours (a quiet weekend is not stale)."""
+        last = report.started if report else None
+        reference = last or self.view.started
+        if self.app.cfg.arxiv.schedule == "announcements":
+            start = rounds.round_start(rounds.current(now, self.app.cfg.arxiv), self.app.cfg.arxiv)
+            overdue = now - start > ROUND_GRACE and reference < start
+            return not (overdue and self.view.started < start)
+        limit = max(2 * self.view.poll_interval, 2 * (report.duration if report else 0.0))
+        return (now - reference).total_seconds() < limit
+
+
+ROUND_GRACE = timedelta(hours=2)
+UNREACHABLE_AFTER = timedelta(hours=6)
+UNREACHABLE_ROUNDS = 2
+
+
+def arxiv_health(store: Store, arxiv: ArxivConfig, now: datetime,
+                 started: datetime) -> dict[str, Any]:
+    """"unreachable" when no round could reach arXiv for 6 hours and the last 2 scheduled
+    attempts failed (whichever comes later); "quiet" on a day without announcement."""
+    reached, failed = announcements.reach(store.db)
+    cur = calendar.last_announcement(now)
+    record = announcements.get(store.db, cur.key)
+    if failed >= UNREACHABLE_ROUNDS and now - (reached or started) >= UNREACHABLE_AFTER:
+        state = "unreachable"
+    elif calendar.is_quiet_day(now) or (record is not None and record.state == "missed"):
+        state = "quiet"
+    elif record is not None and record.state == "seen":
+        state = "ok"
+    else:
+        state = "waiting"
+    return {
+        "arxiv": state,
+        "arxiv_last_answered": reached.isoformat() if reached else None,
+        "last_announcement": cur.at.isoformat(),
+        "last_announcement_result": record.state if record else "pending",
+        "next_announcement": cur.following().at.isoformat(),
+        "schedule": calendar.SCHEDULE,
+    }
 
 
 _FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")

@@ -8,14 +8,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot import metrics
 from bot.fetch.arxiv import ArxivClient
 from bot.fetch.errors import ArxivRejected, ArxivUnavailable, CircuitOpen
-from bot.poll.keyword import PollSettings, poll_keyword
+from bot.poll.harvest import HarvestError, HarvestReport
+from bot.poll.keyword import PollSettings, needs_baseline, poll_keyword
 from storage import keywords as kw_repo
 from storage import outbox
 from storage.records import Keyword, PollOutcome, Subscriber
@@ -33,6 +34,20 @@ class CycleReport:
     stopped_early: str | None = None
     duration: float = 0.0
     released: int = 0
+    harvest: HarvestReport | None = None
+    harvest_error: str | None = None
+    calendar: str = ""  # what arXiv last did and does next (the announcement calendar)
+
+    @property
+    def reached(self) -> bool:
+        """arXiv answered at least once in this cycle."""
+        return bool(self.completed) or self.harvest is not None
+
+    @property
+    def published(self) -> list[datetime]:
+        """First-version dates of everything arXiv answered (for the calendar)."""
+        dates = [when for o in self.outcomes for when in o.published]
+        return dates + (self.harvest.submitted if self.harvest else [])
 
     @property
     def failed(self) -> list[PollOutcome]:
@@ -44,12 +59,14 @@ class CycleReport:
 
     @property
     def new_papers(self) -> int:
-        return sum(len(o.new_papers) for o in self.outcomes)
+        harvested = self.harvest.new_count if self.harvest else 0
+        return sum(len(o.new_papers) for o in self.outcomes) + harvested
 
     @property
     def changed(self) -> bool:
         """Something the digest shows may differ: a commit happened or a rejection was noted."""
-        return any(o.changed or o.rejected for o in self.outcomes)
+        return any(o.changed or o.rejected for o in self.outcomes) or bool(
+            self.harvest and self.harvest.new_papers)
 
     def summary(self, *, public: bool = False) -> str:
         """The cycle's log line; `public` names only [arxiv] keywords and counts the others
@@ -64,6 +81,13 @@ class CycleReport:
                 f"{self.duration:.1f}s; failed: {failed}")
         if self.stopped_early:
             text += f"; stopped early: {self.stopped_early}"
+        if self.harvest is not None:
+            text += (f"; harvest: {self.harvest.records} records in {self.harvest.pages} pages "
+                     f"matched against {self.harvest.keywords} keywords")
+        if self.harvest_error:
+            text += f"; harvest failed: {self.harvest_error}"
+        if self.calendar:
+            text += f"; arXiv: {self.calendar}"
         return text
 
 
@@ -72,14 +96,26 @@ OnRejected = Callable[[Keyword, str], Awaitable[None]]
 OnPolled = Callable[[int, int, PollOutcome], None]  # (done, total, outcome): progress display
 
 
+Harvest = Callable[[Sequence[Keyword]], Awaitable[HarvestReport]]
+
+
 async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettings,
                     now: Callable[[], datetime], due_at: DueAt,
                     on_rejected: OnRejected | None = None,
-                    on_polled: OnPolled | None = None) -> CycleReport:
+                    on_polled: OnPolled | None = None,
+                    keywords: Sequence[Keyword] | None = None,
+                    harvest: Harvest | None = None) -> CycleReport:
+    """Poll `keywords` (default: every watched one) by search; with `harvest`, only those
+    that need a baseline go to search, then one harvest serves every keyword."""
     report = CycleReport(started=now())
     t0 = time.monotonic()
     client.start_cycle()
-    keywords = await store.call(kw_repo.to_poll)
+    watched = await store.call(kw_repo.to_poll)
+    if keywords is None:
+        keywords = watched
+    if harvest is not None:
+        keywords = [kw for kw in keywords
+                    if needs_baseline(kw, settings.max_papers, report.started)]
     try:
         for index, kw in enumerate(keywords):
             outcome = await _poll_one(client, store, kw, settings, now, on_rejected)
@@ -90,12 +126,24 @@ async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettin
                 report.stopped_early = (f"{UNAVAILABLE} after repeated failures; "
                                         f"{len(keywords) - index - 1} keywords left for next cycle")
                 break
+        if harvest is not None and not report.stopped_early:
+            await _harvest(harvest, store, report)
     finally:
         report.released = await store.call(outbox.release, now(), due_at)
         report.duration = time.monotonic() - t0
         metrics.CYCLE_SECONDS.observe(report.duration)
         metrics.NEW_PAPERS.inc(report.new_papers)
     return report
+
+
+async def _harvest(harvest: Harvest, store: AsyncStore, report: CycleReport) -> None:
+    """The harvest's keywords are read again: the baselines just taken count."""
+    keywords = await store.call(kw_repo.to_poll)
+    try:
+        report.harvest = await harvest(keywords)
+    except (HarvestError, ArxivUnavailable) as exc:
+        report.harvest_error = str(exc)
+        log.warning("harvest failed: %s; the next one resumes from the stored datestamp", exc)
 
 
 async def _poll_one(client: ArxivClient, store: AsyncStore, kw: Keyword, settings: PollSettings,

@@ -95,6 +95,7 @@ async def poll_keyword(client: ArxivClient, store: AsyncStore, kw: Keyword,
         reset_window=baseline and query_changed,
     )
     return PollOutcome(kw, new_papers=new, stored=len(papers), baseline=baseline,
+                       published=tuple(p.published for p in papers),
                        changed=changed)
 
 
