@@ -16,9 +16,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import bot.fetch.arxiv
 import storage.polls
@@ -70,9 +71,12 @@ class Timer:
             self.samples.append(time.perf_counter() - t0)
 
 
-def serve_in_thread(papers: list[Paper]) -> tuple[FakeArxiv, threading.Event]:
+S = TypeVar("S", bound=AbstractAsyncContextManager)
+
+
+def serve_in_thread(fake: S) -> tuple[S, threading.Event]:
+    """A local server in a thread with its own loop, until the event is set."""
     ready, done = threading.Event(), threading.Event()
-    fake = FakeArxiv(papers=papers)
 
     def main() -> None:
         async def serve() -> None:
@@ -112,7 +116,7 @@ async def main() -> None:
                              max_keywords=1000)
         await store.call(lambda db: kw_repo.set_config_keywords(
             db, {k.id for k in kw_repo.all_keywords(db)}))
-        fake, done = serve_in_thread(corpus(now))
+        fake, done = serve_in_thread(FakeArxiv(papers=corpus(now)))
         baseline_wall, _ = await one_cycle(store, fake.url, now)
         fake.papers = corpus(now + timedelta(hours=2 * NEW), extra=NEW)
         later = now + timedelta(hours=1)
