@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -18,6 +18,9 @@ from bot.config import AddressError, Config, ConfigError, Secrets, config_path, 
 from bot.logs import setup_logging
 from storage.database import SchemaError
 from storage.records import PollOutcome
+
+if TYPE_CHECKING:
+    from bot.poll.cycle import CycleReport
 from storage.store import Store
 
 log = logging.getLogger("bot.cli")
@@ -90,7 +93,6 @@ def cli(click_ctx: click.Context, config_arg: str | None, verbose: bool, log_for
 def run(ctx: Context, once: bool, strict: bool) -> None:
     """Run the daemon until SIGINT/SIGTERM (or one cycle with --once)."""
     from bot.daemon import Daemon
-    from bot.poll.rounds import quiet_line
 
     with operator_errors():
         cfg = ctx.cfg
@@ -102,6 +104,13 @@ def run(ctx: Context, once: bool, strict: bool) -> None:
     if not once:
         return
     assert report is not None
+    sys.exit(report_once(report, strict))
+
+
+def report_once(report: CycleReport, strict: bool) -> int:
+    """`run --once`'s closing lines; the last names failed keywords. Returns the exit code."""
+    from bot.poll.rounds import quiet_line
+
     failed = report.failed
     names = ", ".join(f"'{o.keyword.display}' ({o.error})" for o in failed)
     if report.harvest is not None:
@@ -114,10 +123,11 @@ def run(ctx: Context, once: bool, strict: bool) -> None:
     click.echo(f"{len(report.completed)} of {len(report.outcomes)} keywords polled, "
                f"{report.new_papers} new papers; failed keywords: {names or 'none'}")
     if strict and (failed or report.harvest_error):
-        sys.exit(3)
-    if (report.outcomes and not report.completed and failed) or (
-            report.harvest_error and not report.completed):
-        sys.exit(1)
+        return 3
+    nothing = not report.completed
+    if (report.outcomes and nothing and failed) or (report.harvest_error and nothing):
+        return 1
+    return 0
 
 
 def terminal_progress() -> Callable[[int, int, PollOutcome], None]:

@@ -106,3 +106,13 @@ def test_an_unreadable_query_is_set_aside_not_raised():
     assert 1 in matcher.unreadable and 2 in matcher.queries
     with pytest.raises(QueryError):
         compile_query("ti:a AND")
+
+
+@pytest.mark.parametrize("query", [parse_keyword(k).query for k in KEYWORDS] + [
+    "", "ti:", "(ti:video", "ti:video OR", 'all:"video anomaly" ANDNOT cat:cs.LG', "cat:cs.*"])
+def test_the_fakes_index_answers_as_its_scan(query: str, papers: list[Paper]):
+    """bench_cycle's fake arXiv searches an index; it must agree with the plain scan."""
+    from tests.fakes.arxiv_server import CorpusIndex
+
+    expected = [p.arxiv_id for p in papers if matches_query(query, p)]
+    assert [p.arxiv_id for p in CorpusIndex(papers).search(query)] == expected

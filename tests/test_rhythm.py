@@ -96,6 +96,10 @@ def test_harvest_waits_for_oai_and_retries_until_the_days_records_appear(tmp_pat
     announcements.record_round(store.db, SUNDAY.key, SUNDAY.at, ready, reached=True, evidence=0)
     later = rounds.plan(store.db, arxiv, ready + timedelta(minutes=1))
     assert not later.harvest and later.wake == ready + timedelta(minutes=30)
+    # no records by 04:30 New York (6 hours on): a day without announcement, no more retries
+    announcements.record_round(store.db, SUNDAY.key, SUNDAY.at, ready + timedelta(hours=6),
+                               reached=True, evidence=0)
+    assert not rounds.plan(store.db, arxiv, ready + timedelta(hours=7)).harvest
     announcements.record_round(store.db, SUNDAY.key, SUNDAY.at, ready + timedelta(minutes=30),
                                reached=True, evidence=800)
     assert not rounds.plan(store.db, arxiv, ready + timedelta(hours=2)).harvest

@@ -29,7 +29,8 @@ from storage.records import AnnouncementRecord, Keyword
 
 RETRY_FIRST = timedelta(minutes=5)
 RETRY_MAX = timedelta(hours=2)
-HARVEST_RETRY = timedelta(minutes=30)  # until the day's records appear or the next one comes
+HARVEST_RETRY = timedelta(minutes=30)  # until the day's records appear…
+HARVEST_GIVE_UP = timedelta(hours=6)  # …or 04:30 New York passed without them: no announcement
 
 
 def round_start(a: Announcement, arxiv: ArxivConfig) -> datetime:
@@ -94,7 +95,7 @@ def _due_at(kw: Keyword, arxiv: ArxivConfig, start: datetime,
 def _harvest_due_at(record: AnnouncementRecord | None, start: datetime) -> datetime | None:
     if record is None or record.last_attempt is None or record.last_attempt < start:
         return start
-    if record.state == "seen":
+    if record.state == "seen" or record.last_attempt >= start + HARVEST_GIVE_UP:
         return None
     return record.last_attempt + HARVEST_RETRY
 
