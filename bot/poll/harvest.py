@@ -9,6 +9,7 @@ day missed while down is harvested later. Cost grows with papers, not with keywo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -95,7 +96,9 @@ async def _commit(store: AsyncStore, page: OaiPage, spec: str, matcher: Matcher,
                   by_id: dict[int, Keyword], settings: PollSettings, started: datetime,
                   report: HarvestReport) -> None:
     papers = [r.paper for r in page.records]
-    matches = {by_id[kid]: found for kid, found in matcher.match(papers).items()}
+    # Seconds of CPU with tens of thousands of keywords: off the event loop, like parsing.
+    matched = await asyncio.to_thread(matcher.match, papers)
+    matches = {by_id[kid]: found for kid, found in matched.items()}
     floor = started - timedelta(days=settings.notify_max_age_days)
     stamp: date | None = page.last_datestamp
     new = await store.call(polls.commit_harvest_page, matches, now=started,

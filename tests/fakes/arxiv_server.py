@@ -233,6 +233,14 @@ class FakeArxiv:
             self.faults.append(Fault(**item) if isinstance(item, dict) else item)
         return web.json_response({"queued": len(self.faults)})
 
+    def _indexed(self) -> CorpusIndex:
+        """The corpus's index, rebuilt whenever any paper of the corpus was replaced (tests
+        edit `papers` in place: a corrected date, a new version, a paper withdrawn)."""
+        key = tuple(map(id, self.papers))
+        if getattr(self, "_index_key", None) != key:
+            self._index, self._index_key = CorpusIndex(self.papers), key
+        return self._index
+
     def search(self, params: dict[str, str]) -> tuple[list[Paper], int, int]:
         """The page asked for, the total number of matches and the start index."""
         matches = self._indexed().search(params.get("search_query", ""))
