@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,18 @@ from click.testing import CliRunner
 
 from bot import channels
 from bot.cli import cli
-from bot.config import AppriseConfig, AppriseTarget, Config, ConfigError, Secrets, load_config
-from bot.daemon import prepare_store
+from bot.config import (
+    AppriseConfig,
+    AppriseTarget,
+    ArxivConfig,
+    Config,
+    ConfigError,
+    DigestConfig,
+    Secrets,
+    StorageConfig,
+    load_config,
+)
+from bot.daemon import Daemon, prepare_store
 from bot.logs import redactor
 from notifiers.apprise import (
     DEFAULT_BODY_CHARS,
@@ -24,8 +35,9 @@ from notifiers.apprise import (
 )
 from notifiers.base import Message, Outcome
 from storage.records import OutboxRow, Paper, Subscriber
-from tests.conftest import PaperFactory
+from tests.conftest import Clock, PaperFactory
 from tests.fakes.apprise_receiver import AppriseReceiver
+from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import write_config
 
 KEYWORD = "graph neural networks"
@@ -219,3 +231,25 @@ def test_the_command_line_subscribes_a_target_by_its_name(tmp_path: Path) -> Non
                                  "lab discord", KEYWORD])
     assert result.exit_code == 2
     assert "error: --apprise must be a target name" in result.output
+
+
+async def test_a_daily_apprise_section_holds_the_papers_for_its_digest_time(
+        tmp_path: Path, rx: AppriseReceiver, monkeypatch: pytest.MonkeyPatch, clock: Clock,
+        paper: PaperFactory, fake_arxiv: FakeArxiv) -> None:
+    monkeypatch.setenv("LAB_APPRISE_URL", rx.target("hooks/lab"))
+    clock.current = clock.current.replace(hour=12, minute=0)
+    cfg = Config(
+        arxiv=ArxivConfig(api_url=fake_arxiv.url, keywords=[], request_interval=0.02),
+        storage=StorageConfig(tmp_path / "papers.db"), digest=DigestConfig(path=None),
+        apprise=AppriseConfig(digest_time="09:00", timezone="UTC", targets=[
+            AppriseTarget("lab", "LAB_APPRISE_URL", [KEYWORD])]))
+    fake_arxiv.add(paper(days=2))
+    await Daemon(cfg, Secrets(), now=clock.now).run(once=True)  # the baseline
+    news = paper(days=0.1)
+    fake_arxiv.add(news)
+    await Daemon(cfg, Secrets(), now=clock.now).run(once=True)
+    assert rx.posts == []  # held for tomorrow 09:00 by the delivery clock
+    clock.advance(timedelta(hours=21, minutes=1))
+    await Daemon(cfg, Secrets(), now=clock.now).run(once=True)
+    (post,) = rx.posts_to("hooks/lab")
+    assert ABS.findall(post.message) == [news.arxiv_id]
