@@ -116,7 +116,7 @@ def _apprise_notifier(cfg: Config, secrets: Secrets) -> Notifier:
 
 def _apprise_warning(cfg: Config) -> str | None:
     _, unset = cfg.apprise.urls(os.environ)
-    skipped = [f"apprise target '{name}' is skipped ({why}); its papers wait"
+    skipped = [f"apprise target '{name}' is skipped, its papers wait: {why}"
                for name, why in unset.items()]
     return "; ".join(skipped) or None
 

@@ -241,10 +241,12 @@ class AppriseConfig(ChannelConfig):
                 for i, t in enumerate(self.targets)]
 
     def urls(self, env: typing.Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-        """(name → URL of each target whose variable is set, name → why each other is skipped)."""
+        """(name → URL of each target whose variable holds one, name → why another is skipped)."""
         urls = {t.name: env.get(t.url_env, "").strip() for t in self.targets}
-        unset = {t.name: f"{t.url_env} is not set" for t in self.targets if not urls[t.name]}
-        return {n: u for n, u in urls.items() if u}, unset
+        skipped = {t.name: f"{t.url_env} is not set" if not urls[t.name] else
+                   f"{t.url_env} holds no apprise URL such as discord://…"
+                   for t in self.targets if "://" not in urls[t.name]}
+        return {n: u for n, u in urls.items() if n not in skipped}, skipped
 
     def problems(self, section: str) -> typing.Iterator[str]:
         yield from super().problems(section)

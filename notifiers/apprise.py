@@ -238,7 +238,8 @@ class AppriseNotifier(Notifier):
             target = Target.load(name, url)
             if target is None:
                 self.unusable[name] = NOT_A_URL
-                log.error("apprise target '%s' is skipped: %s", name, self.unusable[name])
+                log.error("apprise target '%s' is skipped, its papers wait: %s", name,
+                          self.unusable[name])
             else:
                 self.targets[name] = target
         self.limits = AppriseLimits(

@@ -203,8 +203,10 @@ async def test_the_registry_builds_each_target_with_its_url_redacted(
     url = rx.target("hooks/T0KEN-registry-99", "reader:Pa55-registry")
     monkeypatch.setenv("LAB_APPRISE_URL", url)
     monkeypatch.delenv("OFF_APPRISE_URL", raising=False)
+    monkeypatch.setenv("TYPO_APPRISE_URL", "https//discord.com/api/webhooks/1/x")
     cfg = Config(apprise=AppriseConfig(targets=[AppriseTarget("lab", "LAB_APPRISE_URL"),
-                                                AppriseTarget("off", "OFF_APPRISE_URL")]))
+                                                AppriseTarget("off", "OFF_APPRISE_URL"),
+                                                AppriseTarget("typo", "TYPO_APPRISE_URL")]))
     assert [c.name for c in channels.switched_on(cfg, Secrets())] == ["apprise"]
     face = channels.named("apprise").build(cfg, Secrets())
     assert isinstance(face.notifier, AppriseNotifier)
@@ -213,7 +215,9 @@ async def test_the_registry_builds_each_target_with_its_url_redacted(
                              "as reader:Pa55-registry")
     assert "T0KEN-registry-99" not in line and "Pa55-registry" not in line, line
     assert channels.warnings(cfg, Secrets()) == [
-        "apprise target 'off' is skipped (OFF_APPRISE_URL is not set); its papers wait"]
+        "apprise target 'off' is skipped, its papers wait: OFF_APPRISE_URL is not set; "
+        "apprise target 'typo' is skipped, its papers wait: TYPO_APPRISE_URL holds no apprise "
+        "URL such as discord://…"]
 
 
 def test_the_command_line_subscribes_a_target_by_its_name(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ async def test_each_new_paper_reaches_a_target_once_and_its_url_never_a_log_line
     async with w.daemon("--verbose") as daemon:
         base = (await daemon.wait_for_log(LISTENING)).group(1)
         await daemon.wait_for_log(CYCLE)  # the baseline
-        assert "apprise target 'unset' is skipped (UNSET_APPRISE_URL is not set)" in daemon.log
+        assert "apprise target 'unset' is skipped, its papers wait: UNSET_APPRISE_URL is not set" in daemon.log
         first = [paper(10, hours_ago=0.5), paper(11, hours_ago=0.4)]
         w.arxiv.add(*first)
         await w.rx.wait_for(lambda: set(w.received("lab")) == {"2512.00010", "2512.00011"})
@@ -159,7 +159,7 @@ async def test_each_new_paper_reaches_a_target_once_and_its_url_never_a_log_line
     assert "Channels: telegram off (set TELEGRAM_BOT_TOKEN)" in status
     assert "apprise on" in status
     assert "Pending notifications: apprise: 6" in status  # flaky's 3 and unset's 3 wait
-    assert "apprise target 'unset' is skipped (UNSET_APPRISE_URL is not set)" in status
+    assert "apprise target 'unset' is skipped, its papers wait: UNSET_APPRISE_URL is not set" in status
     assert sample(scrape, "daily_papers_outbox_rows", channel="apprise", status="pending") == 6
     assert sample(scrape, "daily_papers_outbox_rows", channel="apprise", status="sent") == 3
     assert sample(scrape, "daily_papers_subscribers", channel="apprise") == 3
