@@ -110,6 +110,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 api_url = "{arxiv.url}"
 keywords = ["{KEYWORD}"]
 poll_interval = 1
+schedule = "interval"
 request_interval = 0
 timeout = 5
 
