@@ -220,13 +220,22 @@ class World:
     tally: Tally
     env: dict[str, str]
     setting: Setting
+    daemons: list[DaemonProcess] = field(default_factory=list)
 
     @property
     def db(self) -> Path:
         return self.tmp / "papers.db"
 
     async def start(self) -> DaemonProcess:
-        return await DaemonProcess(self.config, "run", env=self.env).start()
+        daemon = await DaemonProcess(self.config, "run", env=self.env).start()
+        self.daemons.append(daemon)
+        return daemon
+
+    async def kill_leftovers(self) -> None:
+        """A failed run must not leave a daemon behind, busy with fakes that are gone."""
+        for daemon in self.daemons:
+            if daemon.proc and daemon.proc.returncode is None:
+                await daemon.kill()
 
 
 @pytest.fixture
@@ -239,8 +248,12 @@ async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
         seed_subscribers(config)
         env = {"TELEGRAM_BOT_TOKEN": TOKEN, "SLACK_BOT_TOKEN": slack.bot_token,
                "DAILY_PAPERS_SECRET": "crash-test-unsubscribe-key"}
-        yield World(tmp_path, arxiv, telegram, slack, smtp, config,
-                    Tally(telegram, slack, smtp), env, setting)
+        w = World(tmp_path, arxiv, telegram, slack, smtp, config, Tally(telegram, slack, smtp),
+                  env, setting)
+        try:
+            yield w
+        finally:
+            await w.kill_leftovers()
 
 
 async def kill_during_poll(w: World, daemon: DaemonProcess, papers: tuple[Paper, ...]) -> str:
@@ -264,6 +277,7 @@ async def kill_during_sendout(w: World, daemon: DaemonProcess, papers: tuple[Pap
     return f"after {w.tally.delivered(papers)} of {2 * 3 * PER_CHANNEL} deliveries"
 
 
+@pytest.mark.timeout(600)  # a long scenario on a busy machine; every wait in it is bounded
 @pytest.mark.parametrize("world", SETTINGS, indirect=True,
                          ids=[f"max_in_flight={s.max_in_flight}" for s in SETTINGS])
 async def test_sigkill_at_random_moments_loses_nothing(world: World) -> None:
