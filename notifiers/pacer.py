@@ -36,8 +36,14 @@ class Pacer:
         self._paused_until = 0.0
 
     def pause(self, seconds: float) -> None:
-        """The service asked the whole channel to wait (Telegram's flood wait is per bot)."""
+        """The service asked a send-out to wait: every later send-out on the channel waits.
+        Priority takers (command replies) are still tried: a flood wait is often per method
+        or per chat, and a refused reply holds only its own chat (`hold`)."""
         self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+    def hold(self, address: str, seconds: float) -> None:
+        """The service asked to wait before the next send to this recipient."""
+        self._next[address] = max(self._next.get(address, 0.0), self.clock() + seconds)
 
     @property
     def paused_for(self) -> float:
@@ -48,8 +54,10 @@ class Pacer:
         return max(0.0, self._next.get(address, 0.0) - self.clock())
 
     async def turn(self, address: str, *, priority: bool = False) -> None:
-        """Wait until a send to `address` keeps every limit, and count it as sent now."""
-        await self._wait_pause()
+        """Wait until a send to `address` keeps every limit, and count it as sent now.
+        A priority send (a command reply) never waits for a send-out's pause."""
+        if not priority:
+            await self._wait_pause()
         await self._recipient_turn(address)
         if priority:
             await self._reserve_overall()

@@ -3,6 +3,7 @@ is told and what changes in the store, against a real store and the local arXiv 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from bot.config import Config, Secrets
 from bot.faces.commands import (
     Chat,
     ChatThrottle,
+    ChatTurns,
     CommandError,
     Commands,
     Reply,
@@ -298,3 +300,26 @@ def test_throttle_warns_once_then_stays_silent_until_the_minute_passes() -> None
     assert throttle.check("7") is Verdict.OK  # other chats are not affected
     clock[0] = 60.0
     assert throttle.check("42") is Verdict.OK
+
+
+async def test_one_chat_s_commands_take_turns_while_other_chats_go_at_once() -> None:
+    turns = ChatTurns()
+    log: list[str] = []
+    release = asyncio.Event()
+
+    async def command(chat: str, name: str, wait: bool = False) -> None:
+        async with turns.place(chat):
+            log.append(f"{name} starts")
+            if wait:
+                await release.wait()
+            log.append(f"{name} ends")
+
+    first = asyncio.create_task(command("42", "subscribe", wait=True))
+    second = asyncio.create_task(command("42", "unsubscribe"))
+    await asyncio.sleep(0)
+    await command("7", "list")  # another chat is not held
+    assert log == ["subscribe starts", "list starts", "list ends"]
+    release.set()
+    await asyncio.gather(first, second)
+    assert log[3:] == ["subscribe ends", "unsubscribe starts", "unsubscribe ends"]
+    assert turns._lines == {}  # quiet chats are forgotten

@@ -128,3 +128,28 @@ async def test_limits_replaced_on_a_notifier_reach_its_pacer() -> None:
     await notifier.pacer.turn("C1")
     assert notifier.ready_in(channel) == pytest.approx(1.0, abs=0.1)  # nothing more booked
     assert notifier.pacer.limits.per_recipient_interval == 0
+
+
+async def test_a_send_out_pause_does_not_hold_replies_and_a_held_chat_waits_alone() -> None:
+    """Telegram's 429 to a send-out (retry_after 3600) pauses send-outs; a command reply is
+    still tried at once. A reply refused for a while holds its own chat, not the others."""
+    time = FakeTime()
+    pacer = pacer_for(TelegramLimits(per_recipient_interval=1.0), time)
+    pacer.pause(3600)
+    done: list[tuple[str, float]] = []
+
+    async def send(address: str, priority: bool) -> None:
+        await pacer.turn(address, priority=priority)
+        done.append((address, time.now - 1000))
+
+    send_out = asyncio.create_task(send("10", priority=False))
+    await time.advance(0)
+    await send("7", priority=True)
+    pacer.hold("7", 30)  # the reply to 7 was refused: retry after 30 s
+    later = asyncio.create_task(send("7", priority=True))
+    await send("8", priority=True)
+    while not later.done():
+        await time.advance(1)
+    assert done == [("7", 0), ("8", 0), ("7", 30)]
+    assert not send_out.done()
+    send_out.cancel()

@@ -327,3 +327,33 @@ async def test_a_command_during_a_big_send_out_is_answered_first(
     with contextlib.suppress(AssertionError):
         await telegram.wait_sent(2, 7, timeout=5)
     assert await daemon.stop() == 0
+
+
+async def test_a_flood_wait_of_an_hour_during_a_send_out_leaves_no_command_unanswered(
+    telegram: FakeTelegram, arxiv: FakeArxiv, start_daemon: Callable[..., Daemon]
+) -> None:
+    """Telegram answers the send-out with 429 retry_after 3600: the send-out waits its hour,
+    but replies are still tried (a flood wait is often per method or per chat) and answered
+    at once. A reply refused for 3 s holds its own chat only and goes 3 s later; other chats'
+    commands are answered meanwhile (commands are handled concurrently)."""
+    chats = range(2000, 2010)
+    daemon = start_daemon()
+    daemon.seed(chats)
+    await listening(telegram, daemon)
+    telegram.fail(Failure.retry_after(3600))  # the next sendMessage: the send-out's first
+    await publish_between_cycles(arxiv, QUERY, paper(907, "Video anomaly detection, paused"))
+    await telegram.wait_for(lambda: any(c.status == 429 for c in telegram.calls), timeout=20)
+
+    telegram.fail(Failure.retry_after(3), chat_id=7)
+    telegram.push_command(7, "/list")
+    await telegram.wait_for(lambda: any(c.chat_id == 7 and c.status == 429
+                                        for c in telegram.calls), timeout=10)
+    telegram.push_command(8, "/help")
+    await telegram.wait_sent(1, 8, timeout=10)
+    await telegram.wait_sent(1, 7, timeout=10)
+    (refused,) = [c for c in telegram.calls if c.chat_id == 7 and c.status == 429]
+    (to_7,), (to_8,) = telegram.messages_to(7), telegram.messages_to(8)
+    assert to_8.at < to_7.at and to_7.at - refused.at >= 3.0
+    assert to_7.visible_text.startswith("No keywords are followed")
+    assert not [m for m in telegram.sent if m.chat_id in chats]  # the send-out still waits
+    assert await daemon.stop() == 0

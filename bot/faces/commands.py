@@ -6,6 +6,7 @@ and Slack adapt them to their wire, the CLI calls the synchronous core directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -375,3 +376,52 @@ class ChatThrottle:
     @property
     def message(self) -> str:
         return SLOW_DOWN.format(limit=self.limit)
+
+
+class ChatTurns:
+    """One at a time per chat, in the order places in line were taken; many chats at once.
+
+    Commands of one chat are handled in order (a /subscribe then /unsubscribe must not race),
+    and so are their replies, in a line of their own: a reply waiting out its chat's flood wait
+    holds neither that chat's next command nor any other chat. A quiet chat's line is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[str, deque[asyncio.Future[None]]] = {}
+
+    def place(self, key: str) -> Turn:
+        """Take a place in the chat's line now (no waiting): `async with` it to wait."""
+        ticket = asyncio.get_running_loop().create_future()
+        line = self._lines.setdefault(key, deque())
+        line.append(ticket)
+        if len(line) == 1:
+            ticket.set_result(None)
+        return Turn(self, key, ticket)
+
+    def leave(self, key: str, ticket: asyncio.Future[None]) -> None:
+        line = self._lines.get(key)
+        if line is None or ticket not in line:
+            return
+        head = line[0] is ticket
+        line.remove(ticket)
+        if not line:
+            del self._lines[key]
+        elif head:
+            line[0].set_result(None)
+
+
+class Turn:
+    """A place in a chat's line; `async with` waits for it and gives it up after."""
+
+    def __init__(self, turns: ChatTurns, key: str, ticket: asyncio.Future[None]) -> None:
+        self.turns, self.key, self.ticket = turns, key, ticket
+
+    async def __aenter__(self) -> None:
+        try:
+            await asyncio.shield(self.ticket)
+        except BaseException:
+            self.turns.leave(self.key, self.ticket)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.turns.leave(self.key, self.ticket)

@@ -30,6 +30,7 @@ from bot.faces.commands import (
     VERBS,
     Chat,
     ChatThrottle,
+    ChatTurns,
     Commands,
     Reply,
     Verdict,
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
 POLL_TIMEOUT = 5  # seconds of long polling: a stop never waits longer than this
-MAX_REPLY_WAIT = 10.0  # a reply hit by flood control is retried once if the wait is this short
+REPLY_TRIES = 5  # a reply refused by flood control waits as long as asked, then goes again
 MENU = [
     BotCommand("subscribe", "Follow a keyword: /subscribe video anomaly detection"),
     BotCommand("unsubscribe", "Stop a keyword (alone: list them)"),
@@ -94,7 +95,9 @@ class TelegramFace:
         limits = limits or replace(TELEGRAM_LIMITS, max_in_flight=cfg.max_in_flight)
         self.flood = FloodControl(limits)
         self.application: Application = (  # type: ignore[type-arg]
-            Application.builder().token(token).base_url(cfg.api_url)
+            # Commands run concurrently (a reply waiting on one chat's flood wait holds no
+            # other chat); ChatTurns keeps each chat's commands in order.
+            Application.builder().token(token).base_url(cfg.api_url).concurrent_updates(True)
             .base_file_url(file_url(cfg.api_url))
             .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW))
             .build())
@@ -102,6 +105,8 @@ class TelegramFace:
         self.notifier = TelegramNotifier(sendout_bot(token, cfg.api_url, limits.max_in_flight),
                                          limits, flood=self.flood, on_migrate=self.migrate)
         self.throttle = ChatThrottle()
+        self.turns = ChatTurns()  # handling, one command at a time per chat
+        self.reply_turns = ChatTurns()  # sending, one reply at a time per chat
         self.app: App | None = None
         self.commands: Commands | None = None
         self._followups: set[asyncio.Task[None]] = set()
@@ -170,19 +175,27 @@ class TelegramFace:
         verdict = self.throttle.check(chat.address)
         if verdict is Verdict.DROP:
             return
-        if verdict is Verdict.WARN:
-            await self.send_reply(chat, Reply(self.throttle.message))
-            return
+        async with self.turns.place(chat.address):
+            if verdict is Verdict.WARN:
+                reply = Reply(self.throttle.message)
+            else:
+                reply = await self._handle(message, chat, verb, arg)
+            replying = self.reply_turns.place(chat.address)  # replies keep the commands' order
+        try:
+            async with replying:
+                await self.send_reply(chat, reply)
+        finally:
+            if reply.followup is not None:
+                self._spawn(self._follow_up(chat, reply.followup))
+
+    async def _handle(self, message: Message, chat: Chat, verb: str, arg: str) -> Reply:
+        assert self.commands is not None
         if verb in CHANGE_VERBS:
             chat = replace(chat, may_change=await self._may_change(message))
         reply = await self.commands.handle(chat, verb, arg)
         if chat.is_group and verb in ("help", "start"):
             reply.text += self._group_help()
-        try:
-            await self.send_reply(chat, reply)
-        finally:
-            if reply.followup is not None:
-                self._spawn(self._follow_up(chat, reply.followup))
+        return reply
 
     def _group_help(self) -> str:
         text = f"\n\nIn groups, add the bot's name: /subscribe@{self.username} KEYWORD."
@@ -265,18 +278,26 @@ class TelegramFace:
             await self._send_html(chat, text)
 
     async def _send_html(self, chat: Chat, text: str, *, retried: bool = False) -> None:
-        await self.flood.before_reply(chat.address)
+        """Tried at once even while a send-out waits out a flood wait; refused itself, the
+        reply holds its chat for as long as Telegram asks and goes then."""
+        for _ in range(REPLY_TRIES):
+            await self.flood.before_reply(chat.address)
+            try:
+                await self._send_once(chat, text, retried=retried)
+                return
+            except RetryAfter as exc:
+                wait = seconds_of(exc.retry_after)
+                self.flood.hold(chat.address, wait)
+                log.warning("telegram: reply to %s refused by flood control; it goes in %.0f s",
+                            chat.address, wait)
+        log.warning("telegram: reply to %s dropped: flood control refused it %d times",
+                    chat.address, REPLY_TRIES)
+
+    async def _send_once(self, chat: Chat, text: str, *, retried: bool) -> None:
         try:
             await self.application.bot.send_message(
                 chat_id=chat_id_of(chat.address), text=text,
                 message_thread_id=int(chat.topic) if chat.topic else None)
-        except RetryAfter as exc:
-            wait = seconds_of(exc.retry_after)
-            self.flood.pause(wait)
-            if retried or wait > MAX_REPLY_WAIT:
-                log.warning("telegram: reply to %s dropped by flood control", chat.address)
-                return
-            await self._send_html(chat, text, retried=True)
         except ChatMigrated as exc:
             await self.migrate(chat.address, str(exc.new_chat_id))
             if not retried:
