@@ -7,6 +7,7 @@ handling, and HTTP routes on the daemon's web server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from bot.config import Config, Secrets
 from bot.fetch.arxiv import ArxivClient
+from bot.logs import StoreFaults
 from bot.poll.keyword import PollSettings, poll_keyword
 from notifiers.base import Notifier
 from storage.records import Keyword, PollOutcome
@@ -58,6 +60,8 @@ class App:
     wake_dispatcher: Callable[[], None] = lambda: None
     warnings: list[str] = field(default_factory=list)
     unsubscribe_secret: str = ""
+    store_faults: StoreFaults = field(
+        default_factory=lambda: StoreFaults(logging.getLogger("bot.store")))
 
     @property
     def poll_settings(self) -> PollSettings:

@@ -130,7 +130,8 @@ class Daemon:
             log.warning("%s", warning)
         await self._sync(app)
         notifiers = {f.name: f.notifier for f in self.faces if f.notifier is not None}
-        dispatcher = Dispatcher(app.store, notifiers, self.now, digest_date_factory(self.cfg))
+        dispatcher = Dispatcher(app.store, notifiers, self.now, digest_date_factory(self.cfg),
+                                faults=app.store_faults)
         app.wake_dispatcher = dispatcher.wake
         view = DaemonView(self.started, self.cfg.arxiv.poll_interval, lambda: self.last_report,
                           lambda: self.refresh_gauges(app))
@@ -218,7 +219,8 @@ class Daemon:
             try:
                 plan = await app.store.call(rounds.plan, self.cfg.arxiv, self.now())
             except sqlite3.Error as exc:
-                log.error("poll planning failed, the store refused: %s; next try in 60 s", exc)
+                app.store_faults.failed("planning", f"poll planning failed, the store refused: "
+                                                    f"{exc}; next try in 60 s")
                 await wait_event(app.stop, 60)
                 continue
             if plan.keywords or plan.harvest:
@@ -235,8 +237,11 @@ class Daemon:
             dispatcher.wake()
             await self._digest(app, report)
             await self._housekeeping(app)
-        except sqlite3.Error as exc:  # locked by another writer, disk full: next cycle
-            log.error("poll cycle stopped, the store refused: %s; next try later", exc)
+        except (sqlite3.Error, OSError) as exc:  # locked by another writer, disk full
+            app.store_faults.failed("poll", f"poll cycle stopped, the store refused: {exc}; "
+                                            "next try later")
+        else:
+            app.store_faults.wrote()
 
     async def _cycle(self, app: App, keywords: list[Keyword] | None = None) -> CycleReport:
         due_at = due_at_factory(self.cfg, self.now)
@@ -296,8 +301,9 @@ class Daemon:
             try:
                 ok = await app.store.call(lease.heartbeat, self.holder, self.now())
             except sqlite3.Error as exc:  # a passing lock; the lease lasts 60 s
-                log.warning("lease heartbeat not written: %s", exc)
+                app.store_faults.failed("lease", f"lease heartbeat not written: {exc}")
                 continue
+            app.store_faults.wrote()
             if not ok:
                 log.error("another process took over the database lease; stopping")
                 app.stop.set()

@@ -103,6 +103,40 @@ class Episode:
         self.logger.error("%s", reason)
 
 
+class StoreFaults:
+    """The store refusing writes at run time (a full disk, a lock held past the busy timeout,
+    an I/O error): one line per place (poll cycle, delivery, lease…) and episode, one line when
+    any write succeeds again; /healthz lists the places meanwhile."""
+
+    def __init__(self, logger: logging.Logger,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.clock = clock
+        self.lines: dict[str, str] = {}  # place → the line it logged
+        self.since: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.lines)
+
+    def failed(self, place: str, line: str) -> None:
+        if self.lines.get(place) == line:
+            return
+        if not self.lines:
+            self.since = self.clock()
+        self.lines[place] = line
+        self.logger.error("%s", line)
+
+    def wrote(self) -> None:
+        """A write went through: the episode is over for every place."""
+        if not self.lines:
+            return
+        lasted = self.clock() - (self.since or self.clock())
+        self.logger.warning("the store writes again after %.0f s", lasted)
+        self.lines.clear()
+        self.since = None
+
+
 _FILTER = RedactFilter()
 
 

@@ -67,6 +67,13 @@ def write(db: Database) -> Iterator[Database]:
     db.conn.execute("COMMIT")
 
 
+def probe_write(db: Database, key: str) -> None:
+    """The smallest write transaction: whether the store writes at all (after a full disk)."""
+    with write(db):
+        db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, "
+                   "strftime('%Y-%m-%dT%H:%M:%fZ'))", [key])
+
+
 def schema_version(db: Database) -> int:
     return len(MIGRATIONS.applied(db))
 

@@ -6,9 +6,10 @@ of the subscriber's batch may go on now.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from bot.deliver.schedule import DigestDate
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 PERMANENT_FAILURES_TO_DEACTIVATE = 3
 
 Handler = Callable[[Notifier, Subscriber, Message, Delivery], Awaitable[bool]]
+Mark = tuple[Sequence[int], datetime, "tuple[int, str] | None"]  # mark_sent's arguments
 
 
 def backoff(attempts: int) -> float:
@@ -40,6 +42,11 @@ class Answers:
         self.now = now
         self.digest_date = digest_date  # daily digests are recorded per local date
         self.broken = broken
+        # Accepted messages whose "sent" mark the store has not written yet, per channel: a
+        # mark that fails (full disk) stays here and is written before anything else is sent
+        # on that channel, so bookkeeping can never make a message go twice.
+        self.owed: dict[str, dict[int, Mark]] = {}
+        self._keys = itertools.count()
         self._handlers: dict[Outcome, Handler] = {
             Outcome.SENT: self.sent, Outcome.RETRY: self._retry, Outcome.FAILED: self._failed,
             Outcome.GONE: self._gone, Outcome.PAUSED: self._paused, Outcome.BROKEN: self._broken,
@@ -53,11 +60,24 @@ class Answers:
 
     async def sent(self, notifier: Notifier, sub: Subscriber, message: Message,
                    delivery: Delivery) -> bool:
-        await self.store.call(outbox.mark_sent, message.row_ids, self.now(),
-                              self._digest(sub, message))
+        owed = self.owed.setdefault(notifier.channel, {})
+        key = next(self._keys)
+        owed[key] = mark = (message.row_ids, self.now(), self._digest(sub, message))
+        await self.store.call(outbox.mark_sent, *mark)  # a refusal leaves the mark owed
+        del owed[key]
         if sub.permanent_failures:
             await self.store.call(sub_repo.reset_permanent_failures, sub.id)
         return True
+
+    async def settle(self, channel: str) -> int:
+        """Write the owed marks of this channel; raises while the store still refuses."""
+        owed = self.owed.get(channel, {})
+        written = 0
+        for key, mark in sorted(owed.items()):
+            await self.store.call(outbox.mark_sent, *mark)
+            del owed[key]
+            written += 1
+        return written
 
     async def _retry(self, notifier: Notifier, sub: Subscriber, message: Message,
                      delivery: Delivery) -> bool:

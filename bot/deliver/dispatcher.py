@@ -16,8 +16,9 @@ from bot import metrics
 from bot.deliver.answers import Answers
 from bot.deliver.schedule import DigestDate
 from bot.deliver.sendout import SendOut
+from bot.logs import StoreFaults
 from notifiers.base import Message, Notifier
-from storage import outbox
+from storage import database, outbox
 from storage.records import Subscriber
 from storage.store import AsyncStore
 
@@ -25,16 +26,20 @@ log = logging.getLogger(__name__)
 
 YIELD_AFTER = 0.05  # s: a recipient that must wait longer for its own limit gives its slot up
 MAX_IDLE = 60.0  # re-check the outbox at least this often (rows written by the CLI)
+FAULT_BACKOFF = (1.0, 60.0)  # s: first and longest wait between writes tried on a store fault
+EXIT_TRIES = 3  # `run --once`: owed marks tried this many times before the process ends
 
 
 class Dispatcher:
     """One send-out loop per channel; answers are recorded by `Answers`."""
 
     def __init__(self, store: AsyncStore, notifiers: Mapping[str, Notifier],
-                 now: Callable[[], datetime], digest_date: DigestDate | None = None) -> None:
+                 now: Callable[[], datetime], digest_date: DigestDate | None = None,
+                 faults: StoreFaults | None = None) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
         self.now = now
+        self.faults = faults or StoreFaults(log)
         self._wake = {name: asyncio.Event() for name in self.notifiers}
         self.broken: dict[str, str] = {}  # channel → why it stopped
         self.answers = Answers(store, now, digest_date, self.broken)
@@ -50,28 +55,38 @@ class Dispatcher:
                 tg.create_task(self._serve(name), name=f"dispatch-{name}")
 
     async def drain(self) -> int:
-        """Send everything due now on every channel (for `run --once`); returns messages sent."""
+        """Send everything due now on every channel (for `run --once`); returns messages sent.
+        A store fault stops the channel's delivery: what was accepted is marked if it can be."""
         total = 0
         for name in self.notifiers:
-            while name not in self.broken:
-                sent, handled = await self._round(name)
-                total += sent
-                if not handled:
-                    break
+            try:
+                while name not in self.broken:
+                    sent, handled = await self._round(name)
+                    total += sent
+                    if not handled:
+                        break
+            except sqlite3.Error as exc:
+                self._refused(name, exc)
+                await self._settle_before_exit(name)
         return total
 
     async def _serve(self, name: str) -> None:
         event = self._wake[name]
+        pause = 0.0
         while name not in self.broken:
             event.clear()
             try:
+                await self._settle(name)
                 _, handled = await self._round(name)
+                pause = 0.0
                 if handled:
                     continue
                 nxt = await self.store.call(outbox.next_wakeup, name)
-            except sqlite3.Error as exc:  # a long lock or a full disk: rows stay, try again
-                log.error("%s: dispatcher paused, the store refused: %s", name, exc)
-                handled, nxt = 0, None
+            except sqlite3.Error as exc:  # a full disk, a long lock: pause, send nothing
+                self._refused(name, exc)
+                pause = min(FAULT_BACKOFF[1], max(FAULT_BACKOFF[0], pause * 2))
+                await asyncio.sleep(pause)
+                continue
             timeout = MAX_IDLE
             if nxt is not None:
                 timeout = min(MAX_IDLE, max(0.05, (nxt - self.now()).total_seconds()))
@@ -80,6 +95,33 @@ class Dispatcher:
                 await asyncio.wait({waiter}, timeout=timeout)
             finally:
                 waiter.cancel()
+
+    def _refused(self, name: str, exc: sqlite3.Error) -> None:
+        owed = len(self.answers.owed.get(name, {}))
+        self.faults.failed(f"delivery:{name}", (
+            f"{name}: delivery paused, the store refused: {exc}; "
+            f"{owed} accepted messages wait for their mark, nothing is sent meanwhile"))
+
+    async def _settle(self, name: str) -> None:
+        """Before sending anything on a channel: the marks owed for messages it already
+        accepted, or (while the store is known to refuse) a small write, must go through."""
+        if self.answers.owed.get(name):
+            await self.answers.settle(name)
+        elif self.faults.active:
+            await self.store.call(database.probe_write, "dispatcher")
+        else:
+            return
+        self.faults.wrote()
+
+    async def _settle_before_exit(self, name: str) -> None:
+        for attempt in range(EXIT_TRIES):
+            try:
+                await self._settle(name)
+                return
+            except sqlite3.Error:
+                await asyncio.sleep(FAULT_BACKOFF[0] * 2 ** attempt)
+        log.error("%s: %d accepted messages could not be marked sent; the next run may send "
+                  "them again", name, len(self.answers.owed.get(name, {})))
 
     async def _round(self, name: str) -> tuple[int, int]:
         """Serve due subscribers until none is left, `max_in_flight` at a time.
@@ -101,6 +143,9 @@ class Dispatcher:
                 if out.finished:
                     break
                 out.collect(await out.wait())
+        except sqlite3.Error:
+            await out.finish()  # sends in flight end and record their answers (owed marks)
+            raise
         finally:
             out.cancel()
         return out.sent, out.served

@@ -96,6 +96,10 @@ class SendOut:
         if not self.backlog:
             self.exhausted = False  # rows may have become due meanwhile: look again
 
+    async def finish(self) -> None:
+        """Let the recipients being served end (a store fault: what they send is recorded)."""
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+
     def cancel(self) -> None:
         for task in self.running.values():
             task.cancel()

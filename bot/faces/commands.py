@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,8 @@ CHANGE_VERBS = frozenset({"subscribe", "unsubscribe"})
 LATEST_COUNT = 5
 FIRST_LOOK_COUNT = 3
 EXAMPLE = "video anomaly detection"
+STORE_REFUSED = ("Sorry, Daily Papers cannot save changes right now: its database refused "
+                 "(the operator can see why in the log). Please try again in a few minutes.")
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,16 @@ class Commands:
         self.allowed = allowed
 
     async def handle(self, chat: Chat, verb: str, arg: str) -> Reply:
+        """The reply to one command. A store that refuses (a full disk, a long lock) is said
+        in the reply and in one log line per episode, never as a traceback."""
+        try:
+            return await self._handle(chat, verb, arg)
+        except sqlite3.Error as exc:
+            self.app.store_faults.failed("commands", f"commands not saved, the store refused: "
+                                                     f"{exc}")
+            return Reply(STORE_REFUSED)
+
+    async def _handle(self, chat: Chat, verb: str, arg: str) -> Reply:
         verb = verb.strip().lower().lstrip("/")
         arg = arg.strip()
         allowed = self.allowed(chat)
@@ -251,6 +264,11 @@ class Commands:
         except ArxivError as exc:
             return Reply(f"arXiv's answer for '{kw.display}' was unusable ({exc}). "
                          "The next regular poll tries again.")
+        except sqlite3.Error as exc:
+            self.app.store_faults.failed("commands", f"first look not saved, the store refused: "
+                                                     f"{exc}")
+            return Reply(f"The first look for '{kw.display}' could not be saved. The next "
+                         "regular poll tries again.")
         if outcome.waiting_confirmation:
             return Reply(f"arXiv has no papers for '{kw.display}' yet. New ones will arrive here.")
         papers = await self.app.store.call(paper_repo.window, kw.id, FIRST_LOOK_COUNT)

@@ -115,12 +115,15 @@ class WebServer:
                 lambda s: arxiv_health(s, self.app.cfg.arxiv, now, self.view.started))
         except Exception as exc:  # the store itself is broken: that is the answer
             writable, pending = False, {}
-            log.error("health check: store not writable: %s", exc)
+            self.app.store_faults.failed("health", f"health check: store not writable: {exc}")
+        else:
+            self.app.store_faults.wrote()
         failed = report.failed if report else []
         # The public server names only [arxiv] keywords: the others exist because someone
         # subscribed to them, and are counted instead.
         failing = [o.keyword.display for o in failed if o.keyword.in_config]
         problems = [p for p in (self.app.store.replaced(),) if p]
+        problems += self.app.store_faults.lines.values()
         return {
             "healthy": bool(fresh and writable and not problems
                             and arxiv.get("arxiv") != "unreachable"),
