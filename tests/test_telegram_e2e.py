@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -348,6 +349,7 @@ async def test_a_flood_wait_of_an_hour_during_a_send_out_leaves_no_command_unans
     telegram.push_command(7, "/list")
     await telegram.wait_for(lambda: any(c.chat_id == 7 and c.status == 429
                                         for c in telegram.calls), timeout=10)
+    asked = time.monotonic()
     telegram.push_command(8, "/help")
     await telegram.wait_sent(1, 8, timeout=10)
     await telegram.wait_sent(1, 7, timeout=10)
@@ -356,4 +358,7 @@ async def test_a_flood_wait_of_an_hour_during_a_send_out_leaves_no_command_unans
     assert to_8.at < to_7.at and to_7.at - refused.at >= 3.0
     assert to_7.visible_text.startswith("No keywords are followed")
     assert not [m for m in telegram.sent if m.chat_id in chats]  # the send-out still waits
+    print(f"\nflood wait of 3600 s on the send-out: a command answered in "
+          f"{(to_8.at - asked) * 1000:.0f} ms (including the long poll); a reply refused for "
+          f"3 s went {to_7.at - refused.at:.1f} s later")
     assert await daemon.stop() == 0
