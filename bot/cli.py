@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
 from storage.store import Store
 
 log = logging.getLogger("bot.cli")
+T = TypeVar("T")
+
+LOCK_TRY_MS = 1000  # one try for the write lock before the operator is told we wait
+LOCK_PATIENCE = 60.0  # seconds the CLI keeps trying while another process writes
 
 
 @dataclass
@@ -64,10 +70,31 @@ def open_store(ctx: Context) -> Iterator[Store]:
 
     with operator_errors():
         store = prepare_store(ctx.cfg.storage.path, migrate=False)
+    store.db.conn.execute(f"PRAGMA busy_timeout = {LOCK_TRY_MS}")
     try:
         yield store
     finally:
         store.close()
+
+
+def patiently(action: Callable[[], T]) -> T:
+    """A store action that another process's write lock (the daemon in a send-out, a second
+    CLI) only delays: said once, retried, and after LOCK_PATIENCE one clear line."""
+    deadline = time.monotonic() + LOCK_PATIENCE
+    told = False
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                fail(f"the database stayed locked for {LOCK_PATIENCE:g} s (another process "
+                     "keeps writing); nothing was changed, try again later")
+            if not told:
+                click.echo("the database is busy (another daily-papers process is writing); "
+                           "waiting for it…", err=True)
+                told = True
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,7 +182,7 @@ def digest(ctx: Context) -> None:
     if off:
         fail("the digest is off ([digest] path is empty)")
     with open_store(ctx) as store, operator_errors():
-        _sync_keywords(store, ctx.cfg)
+        patiently(lambda: _sync_keywords(store, ctx.cfg))
         changed = write_digest_sync(store, ctx.cfg, utcnow())
     click.echo(f"{ctx.cfg.digest.path}: {'written' if changed else 'unchanged'}")
 
@@ -229,8 +256,8 @@ def subscribe(ctx: Context, keyword: tuple[str, ...], **addresses: str | None) -
     channel, address = _one_address(addresses)
     with open_store(ctx) as store:
         try:
-            result = subscribe_address(store, ctx.cfg, channel, address, " ".join(keyword),
-                                       utcnow())
+            result = patiently(lambda: subscribe_address(
+                store, ctx.cfg, channel, address, " ".join(keyword), utcnow()))
         except CommandError as exc:
             fail(exc.message)
     state = "subscribed" if result.new_subscription else "already subscribed"
@@ -253,8 +280,8 @@ def unsubscribe(ctx: Context, everything: bool, keyword: tuple[str, ...],
     channel, address = _one_address(addresses)
     with open_store(ctx) as store:
         try:
-            text = unsubscribe_address(store, channel, address,
-                                       None if everything else " ".join(keyword), utcnow())
+            text = patiently(lambda: unsubscribe_address(
+                store, channel, address, None if everything else " ".join(keyword), utcnow()))
         except CommandError as exc:
             fail(exc.message)
     click.echo(text)

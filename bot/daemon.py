@@ -28,6 +28,7 @@ from bot.logs import Episode, redactor
 from bot.poll import calendar, rounds
 from bot.poll.cycle import CycleReport, OnPolled, run_cycle
 from bot.poll.harvest import HarvestReport, harvest
+from bot.poll.expansion import expand_owed
 from bot.render.job import write_digest_from_store
 from bot.sync import sync_config
 from storage import database, lease, outbox, papers, retention
@@ -205,6 +206,11 @@ class Daemon:
                 task.cancel()
 
     async def _poller(self, app: App, dispatcher: Dispatcher) -> None:
+        try:  # a fan-out a crash or a stop interrupted goes on before anything is polled
+            if await expand_owed(app.store, self.now, due_at_factory(self.cfg, self.now)):
+                dispatcher.wake()
+        except sqlite3.Error as exc:
+            log.error("notifications owed not written yet, the store refused: %s", exc)
         if self.cfg.arxiv.schedule == "announcements":
             await self._rhythm(app, dispatcher)
             return

@@ -78,9 +78,10 @@ def count(db: Database) -> int:
 
 
 def prune_orphans(db: Database) -> int:
-    """Papers no window shows and no pending notification needs."""
+    """Papers no window shows and no notification needs (written or still to expand)."""
     cur = db.execute(
         """DELETE FROM papers WHERE arxiv_id NOT IN (SELECT arxiv_id FROM keyword_papers)
-           AND arxiv_id NOT IN (SELECT arxiv_id FROM outbox)"""
+           AND arxiv_id NOT IN (SELECT arxiv_id FROM outbox)
+           AND arxiv_id NOT IN (SELECT arxiv_id FROM fanout)"""
     )
     return cur.rowcount

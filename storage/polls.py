@@ -1,15 +1,14 @@
 """Committing one keyword's poll, or one harvest page for every keyword it matched: papers,
-seen set, window and outbox rows in ONE transaction."""
+seen set, window and what is owed to subscribers (storage/fanout) in ONE transaction."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 
 from sqlite_utils import Database
 
-from storage import harvests
+from storage import fanout, harvests
 from storage import keywords as kw_repo
 from storage.database import to_db, write
 from storage.papers import upsert_papers
@@ -37,7 +36,7 @@ def commit_poll(db: Database, keyword: Keyword, papers: Sequence[Paper], *, base
         _mark_success(db, keyword, baseline=baseline, now=now, max_papers=max_papers,
                       total_results=total_results)
         if new:
-            _enqueue(db, keyword.id, new, now)
+            fanout.record(db, keyword.id, new, now)
         return new, changed
 
 
@@ -45,7 +44,7 @@ def commit_harvest_page(db: Database, matches: Mapping[Keyword, Sequence[Paper]]
                         now: datetime, max_papers: int, notify_floor: datetime,
                         set_spec: str, datestamp: date | None) -> dict[int, list[Paper]]:
     """One harvest page in ONE transaction: for each keyword that matched, exactly what a
-    search poll of it writes (papers, seen set, window, outbox rows), and where the harvest
+    search poll of it writes (papers, seen set, window, what is owed), and where the harvest
     of this set resumes. Returns keyword id → its new papers."""
     with write(db):
         upsert_papers(db, list({p.arxiv_id: p for ps in matches.values() for p in ps}.values()),
@@ -57,7 +56,7 @@ def commit_harvest_page(db: Database, matches: Mapping[Keyword, Sequence[Paper]]
             _mark_success(db, keyword, baseline=False, now=now, max_papers=max_papers,
                           total_results=keyword.last_total or 0)
             if new:
-                _enqueue(db, keyword.id, new, now)
+                fanout.record(db, keyword.id, new, now)
                 found[keyword.id] = new
         if datestamp is not None:
             harvests.advance(db, set_spec, datestamp, now)
@@ -104,22 +103,4 @@ def _mark_success(db: Database, keyword: Keyword, *, baseline: bool, now: dateti
         f"UPDATE keywords SET {sets} WHERE id = :id",
         {"now": to_db(now), "total": total_results, "query": keyword.query,
          "maxp": max_papers, "id": keyword.id},
-    )
-
-
-def _enqueue(db: Database, keyword_id: int, papers: Sequence[Paper], now: datetime) -> None:
-    """One pending row per (active subscriber, paper); a second keyword joins the pending row."""
-    subscribers = [r["subscriber_id"] for r in db.query(
-        """SELECT s.subscriber_id FROM subscriptions s JOIN subscribers b ON b.id = s.subscriber_id
-           WHERE s.keyword_id = ? AND b.active = 1""", [keyword_id])]
-    kid = json.dumps([keyword_id])
-    db.conn.executemany(
-        """INSERT INTO outbox (subscriber_id, arxiv_id, keyword_ids, status, attempts, created_at)
-           VALUES (?, ?, ?, 'pending', 0, ?)
-           ON CONFLICT(subscriber_id, arxiv_id) DO UPDATE SET
-             keyword_ids = json_insert(outbox.keyword_ids, '$[#]', ?)
-           WHERE outbox.status = 'pending'
-             AND NOT EXISTS (SELECT 1 FROM json_each(outbox.keyword_ids) WHERE value = ?)""",
-        [(sid, p.arxiv_id, kid, to_db(now), keyword_id, keyword_id)
-         for sid in subscribers for p in papers],
     )

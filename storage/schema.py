@@ -113,5 +113,42 @@ def m005_announcements(db: Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m006_fanout(db: Database) -> None:
+    """What a poll owes subscribers, as one durable record per (keyword, new paper) written in
+    its transaction and expanded into outbox rows afterwards in short batches (no single
+    transaction writes a million rows); a keyword's subscribers in id order for that expansion;
+    and the outbox's rows per (channel, status) kept by triggers, so /healthz, /metrics and
+    `status` never count the whole outbox."""
+    db.execute("""CREATE TABLE fanout (
+        id INTEGER PRIMARY KEY,
+        keyword_id INTEGER NOT NULL REFERENCES keywords (id),
+        arxiv_id TEXT NOT NULL REFERENCES papers (arxiv_id),
+        created_at TEXT NOT NULL,
+        next_subscriber INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (keyword_id, arxiv_id))""")
+    db.execute("CREATE INDEX idx_fanout_arxiv_id ON fanout (arxiv_id)")
+    db.execute("CREATE INDEX idx_subscriptions_keyword_subscriber "
+               "ON subscriptions (keyword_id, subscriber_id)")
+    db.execute("DROP INDEX IF EXISTS idx_subscriptions_keyword_id")
+    db.execute("""CREATE TABLE outbox_tally (
+        channel TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (channel, status)) WITHOUT ROWID""")
+    db.execute("""INSERT INTO outbox_tally (channel, status, n)
+                  SELECT b.channel, o.status, count(*) FROM outbox o
+                  JOIN subscribers b ON b.id = o.subscriber_id GROUP BY b.channel, o.status""")
+    channel = "(SELECT channel FROM subscribers WHERE id = {}.subscriber_id)"
+    add = f"""INSERT INTO outbox_tally (channel, status, n)
+              VALUES ({channel.format("NEW")}, NEW.status, 1)
+              ON CONFLICT (channel, status) DO UPDATE SET n = n + 1;"""
+    remove = f"""UPDATE outbox_tally SET n = n - 1
+                 WHERE channel = {channel.format("OLD")} AND status = OLD.status;"""
+    db.execute(f"CREATE TRIGGER outbox_tally_insert AFTER INSERT ON outbox BEGIN {add} END")
+    db.execute(f"CREATE TRIGGER outbox_tally_delete AFTER DELETE ON outbox BEGIN {remove} END")
+    db.execute(f"""CREATE TRIGGER outbox_tally_update AFTER UPDATE OF status, subscriber_id
+                   ON outbox WHEN OLD.status IS NOT NEW.status
+                   OR OLD.subscriber_id IS NOT NEW.subscriber_id BEGIN {remove} {add} END""")
+
+
 def known_names() -> set[str]:
     return {m.name for m in MIGRATIONS._migrations}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from bot.cli import cli
 from storage.database import connect
 from storage.schema import MIGRATIONS
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.fakes.daemon import DaemonProcess, process_env, run_cli, write_config
 
 README = Path(__file__).parent.parent / "README.md"
 KEYWORDS = '["Video Anomaly Detection", "Video Understanding"]'
@@ -76,6 +78,32 @@ async def test_a_broadcast_channel_is_subscribed_and_unsubscribed_from_the_shell
         assert code == 0, err
         code, out, _ = await run_cli(config, "subscriptions", "--channel", "telegram")
         assert out.strip() == "no subscriptions"
+
+
+async def test_a_command_waits_while_another_process_writes_and_says_so(tmp_path: Path) -> None:
+    """The daemon in a large send-out (or a second CLI) holds the write lock for a while: the
+    CLI says it waits, then does its work; never "database is locked" with a traceback."""
+    async with FakeArxiv(papers=FakeArxiv.seed_corpus()) as fake:
+        config = write_config(tmp_path, config_text(fake))
+        assert (await run_cli(config, "status"))[0] == 0  # the database exists
+        holder = sqlite3.connect(tmp_path / "daily-papers.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "--config", str(config), "subscribe", "--telegram",
+            "42", "vision language model", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=process_env(), cwd=tmp_path)
+        try:
+            assert proc.stderr is not None
+            async with asyncio.timeout(30):
+                while b"the database is busy" not in (line := await proc.stderr.readline()):
+                    assert line, "the CLI ended without saying it waits"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err
+        assert out.decode().startswith("telegram 42: subscribed to 'vision language model'")
+        assert b"Traceback" not in err
 
 
 async def test_digest_command_needs_no_network(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from storage import keywords as kw_repo
 from storage import outbox, polls
 from storage import subscribers as sub_repo
+from storage.database import to_db, write
+from storage.papers import upsert_papers
 from storage.records import Keyword, OutboxRow, Paper, Subscriber
 from storage.schema import MIGRATIONS, known_names
 from storage.store import AsyncStore
@@ -104,6 +106,55 @@ def baseline_keyword(db: Database, text: str, papers: Sequence[Paper], now: date
     return kw_repo.get(db, kw.id)
 
 
+def old_release_poll(db: Database, kw: Keyword, item: Paper, now: datetime) -> list[Paper]:
+    """A poll with one new paper as releases before schema 6 committed it: the outbox rows
+    themselves, waiting for the end of their cycle (no due time yet)."""
+    with write(db):
+        upsert_papers(db, [item], now)
+        db.execute("INSERT INTO keyword_seen (keyword_id, arxiv_id, first_seen) VALUES (?, ?, ?)",
+                   [kw.id, item.arxiv_id, to_db(now)])
+        db.execute("INSERT INTO keyword_papers (keyword_id, arxiv_id, published) VALUES (?, ?, ?)",
+                   [kw.id, item.arxiv_id, to_db(item.published)])
+        db.execute("""INSERT INTO outbox (subscriber_id, arxiv_id, keyword_ids, status, attempts,
+                      created_at) SELECT subscriber_id, ?, json_array(?), 'pending', 0, ?
+                      FROM subscriptions WHERE keyword_id = ?""",
+                   [item.arxiv_id, kw.id, to_db(now), kw.id])
+    return [item]
+
+
+async def test_a_schema_5_database_with_rows_in_every_state_is_upgraded_and_counted(
+        world: World) -> None:
+    """Schema 6 counts the outbox by triggers: the counts start from the rows already there."""
+    w = world
+    db = database_at(w.db, "m005_announcements")
+    now = datetime.now(UTC)
+    kw = baseline_keyword(db, KEYWORD, w.arxiv.papers, now - timedelta(hours=2))
+    sub = sub_repo.ensure(db, "email", BOB, now)
+    sub_repo.subscribe(db, sub, kw, "config", now)
+    sent, due, interrupted = paper(30, days=3), paper(31, days=0.2), paper(32, days=0.1)
+    w.arxiv.add(sent, due, interrupted)
+    for item in (sent, due, interrupted):
+        old_release_poll(db, kw, item, now)
+        if item is not interrupted:
+            outbox.release_waiting(db, now, lambda _sub: now)
+        if item is sent:
+            outbox.mark_sent(db, [r.id for r in outbox.due_rows(db, sub.id, now)], now)
+    db.close()
+
+    log = await w.once()
+    assert "database migrated to schema" in log
+    assert sorted(w.titles()) == [f"On {KEYWORD}, part 31", f"On {KEYWORD}, part 32"]
+    with sqlite3.connect(w.db) as conn:
+        counted = conn.execute("""SELECT b.channel, o.status, count(*) FROM outbox o
+                                  JOIN subscribers b ON b.id = o.subscriber_id
+                                  GROUP BY b.channel, o.status""").fetchall()
+        tally = conn.execute("SELECT channel, status, n FROM outbox_tally WHERE n != 0 "
+                             "ORDER BY channel, status").fetchall()
+        assert counted == tally == [("email", "sent", 3)]
+    code, out, _ = await run_cli(w.config, "status")
+    assert code == 0 and "Pending notifications: none" in out
+
+
 async def test_a_schema_1_database_is_migrated_with_a_backup_and_keeps_its_baseline(
         world: World) -> None:
     w = world
@@ -139,12 +190,10 @@ async def test_pending_outbox_rows_are_delivered_after_a_restart_on_an_older_rel
     due, interrupted = paper(20, days=0.2), paper(21, days=0.1)
     w.arxiv.add(due, interrupted)
     for item in (due, interrupted):
-        kw = kw_repo.get(db, kw.id)
-        new, _ = polls.commit_poll(db, kw, [item], baseline=False, now=now, max_papers=100,
-                                   notify_floor=now - timedelta(days=14), total_results=4)
+        new = old_release_poll(db, kw, item, now)
         assert new == [item]
         if item is due:
-            outbox.release(db, now, lambda _sub: now)
+            outbox.release_waiting(db, now, lambda _sub: now)
     db.close()
 
     log = await w.once()

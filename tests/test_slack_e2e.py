@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.faces.slack import WORKING
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import die_with_parent
@@ -325,6 +327,30 @@ async def test_a_reply_longer_than_one_message_continues_through_response_url(
     links = [b["text"]["text"].split("|", 1)[0] for body in bodies for b in body["blocks"]
              if b["type"] == "section" and b["text"]["text"].startswith("<https://")]
     assert links == [f"<https://arxiv.org/abs/2599.{n:05d}" for n in range(1, 6)]
+
+
+async def test_a_command_is_acknowledged_in_time_while_another_process_holds_the_store(
+        tmp_path: Path, fakes: Any) -> None:
+    """Slack gives up on an ack after 3 s (bolt then answers 404, and the command still takes
+    effect later). With the database locked by another writer (the CLI, a migration), the
+    command is acknowledged at once with a holding line and answered through response_url."""
+    arxiv, fake = fakes
+    async with daemon(tmp_path, arxiv, fake) as d:
+        await command(d, fake, "/list")  # bolt's first look at the token is behind us
+        holder = sqlite3.connect(tmp_path / "papers.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            status, ack = await command(d, fake, "/subscribe", KEYWORD)
+            assert status == 200, ack
+            assert ack == {"response_type": "ephemeral", "text": WORKING}
+            assert fake.responses == []
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await fake.wait_for(lambda: len(fake.responses) >= 1, timeout=20)
+        assert "Subscribed to 'vision language model'" in fake.responses[0].body["text"]
+        status, listing = await command(d, fake, "/list")
+        assert listing["text"].startswith("1 keyword followed here:\n• vision language model")
 
 
 async def test_bot_missing_from_channel_gets_the_invite_answer(tmp_path: Path,

@@ -55,6 +55,11 @@ OTHER_TEAM = "This Daily Papers app serves another Slack workspace."
 NO_IDENTITY = "Daily Papers cannot reach Slack to check this workspace right now; try again " \
               "in a minute."
 ACK_LOOKUP_SECONDS = 1.0  # per Slack call made before the 3-second ack
+# Slack drops a command not acknowledged within 3 s. An answer not ready after this long (the
+# store busy, another process holding its lock) is acknowledged with WORKING and follows
+# through the command's response_url; the command itself is carried out once either way.
+ACK_BUDGET = 2.0
+WORKING = "Working on it: the answer follows in a moment."
 NOT_ALLOWED = "Daily Papers is not enabled in this channel. Ask the operator to add it to " \
               "`allowed_channels`."
 REPLAY_WINDOW = 5 * 60  # Slack's verifier accepts a timestamp this far from now, either way
@@ -259,11 +264,27 @@ class SlackFace:
 
     async def _on_command(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any],
                           respond: Callable[..., Awaitable[Any]]) -> None:
-        reply = await self._answer(command)
+        answering = asyncio.ensure_future(self._answer(command))
+        await asyncio.wait({answering}, timeout=ACK_BUDGET)
+        if not answering.done():
+            await ack(response_type="ephemeral", text=WORKING)
+            self._spawn(self._late(answering, command, respond))
+            return
+        reply = answering.result()
         first, *rest = reply_bodies(reply)
         await ack(**first)
         if rest or reply.announce or reply.followup is not None:
             self._spawn(self._after(reply, command, respond, rest))
+
+    async def _late(self, answering: asyncio.Future[Reply], command: dict[str, Any],
+                    respond: Callable[..., Awaitable[Any]]) -> None:
+        """An answer that missed the ack: all of it through response_url."""
+        try:
+            reply = await answering
+        except Exception:
+            log.exception("slack: %s failed", command.get("command"))
+            reply = Reply("Something went wrong on our side; please try again later.")
+        await self._after(reply, command, respond, reply_bodies(reply))
 
     async def _answer(self, command: dict[str, Any]) -> Reply:
         assert self._commands is not None

@@ -1,6 +1,6 @@
 """One poll cycle: every watched keyword once, in a stable order; failures recorded, others go on.
 
-At the end the outbox rows written during the cycle are released to the dispatcher.
+At the end what the polls found new is expanded into outbox rows for the dispatcher.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from bot.fetch.arxiv import ArxivClient
 from bot.fetch.errors import ArxivRejected, ArxivUnavailable, CircuitOpen
 from bot.poll.harvest import HarvestError, HarvestReport
 from bot.poll.keyword import PollSettings, needs_baseline, poll_keyword
+from bot.poll.expansion import expand_owed
+from bot.poll.keyword import PollSettings, poll_keyword
 from storage import keywords as kw_repo
-from storage import outbox
 from storage.records import Keyword, PollOutcome, Subscriber
 from storage.store import AsyncStore
 
@@ -128,8 +129,9 @@ async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettin
                 break
         if harvest is not None and not report.stopped_early:
             await _harvest(harvest, store, report)
+        # Not in `finally`: a cancelled cycle (SIGTERM) leaves its records for the next start.
+        report.released = await expand_owed(store, now, due_at)
     finally:
-        report.released = await store.call(outbox.release, now(), due_at)
         report.duration = time.monotonic() - t0
         metrics.CYCLE_SECONDS.observe(report.duration)
         metrics.NEW_PAPERS.inc(report.new_papers)

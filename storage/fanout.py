@@ -1,0 +1,113 @@
+"""What polls owe subscribers: one durable "new for keyword" record per (keyword, new paper),
+written in the poll's transaction, then expanded into per-subscriber outbox rows in short
+batches. Each batch writes its rows and moves the records' cursors in one transaction, so a
+crash mid-expansion loses nothing and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlite_utils import Database
+
+from storage.database import to_db, write
+from storage.records import Paper, Subscriber
+from storage.rows import subscriber_from_row
+
+ROWS_PER_BATCH = 2000  # outbox rows one transaction may write: tens of milliseconds
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """One batch: outbox rows written, and whether records are still owed."""
+
+    written: int
+    more: bool
+
+
+def record(db: Database, keyword_id: int, papers: Sequence[Paper], now: datetime) -> None:
+    """Inside the poll's transaction: these papers are new for this keyword."""
+    db.conn.executemany(
+        """INSERT OR IGNORE INTO fanout (keyword_id, arxiv_id, created_at, next_subscriber)
+           VALUES (?, ?, ?, 0)""",
+        [(keyword_id, p.arxiv_id, to_db(now)) for p in papers])
+
+
+def owed(db: Database) -> int:
+    return next(db.query("SELECT count(*) AS n FROM fanout"))["n"]
+
+
+def expand(db: Database, due_at: Callable[[Subscriber], datetime],
+           rows: int = ROWS_PER_BATCH) -> Expanded:
+    """The next few subscribers (by id) of every owed record, in one transaction.
+
+    All of a subscriber's rows of a cycle are written together, so the dispatcher sees them
+    at once; a paper new for two of a subscriber's keywords is one row naming both (in the
+    order the keywords were polled); a row already sent or failed never changes."""
+    with write(db):
+        records = list(db.query(
+            "SELECT id, keyword_id, arxiv_id, next_subscriber FROM fanout ORDER BY id"))
+        if not records:
+            return Expanded(0, more=False)
+        limit = max(1, rows // len(records))
+        window = _next_subscribers(db, records, limit)
+        written = _write_rows(db, records[-1]["id"], window, due_at) if window else 0
+        last = records[-1]["id"]
+        if len(window) < limit:  # every owed subscriber is written: the records are done
+            db.execute("DELETE FROM fanout WHERE id <= ?", [last])
+            return Expanded(written, more=False)
+        db.execute("UPDATE fanout SET next_subscriber = ? WHERE id <= ? AND next_subscriber < ?",
+                   [window[-1], last, window[-1]])
+        return Expanded(written, more=True)
+
+
+def _next_subscribers(db: Database, records: list[dict], limit: int) -> list[int]:
+    """Ids of the next `limit` subscribers that any record still owes, ascending."""
+    low = min(r["next_subscriber"] for r in records)
+    keywords = json.dumps(sorted({r["keyword_id"] for r in records}))
+    return [r["subscriber_id"] for r in db.query(
+        """SELECT DISTINCT subscriber_id FROM subscriptions
+           WHERE keyword_id IN (SELECT value FROM json_each(?)) AND subscriber_id > ?
+           ORDER BY subscriber_id LIMIT ?""", [keywords, low, limit])]
+
+
+def _write_rows(db: Database, last: int, window: list[int],
+                due_at: Callable[[Subscriber], datetime]) -> int:
+    subscribers = {r["id"]: subscriber_from_row(r) for r in db.query(
+        "SELECT * FROM subscribers WHERE id IN (SELECT value FROM json_each(?)) AND active = 1",
+        [json.dumps(window)])}
+    owed: dict[tuple[int, str], tuple[list[int], str]] = {}
+    for r in db.query(
+            """SELECT f.keyword_id, f.arxiv_id, f.created_at, s.subscriber_id
+               FROM fanout f JOIN subscriptions s ON s.keyword_id = f.keyword_id
+               WHERE f.id <= ? AND s.subscriber_id BETWEEN ? AND ?
+                 AND s.subscriber_id > f.next_subscriber
+               ORDER BY f.id""", [last, window[0], window[-1]]):
+        if r["subscriber_id"] in subscribers:
+            keyword_ids, _ = owed.setdefault((r["subscriber_id"], r["arxiv_id"]),
+                                             ([], r["created_at"]))
+            keyword_ids.append(r["keyword_id"])
+    due = {sid: to_db(due_at(sub)) for sid, sub in subscribers.items()}
+    return sum(_write_row(db, sid, arxiv_id, keyword_ids, due[sid], created)
+               for (sid, arxiv_id), (keyword_ids, created) in owed.items())
+
+
+def _write_row(db: Database, subscriber_id: int, arxiv_id: str, keyword_ids: list[int],
+               due: str | None, created: str) -> int:
+    """1 when the row is new; a pending row of another keyword takes these keywords too."""
+    cursor = db.conn.execute(
+        """INSERT OR IGNORE INTO outbox (subscriber_id, arxiv_id, keyword_ids, status,
+               attempts, created_at, due_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)""",
+        [subscriber_id, arxiv_id, json.dumps(keyword_ids), created, due])
+    if cursor.rowcount:
+        return 1
+    for keyword_id in keyword_ids:  # the paper was new for another keyword before
+        db.conn.execute(
+            """UPDATE outbox SET keyword_ids = json_insert(keyword_ids, '$[#]', ?)
+               WHERE subscriber_id = ? AND arxiv_id = ? AND status = 'pending'
+                 AND NOT EXISTS (SELECT 1 FROM json_each(outbox.keyword_ids) WHERE value = ?)""",
+            [keyword_id, subscriber_id, arxiv_id, keyword_id])
+    return 0

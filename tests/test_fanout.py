@@ -1,0 +1,215 @@
+"""The fan-out: a poll stores one "new for keyword" record per (keyword, new paper) and the
+expansion turns them into outbox rows in short transactions, exactly once even when the process
+is SIGKILLed between (or inside) two of them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from storage import fanout, outbox
+from storage import keywords as kw_repo
+from storage import subscribers as sub_repo
+from storage.polls import commit_poll
+from storage.records import Keyword, Paper
+from storage.store import Store
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+FLOOR = NOW - timedelta(days=14)
+
+
+def paper(n: int) -> Paper:
+    published = NOW - timedelta(hours=n)
+    return Paper(arxiv_id=f"2611.{n:05d}", version=1, title=f"Paper {n}", abstract="About it.",
+                 authors=("Ada Lovelace",), published=published, updated=published)
+
+
+def keyword(db: Database, text: str) -> Keyword:
+    kw, _ = kw_repo.ensure(db, text, text, f'ti:"{text}"', NOW, max_keywords=500)
+    commit_poll(db, kw, [], baseline=True, now=NOW, max_papers=100, notify_floor=FLOOR,
+                total_results=0)
+    current = kw_repo.get(db, kw.id)
+    assert current is not None
+    return current
+
+
+def poll(db: Database, kw: Keyword, papers: list[Paper]) -> None:
+    new, _ = commit_poll(db, kw_repo.get(db, kw.id), papers, baseline=False, now=NOW,  # type: ignore[arg-type]
+                         max_papers=100, notify_floor=FLOOR, total_results=len(papers))
+    assert new == papers
+
+
+def rows(db: Database) -> dict[tuple[str, str], tuple[list[int], str, str | None]]:
+    """(address, paper) → (keyword ids, status, due) for every outbox row."""
+    return {(r["address"], r["arxiv_id"]): (json.loads(r["keyword_ids"]), r["status"], r["due_at"])
+            for r in db.query("""SELECT b.address, o.arxiv_id, o.keyword_ids, o.status, o.due_at
+                                 FROM outbox o JOIN subscribers b ON b.id = o.subscriber_id""")}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(tmp_path / "fanout.db")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def world(db: Database) -> tuple[Keyword, Keyword, dict[str, int]]:
+    """60 readers of `gnn`, every third also of `mp`; a few who leave before the expansion."""
+    gnn, mp = keyword(db, "graph neural networks"), keyword(db, "message passing")
+    ids = {}
+    for n in range(60):
+        sub = sub_repo.ensure(db, "telegram", str(1000 + n), NOW)
+        sub_repo.subscribe(db, sub, gnn, "user", NOW)
+        if n % 3 == 0:
+            sub_repo.subscribe(db, sub, mp, "user", NOW)
+        ids[sub.address] = sub.id
+    return gnn, mp, ids
+
+
+def expected(gnn: Keyword, mp: Keyword, gone: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
+    due = "2026-11-20T12:00:00.000000Z"
+    want = {}
+    for n in range(60):
+        address = str(1000 + n)
+        if address in gone:
+            continue
+        for p in (1, 2, 3):
+            want[(address, f"2611.{p:05d}")] = ([gnn.id], "pending", due)
+        if n % 3 == 0:
+            want[(address, "2611.00002")] = ([gnn.id, mp.id], "pending", due)
+            want[(address, "2611.00004")] = ([mp.id], "pending", due)
+    return want
+
+
+def test_the_poll_writes_one_record_per_new_paper_and_the_expansion_the_rows(store: Store):
+    db = store.db
+    gnn, mp, _ = world(db)
+    poll(db, gnn, [paper(1), paper(2), paper(3)])
+    poll(db, mp, [paper(2), paper(4)])
+    assert fanout.owed(db) == 5 and rows(db) == {}  # the polls wrote 5 records, no rows
+
+    left = sub_repo.find(db, "telegram", "1003")
+    blocked = sub_repo.find(db, "telegram", "1006")
+    assert left is not None and blocked is not None
+    sub_repo.unsubscribe(db, left, gnn, NOW)  # before the expansion: never told of gnn's papers
+    sub_repo.deactivate(db, blocked.id, "blocked the bot")
+    batches = []
+    while True:
+        batch = fanout.expand(db, lambda _sub: NOW, rows=40)
+        batches.append(batch.written)
+        if not batch.more:
+            break
+    want = expected(gnn, mp, gone={"1006"})
+    want = {k: v for k, v in want.items() if not (k[0] == "1003" and v[0] == [gnn.id])}
+    want[("1003", "2611.00002")] = ([mp.id], "pending", "2026-11-20T12:00:00.000000Z")
+    assert rows(db) == want
+    assert sum(batches) == len(want) and max(batches) <= 40  # no giant transaction
+    assert fanout.owed(db) == 0
+
+
+def test_a_paper_already_sent_to_a_reader_is_never_changed_nor_sent_again(store: Store):
+    db = store.db
+    gnn, mp, ids = world(db)
+    poll(db, gnn, [paper(2)])
+    outbox.release(db, NOW, lambda _sub: NOW)
+    sent = [r.id for r in outbox.due_rows(db, ids["1000"], NOW)]
+    outbox.mark_sent(db, sent, NOW)
+    poll(db, mp, [paper(2)])  # new for mp later (say a new version matches it)
+    assert outbox.release(db, NOW, lambda _sub: NOW) == 0  # every mp reader had the row
+    assert rows(db)[("1000", "2611.00002")][:2] == ([gnn.id], "sent")
+    assert rows(db)[("1003", "2611.00002")][:2] == ([gnn.id, mp.id], "pending")
+
+
+EXPAND = """
+import sys
+from datetime import datetime, UTC
+from pathlib import Path
+from storage import fanout
+from storage.store import Store
+store = Store(Path(sys.argv[1]))
+now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+while True:
+    batch = fanout.expand(store.db, lambda _sub: now, rows=int(sys.argv[2]))
+    print(batch.written, batch.more, flush=True)
+    if not batch.more:
+        break
+"""
+
+
+@pytest.mark.parametrize("kill_after", [1, 3, 7])
+def test_a_kill_in_the_middle_of_the_expansion_loses_nothing_and_repeats_nothing(
+        store: Store, kill_after: int):
+    db = store.db
+    gnn, mp, _ = world(db)
+    poll(db, gnn, [paper(1), paper(2), paper(3)])
+    poll(db, mp, [paper(2), paper(4)])
+    path = store.path
+    store.close()
+
+    proc = subprocess.Popen([sys.executable, "-c", EXPAND, str(path), "25"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for _ in range(kill_after):  # batches committed; the next is under way
+        assert proc.stdout.readline().split()[1] == "True"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    with sqlite3.connect(path) as conn:
+        written = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert 0 < written < len(expected(gnn, mp))
+
+    finish = subprocess.run([sys.executable, "-c", EXPAND, str(path), "25"],
+                            capture_output=True, text=True, check=True)
+    assert finish.stdout.splitlines()[-1].endswith("False")
+    store.db = Store(path).db
+    assert rows(store.db) == expected(gnn, mp)
+    assert fanout.owed(store.db) == 0
+
+
+def counted(db: Database) -> dict[tuple[str, str], int]:
+    return {(r["channel"], r["status"]): r["n"] for r in db.query(
+        """SELECT b.channel, o.status, count(*) AS n FROM outbox o
+           JOIN subscribers b ON b.id = o.subscriber_id GROUP BY b.channel, o.status""")}
+
+
+def test_the_outbox_tally_equals_a_count_after_every_kind_of_change(store: Store):
+    """/healthz, /metrics and `status` read the tally the triggers keep, never a count."""
+    db = store.db
+    gnn, mp, ids = world(db)
+    mail = sub_repo.ensure(db, "email", "a@example.org", NOW)
+    sub_repo.subscribe(db, mail, gnn, "user", NOW)
+    group = sub_repo.ensure(db, "telegram", "-55", NOW)
+    sub_repo.subscribe(db, group, gnn, "user", NOW)
+    supergroup = sub_repo.ensure(db, "telegram", "-1000055", NOW)
+    sub_repo.subscribe(db, supergroup, mp, "user", NOW)
+    poll(db, gnn, [paper(1), paper(2), paper(3)])
+    poll(db, mp, [paper(2), paper(4)])
+    steps = [
+        lambda: outbox.release(db, NOW, lambda _sub: NOW),
+        lambda: outbox.mark_sent(db, [r.id for r in outbox.due_rows(db, ids["1000"], NOW)], NOW),
+        lambda: outbox.mark_failed(db, [r.id for r in outbox.due_rows(db, ids["1001"], NOW)],
+                                   "refused", NOW),
+        lambda: outbox.mark_retry(db, [r.id for r in outbox.due_rows(db, ids["1002"], NOW)],
+                                  "later", NOW + timedelta(days=2), NOW + timedelta(days=2)),
+        lambda: sub_repo.unsubscribe(db, sub_repo.get(db, ids["1003"]), gnn, NOW),
+        lambda: sub_repo.deactivate(db, ids["1004"], "blocked the bot"),
+        lambda: sub_repo.move_address(db, "telegram", "-55", "-1000055"),
+        lambda: outbox.prune(db, NOW + timedelta(days=91), 5),
+    ]
+    for step in steps:
+        step()
+        db.conn.commit()
+        assert outbox.counts(db) == counted(db)
+    assert counted(db)[("email", "pending")] == 3
+    assert {status for _, status in counted(db)} == {"pending", "sent", "failed"}
