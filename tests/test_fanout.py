@@ -144,6 +144,7 @@ while True:
     print(batch.written, batch.more, flush=True)
     if not batch.more:
         break
+    sys.stdin.readline()  # the test says when to go on
 """
 
 
@@ -158,19 +159,22 @@ def test_a_kill_in_the_middle_of_the_expansion_loses_nothing_and_repeats_nothing
     store.close()
 
     proc = subprocess.Popen([sys.executable, "-c", EXPAND, str(path), "25"],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for _ in range(kill_after):  # batches committed; the next is under way
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    for _ in range(kill_after):  # batches committed; then the next one is under way
         assert proc.stdout.readline().split()[1] == "True"
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdin.close()
     proc.stdout.close()
     with sqlite3.connect(path) as conn:
         written = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
     assert 0 < written < len(expected(gnn, mp))
 
     finish = subprocess.run([sys.executable, "-c", EXPAND, str(path), "25"],
-                            capture_output=True, text=True, check=True)
+                            input="go\n" * 100, capture_output=True, text=True, check=True)
     assert finish.stdout.splitlines()[-1].endswith("False")
     store.db = Store(path).db
     assert rows(store.db) == expected(gnn, mp)

@@ -108,6 +108,7 @@ async def test_harvest_writes_seen_set_window_and_outbox_once_per_subscriber(
     assert report.records == 3 and report.pages == 1
     assert {kid: [p.arxiv_id for p in ps] for kid, ps in report.new_papers.items()} == {
         gnn.id: [both.arxiv_id], nets.id: [both.arxiv_id]}
+    await store.call(outbox.release, clock.now(), lambda _sub: clock.now())  # cycle's end
     rows = await store.call(lambda db: list(db.query(
         "SELECT arxiv_id, keyword_ids FROM outbox WHERE subscriber_id = ?", [sub.id])))
     assert [r["arxiv_id"] for r in rows] == [both.arxiv_id]  # once, with both keywords
