@@ -27,8 +27,8 @@ from bot.fetch.arxiv import ArxivClient
 from bot.logs import Episode, redactor
 from bot.poll import calendar, rounds
 from bot.poll.cycle import CycleReport, OnPolled, run_cycle
-from bot.poll.harvest import HarvestReport, harvest
 from bot.poll.expansion import expand_owed
+from bot.poll.harvest import HarvestReport, harvest
 from bot.render.job import write_digest_from_store
 from bot.sync import sync_config
 from storage import database, lease, outbox, papers, retention

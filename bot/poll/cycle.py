@@ -15,10 +15,9 @@ from datetime import datetime
 from bot import metrics
 from bot.fetch.arxiv import ArxivClient
 from bot.fetch.errors import ArxivRejected, ArxivUnavailable, CircuitOpen
+from bot.poll.expansion import expand_owed
 from bot.poll.harvest import HarvestError, HarvestReport
 from bot.poll.keyword import PollSettings, needs_baseline, poll_keyword
-from bot.poll.expansion import expand_owed
-from bot.poll.keyword import PollSettings, poll_keyword
 from storage import keywords as kw_repo
 from storage.records import Keyword, PollOutcome, Subscriber
 from storage.store import AsyncStore
