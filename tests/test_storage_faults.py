@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.deliver.dispatcher import Dispatcher
+from bot.faces.unsubscribe import Signer
 from notifiers.telegram import TELEGRAM_LIMITS, TelegramNotifier, sendout_bot
 from storage import outbox, polls
 from storage.records import Paper
@@ -28,8 +30,9 @@ from storage.store import AsyncStore
 from tests.conftest import Clock, KeywordFactory, SubscriberFactory, sent_papers
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.fakes.smtp_server import FakeSMTP
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_operability import LISTENING, config_text, free_port, health
+from tests.test_operability import LISTENING, config_text, free_port, get, health
 
 pytestmark = pytest.mark.slow
 
@@ -232,3 +235,39 @@ async def test_run_once_stops_delivering_on_a_store_fault_and_marks_what_was_acc
     received = [await store.call(sent_papers, sub.id) for sub in subs]
     assert received == [[news.arxiv_id]] * 2
     assert sorted(m.chat_id for m in telegram.sent) == list(CHATS)
+
+
+async def test_an_unsubscribe_link_during_a_full_disk_answers_503_and_works_after(
+        tmp_path: Path) -> None:
+    """A page whose change cannot be saved says so (503, try again) instead of a 500 with a
+    traceback in the log; the same link works once the disk has room."""
+    secret = "storage-faults-unsubscribe-key"
+    reader = "reader@example.org"
+    async with FakeArxiv(papers=[paper(1, 24)]) as arxiv, FakeSMTP() as smtp:
+        port = free_port()
+        config = write_config(tmp_path, config_text(
+            arxiv, port, keywords=(), poll_interval=1,
+            extra=f'[digest]\npath = ""\n{smtp.email_table()}'))
+        code, _, err = await run_cli(config, "subscribe", "--email", reader, KEYWORD)
+        assert code == 0, err
+        link = f"http://127.0.0.1:{port}/unsubscribe?t={Signer(secret).token(reader)}"
+        env = {"DAILY_PAPERS_SECRET": secret}
+        async with DaemonProcess(config, "run", env=env) as daemon, aiohttp.ClientSession() as http:
+            assert daemon.proc is not None
+            await daemon.wait_for_log(r"cycle: 1 keywords polled, 1 ok")
+            disk_full(daemon.proc.pid, tmp_path / "papers.db")
+            for _ in range(2):
+                async with http.post(link) as resp:
+                    assert resp.status == 503
+                    assert "try again in a few minutes" in await resp.text()
+            assert (await get(link))[0] == 200  # showing the page only reads
+            disk_freed(daemon.proc.pid)
+            await daemon.wait_for_log(r"the store writes again after \d+ s", timeout=30)
+            async with http.post(link) as resp:
+                assert resp.status == 200
+            assert await daemon.stop() == 0
+    refused = [line for line in daemon.lines if "POST /unsubscribe not saved" in line]
+    assert len(refused) == 1, refused
+    assert "Traceback" not in daemon.log and secret not in daemon.log
+    _, out, _ = await run_cli(config, "subscriptions")
+    assert reader not in out

@@ -9,6 +9,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 PROBE_BUSY_MS = 1000
+STORE_REFUSED = ("Daily Papers cannot save this right now: its database refused the change. "
+                 "Nothing was changed; please try again in a few minutes.\n")
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -65,7 +68,8 @@ class WebServer:
 
     async def start(self, faces: Sequence[Face]) -> None:
         guard = ConnectionGuard(connection_cap(), MAX_BODY)
-        server = web.Application(client_max_size=MAX_BODY, middlewares=[guard.middleware])
+        server = web.Application(client_max_size=MAX_BODY,
+                                 middlewares=[guard.middleware, self.store_refusals])
         server.add_routes([web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)])
         for face in faces:
             server.add_routes(face.routes())
@@ -87,6 +91,19 @@ class WebServer:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+    @web.middleware
+    async def store_refusals(self, request: web.Request,
+                             handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                             ) -> web.StreamResponse:
+        """A page whose change the store refuses (a full disk, a long lock) answers 503 with
+        what to do; the log gets one line per episode, never a traceback."""
+        try:
+            return await handler(request)
+        except sqlite3.Error as exc:
+            self.app.store_faults.failed("web", f"web: {request.method} {request.path} not "
+                                                f"saved, the store refused: {exc}")
+            return web.Response(status=503, text=STORE_REFUSED, headers={"Retry-After": "60"})
 
     async def metrics(self, request: web.Request) -> web.Response:
         refused = metrics_refusal(request, self.app.secrets.daily_papers_metrics_token)
