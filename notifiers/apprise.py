@@ -77,12 +77,10 @@ class Style:
     escape: Callable[[str], str]
     is_markdown: bool
 
-    def size(self, text: str) -> int:
-        return len(self.escape(text))
-
     def fit(self, text: str, limit: int | None) -> str:
-        """`text` escaped, cut first so that the escaped text stays within `limit`."""
-        return self.escape(text if limit is None else cut(text, limit, self.size))
+        """`text` escaped, then cut to `limit` at a space (an escape never holds one)."""
+        escaped = self.escape(text)
+        return escaped if limit is None else cut(escaped, limit)
 
     def paper(self, paper: Paper, keywords: Sequence[str], *, abstract_chars: int = ABSTRACT_CHARS,
               field_chars: int | None = None, details: bool = True) -> str:
