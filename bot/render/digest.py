@@ -150,14 +150,18 @@ def _template() -> jinja2.Template:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(cell=cell, linked_cell=linked_cell,
-                       cut=lambda text, limit: cut(one_line(text), limit))
+    env.filters.update(cell=cell, linked_cell=linked_cell, cut=_cut)
     env.globals.update(
         comment_inline_chars=COMMENT_INLINE_CHARS,
         summary_chars=SUMMARY_CHARS,
         note_chars=NOTE_CHARS,
     )
     return env.get_template("digest.md.j2")
+
+
+def _cut(text: str, limit: int) -> str:
+    """`cut` on the text as one line; most texts are short enough to skip both."""
+    return text if len(text) <= limit else cut(one_line(text), limit)
 
 
 @cache
