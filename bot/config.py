@@ -15,7 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.deliver.cadence import ACCEPTED, SHOWN, SettingError, is_zone, parse_cadence
 
 DEFAULT_KEYWORDS = [
     "Video Anomaly Detection",
@@ -79,6 +80,8 @@ class Recipient:
     address_key: str  # e.g. "channel"
     address: str
     keywords: list[str]
+    digest: str = ""  # this recipient's own cadence; "" leaves it to the reader and the channel
+    timezone: str = ""
 
 
 @dataclass
@@ -104,16 +107,14 @@ class ChannelConfig:
     def problems(self, section: str) -> typing.Iterator[str]:
         """Value rules of the section the types cannot express."""
         yield from _range(f"{section}.max_in_flight", self.max_in_flight, 1, 64)
-        if self.digest_time and not _TIME.match(self.digest_time):
-            yield (f"'{section}.digest_time' must be \"\" or a time like \"08:00\", "
-                   f"not {self.digest_time!r}")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            yield (f"'{section}.timezone' {self.timezone!r} is not a known time zone "
-                   "(e.g. \"Europe/Berlin\")")
+        yield from _cadence(f"{section}.digest_time", self.digest_time)
+        yield from _zone(f"{section}.timezone", self.timezone)
         for r in self.recipients():
             yield from _address(self, f"{section}.{r.where}.{r.address_key}", r.address)
+            if r.digest:
+                yield from _cadence(f"{section}.{r.where}.digest", r.digest)
+            if r.timezone:
+                yield from _zone(f"{section}.{r.where}.timezone", r.timezone)
 
 
 @dataclass
@@ -141,6 +142,8 @@ class TelegramConfig(ChannelConfig):
 class SlackChannel:
     channel: str = ""
     keywords: list[str] = field(default_factory=list)
+    digest: str = ""
+    timezone: str = ""
 
 
 @dataclass
@@ -161,8 +164,8 @@ class SlackConfig(ChannelConfig):
         return text
 
     def recipients(self) -> list[Recipient]:
-        return [Recipient(f"channels[{i}]", "channel", ch.channel, ch.keywords)
-                for i, ch in enumerate(self.channels)]
+        return [Recipient(f"channels[{i}]", "channel", ch.channel, ch.keywords, ch.digest,
+                          ch.timezone) for i, ch in enumerate(self.channels)]
 
     def problems(self, section: str) -> typing.Iterator[str]:
         yield from super().problems(section)
@@ -175,6 +178,8 @@ class SlackConfig(ChannelConfig):
 class EmailSubscriber:
     address: str = ""
     keywords: list[str] = field(default_factory=list)
+    digest: str = ""
+    timezone: str = ""
 
 
 @dataclass
@@ -202,8 +207,8 @@ class EmailConfig(ChannelConfig):
             raise AddressError(f"{candidate!r} is not a usable email address: {exc}") from None
 
     def recipients(self) -> list[Recipient]:
-        return [Recipient(f"subscribers[{i}]", "address", sub.address, sub.keywords)
-                for i, sub in enumerate(self.subscribers)]
+        return [Recipient(f"subscribers[{i}]", "address", sub.address, sub.keywords, sub.digest,
+                          sub.timezone) for i, sub in enumerate(self.subscribers)]
 
     def problems(self, section: str) -> typing.Iterator[str]:
         yield from super().problems(section)
@@ -219,6 +224,8 @@ class AppriseTarget:
     name: str = ""  # how status and logs name it: the subscriber's address
     url_env: str = ""  # the environment variable holding the apprise URL (it carries credentials)
     keywords: list[str] = field(default_factory=list)
+    digest: str = ""  # this target's own cadence; "" is the section's digest_time
+    timezone: str = ""
 
 
 @dataclass
@@ -237,7 +244,7 @@ class AppriseConfig(ChannelConfig):
         return text
 
     def recipients(self) -> list[Recipient]:
-        return [Recipient(f"targets[{i}]", "name", t.name, t.keywords)
+        return [Recipient(f"targets[{i}]", "name", t.name, t.keywords, t.digest, t.timezone)
                 for i, t in enumerate(self.targets)]
 
     def urls(self, env: typing.Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -397,7 +404,6 @@ def _kind(value: typing.Any) -> str:
     return kinds.get(type(value), type(value).__name__)
 
 
-_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _TELEGRAM_CHAT_ID = re.compile(r"^-?[0-9]{1,20}$")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -449,6 +455,19 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> typing.Iterator[s
     if value not in allowed:
         names = " or ".join(f'"{a}"' for a in allowed)
         yield f"'{key}' must be {names}, not {value!r}"
+
+
+def _cadence(key: str, value: str) -> typing.Iterator[str]:
+    try:
+        parse_cadence(value)
+    except SettingError:
+        yield (f"'{key}' must be \"\" or a time like \"08:00\", or one of {ACCEPTED}; "
+               f"not {value[:SHOWN]!r}")
+
+
+def _zone(key: str, value: str) -> typing.Iterator[str]:
+    if not is_zone(value):
+        yield f"'{key}' {value[:SHOWN]!r} is not a known time zone (e.g. \"Europe/Berlin\")"
 
 
 def _range(key: str, value: float, low: float, high: float) -> typing.Iterator[str]:

@@ -21,7 +21,7 @@ from bot import channels, metrics
 from bot.app import App, Face, utcnow
 from bot.config import Config, Secrets
 from bot.deliver.dispatcher import Dispatcher
-from bot.deliver.schedule import digest_date_factory, due_at_factory
+from bot.deliver.schedule import digest_period_factory, due_at_factory
 from bot.faces.web import DaemonView, WebServer
 from bot.fetch.arxiv import ArxivClient
 from bot.logs import Episode, redactor
@@ -131,7 +131,7 @@ class Daemon:
             log.warning("%s", warning)
         await self._sync(app)
         notifiers = {f.name: f.notifier for f in self.faces if f.notifier is not None}
-        dispatcher = Dispatcher(app.store, notifiers, self.now, digest_date_factory(self.cfg),
+        dispatcher = Dispatcher(app.store, notifiers, self.now, digest_period_factory(self.cfg),
                                 faults=app.store_faults)
         app.wake_dispatcher = dispatcher.wake
         view = DaemonView(self.started, self.cfg.arxiv.poll_interval, lambda: self.last_report,

@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from storage import fanout
 from storage.database import from_db, to_db, write
-from storage.records import OutboxRow, Subscriber
+from storage.records import DigestMark, OutboxRow, Subscriber
 from storage.rows import PAPER_COLUMNS, paper_from_row, subscriber_from_row
 
 MAX_ATTEMPTS = 10
@@ -131,20 +131,33 @@ def _row(r: dict[str, Any], names: dict[int, str]) -> OutboxRow:
 
 
 def mark_sent(db: Database, row_ids: Sequence[int], now: datetime,
-              digest: tuple[int, str] | None = None) -> None:
+              digest: tuple[int, DigestMark] | None = None) -> None:
     """One commit per message, right after the service answered.
 
-    `digest` (subscriber id, local date) records a daily digest in the same commit, so a
-    restart or a changed digest time never sends that date a second one."""
+    `digest` (subscriber id, local date or week) records a daily or weekly digest in the same
+    commit, so a restart or a changed digest time never sends that date (week) a second one."""
     with write(db):
         db.conn.executemany(
             "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
             [(to_db(now), rid) for rid in row_ids])
         if digest is not None:
-            subscriber_id, date = digest
-            db.execute("""UPDATE subscribers SET last_digest_date = ? WHERE id = ?
-                          AND (last_digest_date IS NULL OR last_digest_date < ?)""",
-                       [date, subscriber_id, date])
+            _record_digest(db, *digest)
+
+
+def _record_digest(db: Database, subscriber_id: int, mark: DigestMark) -> None:
+    column, value = ("last_digest_date", mark.date) if mark.date else ("last_digest_week",
+                                                                        mark.week)
+    if value:
+        db.execute(f"""UPDATE subscribers SET {column} = ? WHERE id = ?
+                       AND ({column} IS NULL OR {column} < ?)""", [value, subscriber_id, value])
+
+
+def retime(db: Database, subscriber_id: int, when: datetime) -> int:
+    """A changed cadence: the subscriber's released pending rows wait for its new due time
+    (rows of a cycle still running are released with it)."""
+    return db.execute("""UPDATE outbox SET due_at = ? WHERE subscriber_id = ?
+                         AND +status = 'pending' AND due_at IS NOT NULL""",
+                      [to_db(when), subscriber_id]).rowcount
 
 
 def mark_failed(db: Database, row_ids: Sequence[int], error: str, now: datetime) -> None:

@@ -89,10 +89,21 @@ class Subscriber:
     topic: str | None = None  # Telegram forum topic id
     active: bool = True
     inactive_reason: str | None = None
-    digest_time: str | None = None  # "HH:MM" overriding the channel's
-    timezone: str | None = None
+    digest_time: str | None = None  # own cadence ("daily 08:00", "weekly mon 08:00", "instant")
+    timezone: str | None = None  # own IANA zone; None: the channel's
     permanent_failures: int = 0
     last_digest_date: str | None = None  # local date (ISO) of the last daily digest sent
+    last_digest_week: str | None = None  # local ISO week ("2025-W43") of the last weekly one
+    config_digest: str | None = None  # what config.toml last set: applied again only when it
+    config_timezone: str | None = None  # changes, so a reader's own later choice stays
+
+
+@dataclass(frozen=True, slots=True)
+class DigestMark:
+    """The local date (daily) or ISO week (weekly) a digest was sent for: none goes twice."""
+
+    date: str | None = None
+    week: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

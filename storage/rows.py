@@ -45,5 +45,6 @@ def subscriber_from_row(row: dict[str, Any]) -> Subscriber:
         topic=row["topic"] or None, active=bool(row["active"]),
         inactive_reason=row["inactive_reason"], digest_time=row["digest_time"],
         timezone=row["timezone"], permanent_failures=row["permanent_failures"] or 0,
-        last_digest_date=row.get("last_digest_date"),
+        last_digest_date=row.get("last_digest_date"), last_digest_week=row.get("last_digest_week"),
+        config_digest=row.get("config_digest"), config_timezone=row.get("config_timezone"),
     )

@@ -150,5 +150,13 @@ def m006_fanout(db: Database) -> None:
                    OR OLD.subscriber_id IS NOT NEW.subscriber_id BEGIN {remove} {add} END""")
 
 
+@MIGRATIONS()
+def m007_reader_cadence(db: Database) -> None:
+    """Weekly digests are recorded per local ISO week as daily ones are per local date; and the
+    cadence and zone config.toml last set for a reader, applied again only when they change."""
+    for column in ("last_digest_week", "config_digest", "config_timezone"):
+        db.table("subscribers").add_column(column, str)
+
+
 def known_names() -> set[str]:
     return {m.name for m in MIGRATIONS._migrations}

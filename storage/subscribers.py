@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,6 @@ from storage.records import Keyword, Subscriber
 from storage.rows import keyword_from_row, subscriber_from_row
 
 ALL = ""  # suppression of every keyword of an address
-
 
 
 def get(db: Database, subscriber_id: int) -> Subscriber | None:
@@ -40,6 +39,27 @@ def ensure(db: Database, channel: str, address: str, now: datetime,
                created_at) VALUES (?, ?, ?, 1, 0, ?)""",
             [channel, address, topic or "", to_db(now)])
         return find(db, channel, address, topic)  # type: ignore[return-value]
+
+
+SETTINGS = frozenset({"digest_time", "timezone", "config_digest", "config_timezone"})
+
+
+def change_settings(db: Database, subscriber_id: int, changes: Mapping[str, str | None],
+                    due_at: Callable[[Subscriber], datetime]) -> tuple[Subscriber, int]:
+    """Set a subscriber's cadence and zone (None: the channel's) and move its pending rows to
+    the new due time, in one transaction: nothing is lost or sent twice. Returns the subscriber
+    as it is now and how many rows moved."""
+    unknown = set(changes) - SETTINGS
+    assert not unknown, f"not a subscriber setting: {unknown}"
+    with write(db):
+        if changes:
+            assignments = ", ".join(f"{column} = ?" for column in changes)
+            db.execute(f"UPDATE subscribers SET {assignments} WHERE id = ?",
+                       [*changes.values(), subscriber_id])
+        sub = get(db, subscriber_id)
+        assert sub is not None, f"no subscriber {subscriber_id}"
+        moved = outbox.retime(db, sub.id, due_at(sub)) if sub.active else 0
+        return sub, moved
 
 
 def subscriptions(db: Database, subscriber_id: int) -> list[tuple[Keyword, str]]:

@@ -18,7 +18,7 @@ from sqlite_utils import Database
 
 from bot.config import Config, EmailConfig
 from bot.deliver.dispatcher import Dispatcher
-from bot.deliver.schedule import digest_date_factory, due_at_factory, next_digest_time
+from bot.deliver.schedule import digest_period_factory, due_at_factory, next_digest_time
 from bot.fetch.keywords import parse_keyword
 from notifiers.base import Delivery, Limits, Message, Notifier, Outcome
 from storage import keywords as kw_repo
@@ -299,7 +299,7 @@ async def test_a_daily_digest_goes_once_per_local_date_across_the_october_change
     await store.call(polls.commit_poll, kw, [], baseline=True, now=clock.now(), max_papers=100,
                      notify_floor=clock.now(), total_results=0)
     recorder = Recorder(clock)
-    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_date_factory(cfg))
+    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_period_factory(cfg))
     made: list[tuple[str, datetime]] = []
     for step in range(4 * 24 * 4):
         if step % 4 == 0:
@@ -360,7 +360,7 @@ async def test_a_digest_missed_while_down_goes_at_the_next_start(
     await publish(store, kw, "2510.00001", clock.now(), due_at_factory(cfg, clock.now))
     clock.current = berlin(2025, 10, 27, 6, 0)  # down over the digest of the 26th
     recorder = Recorder(clock)
-    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_date_factory(cfg))
+    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_period_factory(cfg))
     await dispatcher.drain()
     assert recorder.sent == [(clock.now(), ["2510.00001"])]
     # That was the 26th's digest, late: the 27th still gets its own at 08:00.
@@ -380,13 +380,13 @@ async def test_a_digest_time_moved_later_the_same_day_waits_for_the_next_date(
     await publish(store, kw, "2511.00001", clock.now(), due_at_factory(morning, clock.now))
     clock.current = berlin(2025, 11, 3, 8, 0)
     recorder = Recorder(clock)
-    await Dispatcher(store, {"email": recorder}, clock.now, digest_date_factory(morning)).drain()
+    await Dispatcher(store, {"email": recorder}, clock.now, digest_period_factory(morning)).drain()
     assert recorder.sent == [(berlin(2025, 11, 3, 8, 0), ["2511.00001"])]
 
     evening = daily("20:00")  # the operator edits config.toml and restarts at 09:00
     clock.current = berlin(2025, 11, 3, 9, 0)
     await publish(store, kw, "2511.00002", clock.now(), due_at_factory(evening, clock.now))
-    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_date_factory(evening))
+    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_period_factory(evening))
     for hour in (20, 23):  # the 3rd had its digest: none at 20:00
         clock.current = berlin(2025, 11, 3, hour, 0)
         await dispatcher.drain()

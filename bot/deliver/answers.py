@@ -12,11 +12,11 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-from bot.deliver.schedule import DigestDate
+from bot.deliver.schedule import DigestPeriod
 from notifiers.base import Delivery, Message, Notifier, Outcome
 from storage import outbox
 from storage import subscribers as sub_repo
-from storage.records import Subscriber
+from storage.records import DigestMark, Subscriber
 from storage.store import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PERMANENT_FAILURES_TO_DEACTIVATE = 3
 
 Handler = Callable[[Notifier, Subscriber, Message, Delivery], Awaitable[bool]]
-Mark = tuple[Sequence[int], datetime, "tuple[int, str] | None"]  # mark_sent's arguments
+Mark = tuple[Sequence[int], datetime, "tuple[int, DigestMark] | None"]  # mark_sent's arguments
 
 
 def backoff(attempts: int) -> float:
@@ -37,10 +37,10 @@ class Answers:
     dispatcher (a channel named there is stopped)."""
 
     def __init__(self, store: AsyncStore, now: Callable[[], datetime],
-                 digest_date: DigestDate | None, broken: dict[str, str]) -> None:
+                 digest_period: DigestPeriod | None, broken: dict[str, str]) -> None:
         self.store = store
         self.now = now
-        self.digest_date = digest_date  # daily digests are recorded per local date
+        self.digest_period = digest_period  # digests are recorded per local date or week
         self.broken = broken
         # Accepted messages whose "sent" mark the store has not written yet, per channel: a
         # mark that fails (full disk) stays here and is written before anything else is sent
@@ -140,10 +140,10 @@ class Answers:
                       notifier.channel, delivery.reason)
         return False
 
-    def _digest(self, sub: Subscriber, message: Message) -> tuple[int, str] | None:
+    def _digest(self, sub: Subscriber, message: Message) -> tuple[int, DigestMark] | None:
         due = [r.due_at for r in message.rows if r.due_at is not None]
-        date = self.digest_date(sub, max(due)) if self.digest_date and due else None
-        return (sub.id, date) if date else None
+        mark = self.digest_period(sub, max(due)) if self.digest_period and due else None
+        return (sub.id, mark) if mark else None
 
     async def _deactivate(self, notifier: Notifier, sub: Subscriber, reason: str) -> None:
         await self.store.call(sub_repo.deactivate, sub.id, reason)

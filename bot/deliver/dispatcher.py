@@ -14,7 +14,7 @@ from functools import partial
 
 from bot import metrics
 from bot.deliver.answers import Answers
-from bot.deliver.schedule import DigestDate
+from bot.deliver.schedule import DigestPeriod
 from bot.deliver.sendout import SendOut
 from bot.logs import StoreFaults
 from notifiers.base import Message, Notifier
@@ -34,7 +34,7 @@ class Dispatcher:
     """One send-out loop per channel; answers are recorded by `Answers`."""
 
     def __init__(self, store: AsyncStore, notifiers: Mapping[str, Notifier],
-                 now: Callable[[], datetime], digest_date: DigestDate | None = None,
+                 now: Callable[[], datetime], digest_period: DigestPeriod | None = None,
                  faults: StoreFaults | None = None) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
@@ -42,7 +42,7 @@ class Dispatcher:
         self.faults = faults or StoreFaults(log)
         self._wake = {name: asyncio.Event() for name in self.notifiers}
         self.broken: dict[str, str] = {}  # channel → why it stopped
-        self.answers = Answers(store, now, digest_date, self.broken)
+        self.answers = Answers(store, now, digest_period, self.broken)
 
     def wake(self) -> None:
         for event in self._wake.values():

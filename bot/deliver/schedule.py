@@ -1,82 +1,127 @@
-"""When outbox rows become due: at cycle end, or at the subscriber's next daily digest time."""
+"""The delivery clock: when outbox rows become due — at cycle end, or at the subscriber's next
+daily or weekly digest in its own zone — and which local day or week a digest belongs to."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.config import Config
-from storage.records import Subscriber
+from bot.deliver.cadence import INSTANT, Cadence, SettingError, is_zone, parse_cadence
+from storage.records import DigestMark, Subscriber
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A subscriber's cadence and zone in force, and whether each is its own or its channel's."""
+
+    cadence: Cadence
+    zone: str
+    own_cadence: bool = False
+    own_zone: bool = False
+
+
+def next_slot(now: datetime, cadence: Cadence, zone: str) -> datetime:
+    """The first moment at or after `now` whose local time in `zone` is the cadence's time, on
+    its weekday for a weekly one (UTC result).
+
+    In a DST gap the wall time that does not exist maps forward; in a repeated hour the first
+    occurrence counts, so a local date never gets the time twice.
+    """
+    tz = ZoneInfo(zone)
+    start = now.astimezone(UTC)
+    day = start.astimezone(tz).date()
+    for offset in range(9):
+        local_day = day + timedelta(days=offset)
+        if cadence.weekday is not None and local_day.weekday() != cadence.weekday:
+            continue
+        candidate = datetime.combine(local_day, time(cadence.hour, cadence.minute), tz)
+        as_utc = candidate.replace(fold=0).astimezone(UTC)
+        if as_utc >= start:
+            return as_utc
+    raise AssertionError("unreachable: a weekday's wall time recurs within nine days")
 
 
 def next_digest_time(now: datetime, hhmm: str, zone: str) -> datetime:
-    """The first moment at or after `now` whose local time in `zone` is `hhmm` (UTC result).
-
-    Once per local date: in a DST gap the wall time that does not exist maps forward; in a
-    repeated hour the first occurrence counts.
-    """
-    tz = ZoneInfo(zone)
-    hour, minute = (int(x) for x in hhmm.split(":"))
-    local_now = now.astimezone(tz)
-    day = local_now.date()
-    for offset in range(3):
-        candidate = datetime.combine(day + timedelta(days=offset), time(hour, minute), tz)
-        candidate = candidate.replace(fold=0)
-        as_utc = candidate.astimezone(UTC)
-        if as_utc >= now.astimezone(UTC):
-            return as_utc
-    raise AssertionError("unreachable: a wall time recurs within three days")
-
-
-DigestDate = Callable[[Subscriber, datetime], str | None]
-
-
-def _slot(cfg: Config) -> Callable[[Subscriber], tuple[str, str] | None]:
-    """Per subscriber: (HH:MM, zone) of its daily digest — its own, else its channel's — or
-    None for delivery at every cycle end."""
-    sections = cfg.channel_sections()
-
-    def slot(sub: Subscriber) -> tuple[str, str] | None:
-        chan = sections.get(sub.channel)
-        hhmm = sub.digest_time or (chan.digest_time if chan else "")
-        if not hhmm:
-            return None
-        return hhmm, sub.timezone or (chan.timezone if chan else "UTC")
-
-    return slot
-
-
-def due_at_factory(cfg: Config, now: Callable[[], datetime]) -> Callable[[Subscriber], datetime]:
-    """Per subscriber: at once, or its next digest time on a local date that had no digest yet
-    (`last_digest_date`: a digest time moved later the same day does not bring a second one)."""
-    slot_of = _slot(cfg)
-
-    def due_at(sub: Subscriber) -> datetime:
-        current = now()
-        slot = slot_of(sub)
-        if slot is None:
-            return current
-        hhmm, zone = slot
-        when = next_digest_time(current, hhmm, zone)
-        while sub.last_digest_date and local_date(when, zone) <= sub.last_digest_date:
-            when = next_digest_time(when + timedelta(minutes=1), hhmm, zone)
-        return when
-
-    return due_at
-
-
-def digest_date_factory(cfg: Config) -> DigestDate:
-    """For the dispatcher: the local date a daily subscriber's rows due at `due_at` belong to
-    (None for instant delivery), recorded with the message so that date gets no second one."""
-    slot_of = _slot(cfg)
-
-    def digest_date(sub: Subscriber, due_at: datetime) -> str | None:
-        slot = slot_of(sub)
-        return None if slot is None else local_date(due_at, slot[1])
-
-    return digest_date
+    """A daily digest's next moment (see `next_slot`)."""
+    return next_slot(now, parse_cadence(f"daily {hhmm}"), zone)
 
 
 def local_date(when: datetime, zone: str) -> str:
     return when.astimezone(ZoneInfo(zone)).date().isoformat()
+
+
+def local_week(when: datetime, zone: str) -> str:
+    """The local ISO week, "2025-W43": sorts in time order as text."""
+    year, week, _ = when.astimezone(ZoneInfo(zone)).date().isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def period(setting: Setting, when: datetime) -> DigestMark | None:
+    """The local date (daily) or ISO week (weekly) a digest due at `when` is sent for."""
+    if setting.cadence.kind == "daily":
+        return DigestMark(date=local_date(when, setting.zone))
+    if setting.cadence.kind == "weekly":
+        return DigestMark(week=local_week(when, setting.zone))
+    return None
+
+
+def _had_digest(sub: Subscriber, mark: DigestMark | None) -> bool:
+    if mark is None:
+        return False
+    if mark.date is not None:
+        return bool(sub.last_digest_date) and mark.date <= (sub.last_digest_date or "")
+    return bool(sub.last_digest_week) and (mark.week or "") <= (sub.last_digest_week or "")
+
+
+def due_for(sub: Subscriber, setting: Setting, now: datetime) -> datetime:
+    """At once (instant), or the next digest moment in a local date or week that had none yet:
+    a digest time moved later the same day (week) does not bring a second one."""
+    if setting.cadence.instant:
+        return now
+    when = next_slot(now, setting.cadence, setting.zone)
+    while _had_digest(sub, period(setting, when)):
+        when = next_slot(when + timedelta(minutes=1), setting.cadence, setting.zone)
+    return when
+
+
+def settings_factory(cfg: Config) -> Callable[[Subscriber], Setting]:
+    """Per subscriber: its own cadence and zone, else its channel's defaults (config.toml).
+
+    A stored value that no longer reads (written by hand) falls back to the channel's."""
+    sections = cfg.channel_sections()
+
+    def setting_of(sub: Subscriber) -> Setting:
+        section = sections.get(sub.channel)
+        default = _cadence(section.digest_time if section else "") or INSTANT
+        own = _cadence(sub.digest_time) if sub.digest_time else None
+        own_zone = bool(sub.timezone) and is_zone(sub.timezone or "")
+        zone = (sub.timezone if own_zone else section.timezone if section else "UTC") or "UTC"
+        return Setting(own or default, zone, own is not None, own_zone)
+
+    return setting_of
+
+
+def due_at_factory(cfg: Config, now: Callable[[], datetime]) -> Callable[[Subscriber], datetime]:
+    """For the outbox release: each subscriber's rows' due time, read from `now()`."""
+    setting_of = settings_factory(cfg)
+    return lambda sub: due_for(sub, setting_of(sub), now())
+
+
+DigestPeriod = Callable[[Subscriber, datetime], DigestMark | None]
+
+
+def digest_period_factory(cfg: Config) -> DigestPeriod:
+    """For the dispatcher: the local date or week a subscriber's rows due at `due_at` belong
+    to (None for instant delivery), recorded with the message so it gets no second digest."""
+    setting_of = settings_factory(cfg)
+    return lambda sub, due_at: period(setting_of(sub), due_at)
+
+
+def _cadence(text: str | None) -> Cadence | None:
+    try:
+        return parse_cadence(text or "")
+    except SettingError:
+        return None
