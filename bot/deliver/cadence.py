@@ -52,11 +52,12 @@ class Cadence:
         return "instant"
 
     def describe(self, zone: str) -> str:
-        """In words, for replies and pages."""
+        """In words, after "papers arrive", for replies and pages."""
         if self.kind == "daily":
-            return f"one digest a day at {self.hhmm} ({zone} time)"
+            return f"as one digest a day at {self.hhmm} ({zone} time)"
         if self.kind == "weekly":
-            return f"one digest a week, {DAY_NAMES[self.weekday or 0]} at {self.hhmm} ({zone} time)"
+            day = DAY_NAMES[self.weekday or 0]
+            return f"as one digest a week, {day} at {self.hhmm} ({zone} time)"
         return "as soon as a poll finds new papers"
 
 

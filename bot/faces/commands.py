@@ -1,4 +1,5 @@
-"""The chat commands (/subscribe, /unsubscribe, /list, /latest, /help), the same for every channel.
+"""The chat commands (/subscribe, /unsubscribe, /list, /latest, /digest, /timezone, /help), the
+same for every channel.
 
 They feed the pipeline's start (which keywords are polled, who gets the outbox rows); Telegram
 and Slack adapt them to their wire, the CLI calls the synchronous core directly.
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING
 from sqlite_utils import Database
 
 from bot.config import Config
+from bot.deliver.cadence import SettingError
+from bot.faces.settings import CHANGE_HINT, Settings, change_settings, read_settings, settings_of
 from bot.fetch.errors import ArxivError, ArxivRejected, ArxivUnavailable
 from bot.fetch.keywords import KeywordError, ParsedKeyword, parse_keyword
 from bot.poll import rounds
@@ -38,8 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VERBS = ("subscribe", "unsubscribe", "list", "latest", "help", "start")
-CHANGE_VERBS = frozenset({"subscribe", "unsubscribe"})
+VERBS = ("subscribe", "unsubscribe", "list", "latest", "digest", "timezone", "help", "start")
+CHANGE_VERBS = frozenset({"subscribe", "unsubscribe", "digest", "timezone"})
+SHOW_WHEN_BARE = frozenset({"digest", "timezone"})  # alone they only show: anyone may ask
 LATEST_COUNT = 5
 FIRST_LOOK_COUNT = 3
 EXAMPLE = "video anomaly detection"
@@ -161,9 +165,12 @@ def help_text() -> str:
         "/unsubscribe all stops everything)\n"
         "/list — the keywords followed here\n"
         f"/latest KEYWORD — the {LATEST_COUNT} newest papers for a keyword\n"
+        "/digest — when papers arrive: /digest instant, /digest daily 08:00 or "
+        "/digest weekly mon 08:00\n"
+        "/timezone ZONE — the zone of those times, e.g. /timezone Europe/Berlin\n"
         "/help — this message\n\n"
-        "A keyword is a phrase searched in titles and abstracts, or arXiv query syntax, "
-        "e.g. ti:transformer AND cat:cs.CV."
+        "A keyword is a phrase searched in titles and abstracts (leave words out with a minus: "
+        f"{EXAMPLE} -surveillance), or arXiv query syntax, e.g. ti:transformer AND cat:cs.CV."
     )
 
 
@@ -201,7 +208,7 @@ class Commands:
         elif not allowed:
             return Reply(f"This bot is private and this chat (id {chat.address}) is not on its "
                          "list of allowed chats. Ask the operator to add it.")
-        elif verb in CHANGE_VERBS and not chat.may_change:
+        elif verb in CHANGE_VERBS and not chat.may_change and (arg or verb not in SHOW_WHEN_BARE):
             reply = Reply("Only administrators of this group can change its subscriptions.")
         else:
             reply = await getattr(self, f"_{verb}")(chat, arg)
@@ -312,8 +319,46 @@ class Commands:
         lines = [f"• {k.display} — {k.query}" + (" (from the config)" if src == "config" else "")
                  for k, src in subs]
         n = len(subs)
-        return Reply(f"{n} keyword{'s' if n != 1 else ''} followed here:\n" + "\n".join(lines),
-                     note=await self._rhythm(chat))
+        shown = await self._settings(chat)
+        delivery = f"\n\nPapers arrive here {shown.describe()}." if shown else ""
+        return Reply(f"{n} keyword{'s' if n != 1 else ''} followed here:\n" + "\n".join(lines)
+                     + delivery, note=await self._rhythm(chat))
+
+    async def _settings(self, chat: Chat) -> Settings | None:
+        now = self.app.now()
+        return await self.app.store.run(lambda store: read_settings(
+            store, self.app.cfg, chat.channel, chat.address, now, chat.topic))
+
+    async def _digest(self, chat: Chat, arg: str) -> Reply:
+        return await self._setting(chat, digest=arg) if arg else await self._show(chat)
+
+    async def _timezone(self, chat: Chat, arg: str) -> Reply:
+        if not arg:
+            return await self._show(chat)
+        return await self._setting(chat, timezone=arg)
+
+    async def _show(self, chat: Chat) -> Reply:
+        shown = await self._settings(chat)
+        if shown is None:
+            shown = settings_of(self.app.cfg, Subscriber(0, chat.channel, chat.address),
+                                self.app.now())
+        return Reply(f"Papers arrive here {shown.describe()}. {CHANGE_HINT}")
+
+    async def _setting(self, chat: Chat, **typed: str) -> Reply:
+        now = self.app.now()
+        try:
+            shown = await self.app.store.run(lambda store: change_settings(
+                store, self.app.cfg, chat.channel, chat.address, now, topic=chat.topic, **typed))
+        except SettingError as exc:
+            return Reply(exc.message)
+        self.app.wake_dispatcher()  # rows may be due now (instant), or later than they were
+        waiting = (f" {shown.moved} paper{'s' if shown.moved != 1 else ''} already waiting "
+                   "follow this setting." if shown.moved else "")
+        zone = f" Time zone: {shown.setting.zone}." if "timezone" in typed else ""
+        setting = shown.setting
+        return Reply(f"Done: papers arrive here {shown.describe()}.{zone}{waiting}",
+                     announce=f"Papers now arrive in this channel "
+                              f"{setting.cadence.describe(setting.zone)}.")
 
     async def _latest(self, chat: Chat, arg: str) -> Reply:
         subs = await self._subscriptions(chat)
