@@ -97,6 +97,81 @@ GOLDEN_SYNTAX = [
 ]
 
 
+def excluding(phrase: str, *left_out: str) -> str:
+    return " ANDNOT ".join([f"({phrase_query(phrase)})", *(f"({phrase_query(x)})" for x in left_out)])
+
+
+# (input, canonical, query): a phrase with words or phrases left out (-word, -"a phrase").
+GOLDEN_EXCLUSIONS = [
+    ("video anomaly detection -surveillance", "video anomaly detection -surveillance",
+     excluding(VAD, "surveillance")),
+    ('video anomaly detection -surveillance -"crowd counting"',
+     'video anomaly detection -"crowd counting" -surveillance',
+     excluding(VAD, "crowd counting", "surveillance")),
+    ('Video Anomaly Detection -"Crowd  Counting" -SURVEILLANCE -surveillance',
+     'video anomaly detection -"crowd counting" -surveillance',
+     excluding(VAD, "crowd counting", "surveillance")),
+    ('"Video Anomaly Detection" -surveillance', "video anomaly detection -surveillance",
+     excluding(VAD, "surveillance")),
+    ("video -surveillance anomaly", "video anomaly -surveillance",
+     excluding("video anomaly", "surveillance")),
+    ("video anomaly detection \u2013surveillance", "video anomaly detection -surveillance",
+     excluding(VAD, "surveillance")),
+    ("diffusion -\ufb01ne-tuning", "diffusion -fine-tuning", excluding("diffusion", "fine-tuning")),
+    ('graph networks -"(spectral)"', 'graph networks -"(spectral)"',
+     excluding("graph networks", "(spectral)")),
+    ("vision-language model", "vision-language model", phrase_query("vision-language model")),
+    ("temperature -40 degrees", "temperature -40 degrees",
+     phrase_query("temperature -40 degrees")),
+    ("spin - orbit coupling", "spin - orbit coupling", phrase_query("spin - orbit coupling")),
+]
+
+
+@pytest.mark.parametrize(("text", "canonical", "query"), GOLDEN_EXCLUSIONS)
+def test_golden_exclusions(text: str, canonical: str, query: str) -> None:
+    parsed = parse_keyword(text)
+    assert (parsed.canonical, parsed.query, parsed.is_syntax) == (canonical, query, False)
+    again = parse_keyword(canonical)  # the canonical form reads back as itself
+    assert (again.canonical, again.query) == (canonical, query)
+
+
+def test_exclusions_keep_what_was_typed_for_display() -> None:
+    parsed = parse_keyword('Video Anomaly Detection  -Surveillance -"Crowd Counting"')
+    assert parsed.display == 'Video Anomaly Detection -Surveillance -"Crowd Counting"'
+
+
+@pytest.mark.parametrize("text", [
+    "video anomaly detection NOT surveillance", "NOT surveillance", "ti:video NOT ti:survey",
+    "ti:video not ti:survey", "(cat:cs.CV) not ti:video",
+])
+def test_a_standalone_not_is_explained(text: str) -> None:
+    with pytest.raises(KeywordError) as caught:
+        parse_keyword(text)
+    assert caught.value.message == (
+        "arXiv has no NOT. To leave a word out, put a minus before it: video anomaly detection "
+        "-surveillance; in arXiv syntax write ANDNOT: ti:video ANDNOT ti:survey.")
+
+
+def test_not_as_a_word_of_a_phrase_stays_a_word() -> None:
+    assert parse_keyword("not hotdog").canonical == "not hotdog"
+    assert parse_keyword('"NOT gate"').canonical == "not gate"  # quoted: the phrase
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("-surveillance", "Write what to look for before what to leave out, e.g. "
+                      "video anomaly detection -surveillance."),
+    ('-"crowd counting" -x', "Write what to look for before what to leave out, e.g. "
+                             "video anomaly detection -surveillance."),
+    ('video -""', 'Empty quotes "" are not a search term; remove them.'),
+    ('video -"crowd', 'The double quotes are unbalanced: every opening " needs a closing one.'),
+    ("video -(crowd", "The parentheses are unbalanced: a ( is never closed."),
+])
+def test_exclusion_refusals(text: str, message: str) -> None:
+    with pytest.raises(KeywordError) as caught:
+        parse_keyword(text)
+    assert caught.value.message == message
+
+
 @pytest.mark.parametrize(("text", "canonical"), GOLDEN_PHRASES)
 def test_golden_phrase(text: str, canonical: str) -> None:
     parsed = parse_keyword(text)
@@ -115,6 +190,7 @@ def test_golden_syntax(text: str, canonical: str) -> None:
 
 def test_golden_table_is_large_enough() -> None:
     assert len(GOLDEN_PHRASES) + len(GOLDEN_SYNTAX) >= 40
+    assert len(GOLDEN_EXCLUSIONS) >= 10
 
 
 def test_quoted_phrase_that_reads_as_syntax_keeps_its_quotes() -> None:
@@ -267,6 +343,12 @@ SAME_KEYWORD = [
         "(ti:a OR ti:b) OR ti:c",
         "ti:a OR (ti:b OR ti:c)",
         "ti:a or ti:b or ti:c",
+    ],
+    [
+        'video anomaly detection -surveillance -"crowd counting"',
+        'Video Anomaly Detection -"Crowd Counting" -Surveillance',
+        'video -surveillance anomaly detection -"CROWD\u00a0COUNTING"',
+        'video anomaly detection -"crowd counting" -surveillance -surveillance',
     ],
 ]
 

@@ -26,6 +26,11 @@ _FIELD_AT_WORD_START = re.compile(rf"(?<![^\s()]){_FIELD.pattern}", re.IGNORECAS
 _TERM_END = re.compile(r'[\s()"]')
 _PLAIN_WORD = re.compile(r"\w+")
 _NEEDS_QUOTES = re.compile(r'[\s():"]')
+# -word or -"a phrase" after a space: left out. A minus before a digit (-40) stays in the phrase.
+_EXCLUSION = re.compile(r'(?<!\S)-(?:"([^"]*)"|([^\W\d][^\s"]*))')
+_BARE_EXCLUSION = re.compile(r'[^\W\d][^\s"]*')
+NO_NOT = ("arXiv has no NOT. To leave a word out, put a minus before it: video anomaly "
+          "detection -surveillance; in arXiv syntax write ANDNOT: ti:video ANDNOT ti:survey.")
 _CONTROL_NAMES = {"\n": "a line break", "\r": "a carriage return", "\x00": "a NUL character"}
 
 
@@ -57,13 +62,26 @@ def parse_keyword(text: str) -> ParsedKeyword:
     display = _collapse(straight_quotes(stripped))
     normal = _collapse(_straighten(unicodedata.normalize("NFKC", _straighten(stripped))))
     tokens = _tokenize(normal)
-    if _looks_like_syntax(tokens):
+    syntax = _looks_like_syntax(tokens)
+    if any(isinstance(t, _Word) and (t.text.upper() if syntax else t.text) == "NOT"
+           for t in tokens):  # inside syntax operators are read in any case
+        raise KeywordError(NO_NOT)
+    if syntax:
         canonical = _emit(_simplify(_Parser(tokens).parse()), top=True)
         _check_expanded(len(canonical))
         return ParsedKeyword(display, canonical, canonical, is_syntax=True)
-    phrase, canonical = _phrase(normal)
+    positive, excluded = _exclusions(normal)
+    phrase, canonical = _phrase(positive)
+    query = _phrase_query(phrase)
+    if excluded:
+        canonical = " ".join([canonical, *(_excluded_form(x) for x in excluded)])
+        query = " ANDNOT ".join([f"({query})", *(f"({_phrase_query(x)})" for x in excluded)])
     _check_expanded(len(canonical))
-    return ParsedKeyword(display, canonical, f'ti:"{phrase}" OR abs:"{phrase}"', is_syntax=False)
+    return ParsedKeyword(display, canonical, query, is_syntax=False)
+
+
+def _phrase_query(phrase: str) -> str:
+    return f'ti:"{phrase}" OR abs:"{phrase}"'
 
 
 def _check_expanded(n: int) -> None:
@@ -131,6 +149,28 @@ def _phrase(normal: str) -> tuple[str, str]:
     # A phrase that reads as syntax keeps its quotes, so it never shares syntax's identity.
     canonical = f'"{phrase}"' if _FIELD_AT_WORD_START.search(phrase) else phrase
     return phrase, canonical
+
+
+def _exclusions(normal: str) -> tuple[str, list[str]]:
+    """`video anomaly detection -surveillance -"crowd counting"` → the phrase and what it must
+    not contain, folded, without repeats, in a fixed order (they do not make a new keyword)."""
+    excluded = []
+    for m in _EXCLUSION.finditer(normal):
+        text = _fold(m.group(1) if m.group(1) is not None else m.group(2))
+        if not text:
+            raise KeywordError('Empty quotes "" are not a search term; remove them.')
+        _check_parentheses(text)
+        excluded.append(text)
+    positive = _collapse(_EXCLUSION.sub(" ", normal))
+    if excluded and not positive:
+        raise KeywordError("Write what to look for before what to leave out, e.g. "
+                           "video anomaly detection -surveillance.")
+    return positive, sorted(set(excluded))
+
+
+def _excluded_form(text: str) -> str:
+    """-word, or -"a phrase" when it would not read back as one excluded word."""
+    return f"-{text}" if _BARE_EXCLUSION.fullmatch(text) else f'-"{text}"'
 
 
 def _check_parentheses(text: str) -> None:
