@@ -245,27 +245,90 @@ def _one_address(addresses: dict[str, str | None]) -> tuple[str, str]:
         fail(f"{channel.option} {exc.message}")
 
 
-@cli.command()
+def _keyword(words: tuple[str, ...]) -> str:
+    """KEYWORD's words; `-word` is an exclusion (unknown options reach here), `--x` a typo."""
+    typo = next((w for w in words if w.startswith("--")), None)
+    if typo is not None:
+        fail(f"no such option: {typo[:40]} (see --help)")
+    return " ".join(words)
+
+
+def _setting_options(fn: Callable) -> Callable:
+    fn = click.option("--timezone", metavar="ZONE",
+                      help='IANA time zone of the digest times, e.g. "Asia/Tokyo" '
+                           '("default": the channel\'s).')(fn)
+    return click.option("--digest", metavar="CADENCE",
+                        help='"instant", "daily 08:00" or "weekly mon 08:00" '
+                             '("default": the channel\'s).')(fn)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})  # KEYWORD -word: an exclusion
 @_address_options
+@_setting_options
 @click.argument("keyword", nargs=-1, required=True)
 @click.pass_obj
-def subscribe(ctx: Context, keyword: tuple[str, ...], **addresses: str | None) -> None:
+def subscribe(ctx: Context, keyword: tuple[str, ...], digest: str | None, timezone: str | None,
+              **addresses: str | None) -> None:
     """Subscribe an address to KEYWORD (polled from the next cycle on)."""
-    from bot.faces.commands import CommandError, subscribe_address
+    from bot.faces.commands import CommandError, subscribe_with_settings
 
     channel, address = _one_address(addresses)
-    with open_store(ctx) as store:
+    _check_settings(digest, timezone)
+    with open_store(ctx) as store, setting_errors():
         try:
-            result = patiently(lambda: subscribe_address(
-                store, ctx.cfg, channel, address, " ".join(keyword), utcnow()))
+            result, shown = patiently(lambda: subscribe_with_settings(
+                store, ctx.cfg, channel, address, _keyword(keyword), utcnow(), digest=digest,
+                timezone=timezone))
         except CommandError as exc:
             fail(exc.message)
     state = "subscribed" if result.new_subscription else "already subscribed"
     click.echo(f"{channel} {address}: {state} to '{result.keyword.display}' "
-               f"(query: {result.keyword.query})")
+               f"(query: {result.keyword.query}); papers arrive {shown.describe()}")
 
 
 @cli.command()
+@_address_options
+@_setting_options
+@click.pass_obj
+def settings(ctx: Context, digest: str | None, timezone: str | None,
+             **addresses: str | None) -> None:
+    """Show or change one subscriber's cadence (--digest) and time zone (--timezone)."""
+    from bot.faces.settings import change_settings
+
+    channel, address = _one_address(addresses)
+    _check_settings(digest, timezone)
+    with open_store(ctx) as store, setting_errors():
+        shown = patiently(lambda: change_settings(store, ctx.cfg, channel, address, utcnow(),
+                                                  digest=digest, timezone=timezone, create=False))
+    click.echo("\n".join(shown.lines()))
+
+
+def _check_settings(digest: str | None, timezone: str | None) -> None:
+    """Bad values stop here, naming the option, before the store is opened."""
+    from bot.deliver.cadence import SettingError
+    from bot.faces.settings import clean_digest, clean_zone
+
+    for option, value, clean in (("--digest", digest, clean_digest),
+                                 ("--timezone", timezone, clean_zone)):
+        try:
+            if value is not None:
+                clean(value)
+        except SettingError as exc:
+            fail(f"{option}: {exc.message}")
+
+
+@contextmanager
+def setting_errors() -> Iterator[None]:
+    """A cadence or zone the reader cannot have: one line, exit 2, nothing changed."""
+    from bot.deliver.cadence import SettingError
+
+    try:
+        yield
+    except SettingError as exc:
+        fail(exc.message)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
 @_address_options
 @click.option("--all", "everything", is_flag=True, help="Every keyword of the address.")
 @click.argument("keyword", nargs=-1)
@@ -281,7 +344,7 @@ def unsubscribe(ctx: Context, everything: bool, keyword: tuple[str, ...],
     with open_store(ctx) as store:
         try:
             text = patiently(lambda: unsubscribe_address(
-                store, channel, address, None if everything else " ".join(keyword), utcnow()))
+                store, channel, address, None if everything else _keyword(keyword), utcnow()))
         except CommandError as exc:
             fail(exc.message)
     click.echo(text)

@@ -126,6 +126,18 @@ def subscribe_address(store: Store, cfg: Config, channel: str, address: str, tex
         return SubscribeResult(kw, created, new, reactivated)
 
 
+def subscribe_with_settings(store: Store, cfg: Config, channel: str, address: str, text: str,
+                            now: datetime, *, digest: str | None = None,
+                            timezone: str | None = None) -> tuple[SubscribeResult, Settings]:
+    """`subscribe` with a cadence and zone (CLI, sign-up): all in one transaction, and a bad
+    keyword, cadence or zone changes nothing."""
+    with write(store.db):
+        result = subscribe_address(store, cfg, channel, address, text, now)
+        shown = change_settings(store, cfg, channel, address, now, digest=digest,
+                                timezone=timezone)
+    return result, shown
+
+
 def _check_room(db: Database, sub: Subscriber, known: Keyword | None, limit: int) -> None:
     if known is not None and any(k.id == known.id for k, _ in sub_repo.subscriptions(db, sub.id)):
         return  # already subscribed: no new room needed

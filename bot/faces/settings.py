@@ -42,6 +42,23 @@ class Settings:
         return text
 
 
+    def lines(self) -> list[str]:
+        """For the CLI: one fact a line."""
+        s, sub = self.setting, self.subscriber
+        own = {True: "its own", False: "the channel's default"}
+        where = sub.address + (f" topic {sub.topic}" if sub.topic else "")
+        lines = [f"{sub.channel} {where}", f"  cadence: {s.cadence} ({own[s.own_cadence]})",
+                 f"  time zone: {s.zone} ({own[s.own_zone]})"]
+        if self.next_due is not None:
+            local = self.next_due.astimezone(ZoneInfo(s.zone))
+            lines.append(f"  next digest: {local:%A %Y-%m-%d %H:%M} {s.zone} time "
+                         "(if new papers arrived)")
+        if self.moved:
+            lines.append(f"  {self.moved} waiting paper{'s' if self.moved != 1 else ''} "
+                         "moved to this setting")
+        return lines
+
+
 def clean_digest(text: str) -> str | None:
     """A cadence as stored, or None for the channel's; raises SettingError."""
     if text.strip().casefold() == DEFAULT:
