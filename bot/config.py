@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bot.deliver.cadence import ACCEPTED, SHOWN, SettingError, is_zone, parse_cadence
+from bot.deliver.cadence import ACCEPTED, SettingError, is_zone, parse_cadence, shown
 
 DEFAULT_KEYWORDS = [
     "Video Anomaly Detection",
@@ -462,12 +462,12 @@ def _cadence(key: str, value: str) -> typing.Iterator[str]:
         parse_cadence(value)
     except SettingError:
         yield (f"'{key}' must be \"\" or a time like \"08:00\", or one of {ACCEPTED}; "
-               f"not {value[:SHOWN]!r}")
+               f"not '{shown(value)}'")
 
 
 def _zone(key: str, value: str) -> typing.Iterator[str]:
     if not is_zone(value):
-        yield f"'{key}' {value[:SHOWN]!r} is not a known time zone (e.g. \"Europe/Berlin\")"
+        yield f"'{key}' '{shown(value)}' is not a known time zone (e.g. \"Europe/Berlin\")"
 
 
 def _range(key: str, value: float, low: float, high: float) -> typing.Iterator[str]:

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from bot.app import App
 from bot.config import Config, Secrets
+from bot.deliver.cadence import is_zone, parse_cadence
 from bot.faces.commands import Chat, Commands, Reply
 from bot.faces.slack import parse_command as slack_parse
 from bot.faces.telegram import parse_command as telegram_parse
@@ -72,6 +73,10 @@ FRAGMENTS = [
     "\ud800", "\udfff", "\U0001f600", "e\u0301",
     # "all", the word /unsubscribe treats specially
     "all", "ALL", " all ",
+    # cadences, zones and exclusions (/digest, /timezone, -word)
+    "daily ", "weekly ", "instant", "default", "mon ", "Sunday ", "08:00", "8:5", "25:61", "-1:00",
+    "Europe/Berlin", "Berlin", "asia/tokyo", "Etc/GMT+5", "America/Argentina/Buenos_Aires", "../",
+    "New York", " -surveillance", ' -"crowd counting"', " -", " --", " NOT ", " not ",
 ]
 WORDS = ["video", "anomaly", "detection", "graph", "neural", "networks", "vision", "language",
          "model", "Transformer", "diffusion", "Übersetzung", "学习", "x"]
@@ -92,7 +97,8 @@ TEXT = st.one_of(
     st.builds(long_line, st.text(min_size=1, max_size=8), st.integers(190, 210)),
     st.builds(long_line, st.text(min_size=1, max_size=8), st.integers(9_990, 10_010)),
 )
-VERB = st.sampled_from(["subscribe"] * 5 + ["unsubscribe"] * 4 + ["list", "latest", "x", ""])
+VERB = st.sampled_from(["subscribe"] * 5 + ["unsubscribe"] * 4 + ["digest"] * 2
+                       + ["timezone"] * 2 + ["list", "latest", "x", ""])
 ADDRESS = st.sampled_from(["1", "2", "-1003", "C0FUZZ1", "C0FUZZ2"])
 COMMAND = st.tuples(VERB, ADDRESS, TEXT)
 
@@ -125,6 +131,7 @@ class Fuzz:
             return
         verb, arg = parsed
         before = await self.followed(chat)
+        settings_before = await self.settings(chat)
         reply = await self.commands[chat.channel].handle(chat, verb, arg)
         self.fed += 1
         what = (chat.address, verb, arg[:300])
@@ -135,6 +142,8 @@ class Fuzz:
             assert isinstance(later, Reply) and later.text.strip(), what
         after = await self.followed(chat)
         self.check_change(verb, reply.text, before, after, what)
+        if not reply.text.startswith("Done:"):  # only a confirmed /digest or /timezone changes
+            assert await self.settings(chat) == settings_before, (what, reply.text)
         kind = reply.text.split("'")[0].split(":")[0][:40]
         self.replies[kind] = self.replies.get(kind, 0) + 1
 
@@ -152,6 +161,11 @@ class Fuzz:
             return {k.canonical for k, _ in sub_repo.subscriptions(store.db, sub.id)} if sub else set()
 
         return await self.app.store.run(read)
+
+    async def settings(self, chat: Chat) -> tuple[str | None, str | None]:
+        """Its own cadence and zone (none: the channel's, as for a chat never seen)."""
+        sub = await self.app.store.call(sub_repo.find, chat.channel, chat.address)
+        return (sub.digest_time, sub.timezone) if sub else (None, None)
 
     @staticmethod
     def check_change(verb: str, text: str, before: set[str], after: set[str],
@@ -199,6 +213,10 @@ def check_store(store: Store) -> None:
     for row in db.query("SELECT subscriber_id, count(*) AS n FROM subscriptions "
                         "GROUP BY subscriber_id"):
         assert row["n"] <= 50, row
+    for row in db.query("SELECT digest_time, timezone FROM subscribers"):
+        assert row["digest_time"] is None or str(parse_cadence(row["digest_time"])) == \
+            row["digest_time"], row
+        assert row["timezone"] is None or is_zone(row["timezone"]), row
 
 
 @contextlib.asynccontextmanager

@@ -335,3 +335,15 @@ def test_config_sets_a_readers_cadence_and_a_readers_later_choice_stays(tmp_path
         assert settings(bob()) == (None, None)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("text", ["daily \ud800:00", "weekly mo\x07n 08:00", "Ber\u200blin\x1b",
+                                  "\ud83d" * 100])
+def test_a_refused_value_is_quoted_back_sendable(text: str) -> None:
+    """Found by the bad-input fuzz: a lone surrogate echoed back could not be sent at all."""
+    for refuse in (parse_cadence, resolve_zone):
+        with pytest.raises(SettingError) as caught:
+            refuse(text)
+        caught.value.message.encode("utf-8")  # no lone surrogate left
+        assert not any(c in caught.value.message for c in "\x07\x1b\u200b")
+        assert len(caught.value.message) < 300

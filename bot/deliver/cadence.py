@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -84,7 +85,7 @@ def parse_cadence(text: str) -> Cadence:
 def _at(kind: str, hhmm: str, weekday: int | None, text: str) -> Cadence:
     m = _TIME.fullmatch(hhmm)
     if m is None:
-        raise _refused(text, f"{hhmm[:SHOWN]!r} is not a time of day like 08:00")
+        raise _refused(text, f"'{shown(hhmm)}' is not a time of day like 08:00")
     return Cadence(kind, int(m.group(1)), int(m.group(2)), weekday)
 
 
@@ -92,14 +93,21 @@ def _weekday(word: str, text: str) -> int:
     for i, (short, full) in enumerate(zip(WEEKDAYS, DAY_NAMES, strict=True)):
         if word in (short, full.lower()):
             return i
-    raise _refused(text, f"{word[:SHOWN]!r} is not a day (mon, tue, wed, thu, fri, sat, sun)")
+    raise _refused(text, f"'{shown(word)}' is not a day (mon, tue, wed, thu, fri, sat, sun)")
 
 
 def _refused(text: str, why: str = "") -> SettingError:
-    shown = text if isinstance(text, str) else repr(text)
-    shown = shown.strip()[:SHOWN] + ("…" if len(shown.strip()) > SHOWN else "")
     reason = f" ({why})" if why else ""
-    return SettingError(f"'{shown}' is not a cadence{reason}; use {ACCEPTED}.")
+    return SettingError(f"'{shown(text)}' is not a cadence{reason}; use {ACCEPTED}.")
+
+
+def shown(text: object) -> str:
+    """A refused value quoted back: at most SHOWN characters, controls, invisible characters
+    and broken surrogates as "�" (a reply must be sendable and readable)."""
+    value = (text if isinstance(text, str) else repr(text)).strip()
+    clean = "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cf", "Cs") else c
+                    for c in value[:SHOWN])
+    return clean + ("…" if len(value) > SHOWN else "")
 
 
 # --- time zones --------------------------------------------------------------------------------
@@ -142,11 +150,10 @@ def resolve_zone(text: str) -> str:
     cities = [z for z in _zones() if z.casefold().endswith("/" + key)]
     if len(cities) == 1:
         return cities[0]
-    shown = typed[:SHOWN] + ("…" if len(typed) > SHOWN else "")
     close = cities or _closest(key)
     hint = f" Did you mean {_either(close)}?" if close else ""
-    raise SettingError(f"'{shown}' is not a time zone I know.{hint} Use an IANA name such as "
-                       "Europe/Berlin or Asia/Tokyo.")
+    raise SettingError(f"'{shown(typed)}' is not a time zone I know.{hint} Use an IANA name "
+                       "such as Europe/Berlin or Asia/Tokyo.")
 
 
 def _closest(key: str) -> list[str]:

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.fakes.clocked import FileClock
+
 BASE_ENV_DROP = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
                  "SLACK_APP_TOKEN", "SMTP_PASSWORD", "DAILY_PAPERS_SECRET", "DAILY_PAPERS_CONFIG",
                  "DAILY_PAPERS_METRICS_TOKEN")
@@ -59,10 +61,11 @@ class DaemonProcess:
     """`daily-papers run` in the background; its log is collected line by line."""
 
     def __init__(self, config: Path, *args: str, env: Mapping[str, str] | None = None,
-                 open_files: int | None = None) -> None:
+                 open_files: int | None = None, clock: FileClock | None = None) -> None:
         self.config = config
         self.args = args or ("run",)
-        self.env = env
+        self.env = {**(env or {}), **(clock.env() if clock else {})}
+        self.module = "tests.fakes.clocked" if clock else "bot"  # a clock the test moves
         self.open_files = open_files  # a lower RLIMIT_NOFILE for the process, as systemd sets
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
@@ -71,7 +74,7 @@ class DaemonProcess:
 
     async def start(self) -> DaemonProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", str(self.config), *self.args,
+            sys.executable, "-m", self.module, "--config", str(self.config), *self.args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=process_env(self.env), cwd=self.config.parent, preexec_fn=self._limits,
         )
