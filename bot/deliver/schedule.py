@@ -3,14 +3,27 @@ daily or weekly digest in its own zone — and which local day or week a digest 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from bot.config import Config
 from bot.deliver.cadence import INSTANT, Cadence, SettingError, is_zone, parse_cadence
 from storage.records import DigestMark, Subscriber
+
+
+class ChannelDefaults(Protocol):
+    """A channel's [section]: the cadence and zone of readers who chose none."""
+
+    digest_time: str
+    timezone: str
+
+
+class Channels(Protocol):
+    """The config (bot.config.Config): every channel's section by its name."""
+
+    def channel_sections(self) -> Mapping[str, ChannelDefaults]: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,7 @@ def due_for(sub: Subscriber, setting: Setting, now: datetime) -> datetime:
     return when
 
 
-def settings_factory(cfg: Config) -> Callable[[Subscriber], Setting]:
+def settings_factory(cfg: Channels) -> Callable[[Subscriber], Setting]:
     """Per subscriber: its own cadence and zone, else its channel's defaults (config.toml).
 
     A stored value that no longer reads (written by hand) falls back to the channel's."""
@@ -104,7 +117,7 @@ def settings_factory(cfg: Config) -> Callable[[Subscriber], Setting]:
     return setting_of
 
 
-def due_at_factory(cfg: Config, now: Callable[[], datetime]) -> Callable[[Subscriber], datetime]:
+def due_at_factory(cfg: Channels, now: Callable[[], datetime]) -> Callable[[Subscriber], datetime]:
     """For the outbox release: each subscriber's rows' due time, read from `now()`."""
     setting_of = settings_factory(cfg)
     return lambda sub: due_for(sub, setting_of(sub), now())
@@ -113,7 +126,7 @@ def due_at_factory(cfg: Config, now: Callable[[], datetime]) -> Callable[[Subscr
 DigestPeriod = Callable[[Subscriber, datetime], DigestMark | None]
 
 
-def digest_period_factory(cfg: Config) -> DigestPeriod:
+def digest_period_factory(cfg: Channels) -> DigestPeriod:
     """For the dispatcher: the local date or week a subscriber's rows due at `due_at` belong
     to (None for instant delivery), recorded with the message so it gets no second digest."""
     setting_of = settings_factory(cfg)
