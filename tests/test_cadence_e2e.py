@@ -56,6 +56,7 @@ def config(tmp: Path, arxiv: FakeArxiv, channel: str, port: int = 0) -> Path:
 [arxiv]
 api_url = "{arxiv.url}"
 keywords = []
+schedule = "interval"
 poll_interval = 1
 request_interval = 0
 timeout = 10

@@ -141,9 +141,10 @@ async def test_list_shows_keywords_cadence_and_zone(commands: Commands, app: App
     reply = await commands.handle(CHAT, "list", "")
     assert reply.text == (
         "1 keyword followed here:\n"
-        '• graph neural networks — ti:"graph neural networks" OR abs:"graph neural networks"\n\n'
+        '• graph neural networks — ti:"graph neural networks" OR abs:"graph neural networks"')
+    assert reply.note.startswith(  # after the keywords, with arXiv's rhythm
         "Papers arrive here as one digest a week, Friday at 18:00 (Europe/Berlin time); the "
-        "next on Friday 7 November at 18:00.")
+        "next on Friday 7 November at 18:00.\narXiv announces")
 
 
 async def test_a_change_moves_the_papers_already_waiting_and_wakes_the_dispatcher(

@@ -332,9 +332,9 @@ class Commands:
                  for k, src in subs]
         n = len(subs)
         shown = await self._settings(chat)
-        delivery = f"\n\nPapers arrive here {shown.describe()}." if shown else ""
-        return Reply(f"{n} keyword{'s' if n != 1 else ''} followed here:\n" + "\n".join(lines)
-                     + delivery, note=await self._rhythm(chat))
+        delivery = f"Papers arrive here {shown.describe()}.\n" if shown else ""
+        return Reply(f"{n} keyword{'s' if n != 1 else ''} followed here:\n" + "\n".join(lines),
+                     note=delivery + await self._rhythm(chat))
 
     async def _settings(self, chat: Chat) -> Settings | None:
         now = self.app.now()

@@ -2,7 +2,8 @@
 
 `python -m tests.fakes.clocked ARGS…` is `daily-papers ARGS…` whose wall clock (`bot.app.utcnow`)
 reads the time from the file named by $DAILY_PAPERS_TEST_CLOCK: time stands still until the
-test writes another (`FileClock.set`). Only tests start it; the program itself has no such hook.
+test writes another (`FileClock.set`), so a test reaches a digest minute without waiting for it.
+Only tests start it ($DAILY_PAPERS_NOW, the program's own, starts a clock that runs on).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _file_time() -> datetime:
 def main() -> None:
     import bot.app
 
-    bot.app.utcnow = _file_time  # before anything imports it by name
+    bot.app._NOW = _file_time  # what utcnow() reads (DAILY_PAPERS_NOW's start-and-run clock)
+    bot.app.utcnow = _file_time  # and before anything imports it by name
     from bot.cli import main as cli_main
 
     cli_main()
