@@ -347,3 +347,25 @@ def test_a_refused_value_is_quoted_back_sendable(text: str) -> None:
         caught.value.message.encode("utf-8")  # no lone surrogate left
         assert not any(c in caught.value.message for c in "\x07\x1b\u200b")
         assert len(caught.value.message) < 300
+
+
+async def test_a_weekly_digest_missed_while_down_goes_at_the_next_start_and_once_that_week(
+        store: AsyncStore, clock: Clock, add_keyword: KeywordFactory,
+        add_subscriber: SubscriberFactory) -> None:
+    clock.current = at(NY, 2025, 11, 1, 12, 0)  # a Saturday; New York falls back on Sunday
+    cfg = email("weekly mon 08:00", NY)
+    kw, bob = await reader(store, clock, add_keyword, add_subscriber)
+    await publish(store, kw, "2511.00001", clock, cfg)
+    clock.current = at(NY, 2025, 11, 5, 9, 0)  # down from Saturday to Wednesday
+    recorder = Recorder(clock)
+    dispatcher = Dispatcher(store, {"email": recorder}, clock.now, digest_period_factory(cfg))
+    await dispatcher.drain()
+    assert recorder.sent == [(clock.now(), ["2511.00001"])]  # late, at the start
+    assert (await store.call(sub_repo.get, bob.id)).last_digest_week == "2025-W45"
+    await publish(store, kw, "2511.00002", clock, cfg)  # that week had its digest
+    clock.current = at(NY, 2025, 11, 9, 23, 59)
+    await dispatcher.drain()
+    assert len(recorder.sent) == 1
+    clock.current = at(NY, 2025, 11, 10, 8, 0)
+    await dispatcher.drain()
+    assert recorder.sent[1:] == [(clock.now(), ["2511.00002"])]

@@ -22,9 +22,9 @@ _TIME = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 class SettingError(ValueError):
     """A cadence or zone we refuse; `message` names the value and what is accepted."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
