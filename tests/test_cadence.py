@@ -23,13 +23,13 @@ from bot.deliver.schedule import (
     settings_factory,
 )
 from bot.sync import sync_config
-from storage import keywords as kw_repo
-from storage import outbox, polls
+from storage import polls
 from storage import subscribers as sub_repo
 from storage.records import Keyword, Subscriber
 from storage.store import AsyncStore, Store
 from tests.conftest import Clock, KeywordFactory, SubscriberFactory
 from tests.test_lifecycle import Recorder
+from tests.test_lifecycle import publish as publish_at
 
 KEYWORD = "graph neural networks"
 BOB = "bob@example.org"
@@ -181,15 +181,7 @@ async def reader(store: AsyncStore, clock: Clock, add_keyword: KeywordFactory,
 async def publish(store: AsyncStore, kw: Keyword, arxiv_id: str, clock: Clock,
                   cfg: Config) -> None:
     """A cycle at the clock's now that found one paper, and the release at its end."""
-    from storage.records import Paper
-
-    now = clock.now()
-    news = Paper(arxiv_id=arxiv_id, version=1, title="t", abstract="a", authors=("A",),
-                 published=now, updated=now)
-    current = await store.call(kw_repo.get, kw.id)
-    await store.call(polls.commit_poll, current, [news], baseline=False, now=now,
-                     max_papers=100, notify_floor=now - timedelta(days=14), total_results=1)
-    await store.call(outbox.release, now, due_at_factory(cfg, clock.now))
+    await publish_at(store, kw, arxiv_id, clock.now(), due_at_factory(cfg, clock.now))
 
 
 def email(digest: str, zone: str) -> Config:
