@@ -361,3 +361,6 @@ async def test_a_weekly_digest_missed_while_down_goes_at_the_next_start_and_once
     clock.current = at(NY, 2025, 11, 10, 8, 0)
     await dispatcher.drain()
     assert recorder.sent[1:] == [(clock.now(), ["2511.00002"])]
+    clock.current = at(NY, 2025, 11, 17, 8, 0)  # a week with nothing new: no empty digest
+    await dispatcher.drain()
+    assert len(recorder.sent) == 2
