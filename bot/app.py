@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from aiohttp import web
@@ -20,33 +18,11 @@ from aiohttp import web
 from bot.config import Config, Secrets
 from bot.fetch.arxiv import ArxivClient
 from bot.logs import StoreFaults
+from bot.poll.clock import utcnow
 from bot.poll.keyword import PollSettings, poll_keyword
 from notifiers.base import Notifier
 from storage.records import Keyword, PollOutcome
 from storage.store import AsyncStore
-
-
-def _clock() -> Callable[[], datetime]:
-    """The wall clock, or one that starts at $DAILY_PAPERS_NOW (ISO time, UTC if no offset)
-    and runs on from there: how a schedule is tried on a chosen day (and end-to-end tests
-    show a Saturday without waiting for one)."""
-    start = os.environ.get("DAILY_PAPERS_NOW", "").strip()
-    if not start:
-        return lambda: datetime.now(UTC)
-    try:
-        when = datetime.fromisoformat(start)
-    except ValueError:
-        raise SystemExit(f"error: DAILY_PAPERS_NOW must be an ISO time, not {start!r}") from None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    began = time.monotonic()
-    return lambda: (when + timedelta(seconds=time.monotonic() - began)).astimezone(UTC)
-
-
-_NOW = _clock()
-
-
-def utcnow() -> datetime:
-    return _NOW()
 
 
 @dataclass

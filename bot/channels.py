@@ -165,6 +165,15 @@ def states(cfg: Config, secrets: Secrets) -> list[str]:
             for c in CHANNELS]
 
 
+def off_note(name: str, cfg: Config, secrets: Secrets) -> str | None:
+    """For a channel that is off: that it is, and what turns it on; None when it is on."""
+    channel = named(name)
+    if channel.on(cfg, secrets):
+        return None
+    where = "config.toml" if channel.switch.startswith("[") else "the daemon's environment"
+    return f"{name} is off: set {channel.switch} in {where} and restart the daemon"
+
+
 def warnings(cfg: Config, secrets: Secrets) -> list[str]:
     """What the channels that are on say about settings that hurt their readers."""
     found = (c.warning(cfg) for c in switched_on(cfg, secrets) if c.warning is not None)

@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
 from bot import channels
-from bot.app import utcnow
-from bot.config import AddressError, Config, ConfigError, Secrets, config_path, load_config
-from bot.logs import setup_logging
-from storage.database import SchemaError
-from storage.records import PollOutcome
+from bot.config import AddressError, Config, Secrets, config_named_by, config_path, load_config
+from bot.poll.clock import utcnow
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the commands import what they need when they run: `--help` stays fast
+    from bot.faces.commands import SubscribeResult
+    from bot.faces.progress import TerminalProgress
+    from bot.faces.settings import Settings
     from bot.poll.cycle import CycleReport
-from storage.store import Store
+    from storage.store import Store
 
 log = logging.getLogger("bot.cli")
 T = TypeVar("T")
 
-LOCK_TRY_MS = 1000  # one try for the write lock before the operator is told we wait
-LOCK_PATIENCE = 60.0  # seconds the CLI keeps trying while another process writes
+BUSY_TIMEOUT = 1.0  # seconds: one try for another process's lock before the operator is told,
+LOCK_PATIENCE = 30.0  # then this much longer, retrying (the daemon's writes are short)
 
 
 @dataclass
@@ -42,7 +40,8 @@ class Context:
     @property
     def cfg(self) -> Config:
         if self._cfg is None:
-            self._cfg = load_config(config_path(self.config_arg))
+            self._cfg = load_config(config_path(self.config_arg),
+                                    named_by=config_named_by(self.config_arg))
         return self._cfg
 
 
@@ -51,50 +50,74 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+# Errors the operator must fix, by module: looked up only once one was raised (its module is
+# loaded by then), so no command imports the others' modules to catch them.
+OPERATOR_ERRORS = (("bot.config", "ConfigError"), ("storage.database", "SchemaError"),
+                   ("storage.opening", "LeaseHeld"),
+                   ("storage.faults", "StoreUnusable"), ("bot.render.digest", "DigestRefused"),
+                   ("bot.sync", "SyncError"), ("bot.faces.web", "WebUnavailable"))
+
+
+def is_operator_error(exc: BaseException) -> bool:
+    for module, name in OPERATOR_ERRORS:
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None and isinstance(exc, kind):
+            return True
+    return False
+
+
 @contextmanager
 def operator_errors() -> Iterator[None]:
     """Errors the operator must fix become one line and an exit code, never a traceback."""
-    from bot.daemon import DaemonError
-    from bot.render.digest import DigestRefused
-    from bot.sync import SyncError
-
     try:
         yield
-    except (ConfigError, SchemaError, DaemonError, DigestRefused, SyncError) as exc:
+    except Exception as exc:
+        if not is_operator_error(exc):
+            raise
         fail(str(exc))
 
 
 @contextmanager
 def open_store(ctx: Context) -> Iterator[Store]:
-    from bot.daemon import prepare_store
+    """The store for a with-block; a fault at open is one line (`with_store` also waits out
+    another process's lock, for work it can run again)."""
+    from storage.opening import prepare_store
 
     with operator_errors():
-        store = prepare_store(ctx.cfg.storage.path, migrate=False)
-    store.db.conn.execute(f"PRAGMA busy_timeout = {LOCK_TRY_MS}")
+        store = prepare_store(ctx.cfg.storage.path, migrate=False, busy_timeout=BUSY_TIMEOUT)
     try:
         yield store
     finally:
         store.close()
 
 
-def patiently(action: Callable[[], T]) -> T:
-    """A store action that another process's write lock (the daemon in a send-out, a second
-    CLI) only delays: said once, retried, and after LOCK_PATIENCE one clear line."""
-    deadline = time.monotonic() + LOCK_PATIENCE
-    told = False
-    while True:
-        try:
-            return action()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            if time.monotonic() > deadline:
-                fail(f"the database stayed locked for {LOCK_PATIENCE:g} s (another process "
-                     "keeps writing); nothing was changed, try again later")
-            if not told:
-                click.echo("the database is busy (another daily-papers process is writing); "
-                           "waiting for it…", err=True)
-                told = True
+def with_store(ctx: Context, work: Callable[[Store], T]) -> T:
+    """Open the store and do one command's work on it. A database another process keeps
+    locked: say so, wait and retry for LOCK_PATIENCE seconds, then one line; any other fault
+    of the file (full disk, corrupt, unreachable folder): one line at once."""
+    import sqlite3
+
+    from storage.faults import StoreUnusable
+    from storage.opening import prepare_store
+
+    with operator_errors():  # the schema, the lease; a lock is waited for below
+        path = ctx.cfg.storage.path
+        deadline: float | None = None
+        while True:
+            try:
+                store = prepare_store(path, migrate=False, busy_timeout=BUSY_TIMEOUT)
+                try:
+                    return work(store)
+                finally:
+                    store.close()
+            except (StoreUnusable, sqlite3.Error) as exc:
+                fault = exc if isinstance(exc, StoreUnusable) else StoreUnusable(path, exc)
+                if not fault.locked or (deadline is not None and time.monotonic() >= deadline):
+                    fail(str(fault))
+                if deadline is None:
+                    deadline = time.monotonic() + LOCK_PATIENCE
+                    click.echo(f"{path} is busy (another daily-papers process is writing); "
+                               f"waiting up to {LOCK_PATIENCE:g} s for it", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,6 +130,8 @@ def patiently(action: Callable[[], T]) -> T:
 @click.pass_context
 def cli(click_ctx: click.Context, config_arg: str | None, verbose: bool, log_format: str) -> None:
     """Daily Papers: arXiv keyword alerts, a README digest, Telegram, Slack and email."""
+    from bot.logs import setup_logging
+
     setup_logging(verbose=verbose, fmt=log_format, secrets=Secrets.from_env().values(),
                   quiet=channels.loggers())
     click_ctx.obj = Context(config_arg, verbose, log_format)
@@ -119,27 +144,33 @@ def cli(click_ctx: click.Context, config_arg: str | None, verbose: bool, log_for
 @click.pass_obj
 def run(ctx: Context, once: bool, strict: bool) -> None:
     """Run the daemon until SIGINT/SIGTERM (or one cycle with --once)."""
+    import asyncio
+
     from bot.daemon import Daemon
+
+    if strict and not once:
+        fail("--strict goes with --once (it sets the exit code of one cycle): "
+             "daily-papers run --once --strict")
 
     with operator_errors():
         cfg = ctx.cfg
         progress = terminal_progress() if once and sys.stderr.isatty() else None
-        if progress is not None:  # the progress line replaces the per-keyword log lines
-            logging.getLogger("bot.poll.cycle").setLevel(logging.WARNING)
-        daemon = Daemon(cfg, Secrets.from_env(), on_polled=progress)
-        report = asyncio.run(daemon.run(once=once))
-    if not once:
-        return
-    assert report is not None
-    sys.exit(report_once(report, strict))
+        with progress or nullcontext():
+            daemon = Daemon(cfg, Secrets.from_env(), on_polled=progress)
+            report = asyncio.run(daemon.run(once=once))
+    if once:
+        assert report is not None
+        sys.exit(report_once(report, strict))
 
 
 def report_once(report: CycleReport, strict: bool) -> int:
-    """`run --once`'s closing lines; the last names failed keywords. Returns the exit code."""
+    """`run --once`'s closing lines; the last counts against every keyword the cycle set out
+    to poll and names the failed and the untried ones. Returns the exit code."""
+    from bot.poll.cycle import names
     from bot.poll.rounds import quiet_line
 
     failed = report.failed
-    names = ", ".join(f"'{o.keyword.display}' ({o.error})" for o in failed)
+    failures = ", ".join(f"'{o.keyword.display}' ({o.error})" for o in failed)
     if report.harvest is not None:
         click.echo(f"harvest: {report.harvest.records} records, {report.harvest.new_count} "
                    "new for keywords")
@@ -147,8 +178,9 @@ def report_once(report: CycleReport, strict: bool) -> int:
         click.echo(f"harvest failed: {report.harvest_error}")
     if report.new_papers == 0 and report.reached:
         click.echo(quiet_line(utcnow()))
-    click.echo(f"{len(report.completed)} of {len(report.outcomes)} keywords polled, "
-               f"{report.new_papers} new papers; failed keywords: {names or 'none'}")
+    click.echo(f"{len(report.completed)} of {len(report.planned)} keywords polled, "
+               f"{report.new_papers} new papers; failed keywords: {failures or 'none'}"
+               + (f"; not tried: {names(report.untried)}" if report.untried else ""))
     if strict and (failed or report.harvest_error):
         return 3
     nothing = not report.completed
@@ -157,18 +189,12 @@ def report_once(report: CycleReport, strict: bool) -> int:
     return 0
 
 
-def terminal_progress() -> Callable[[int, int, PollOutcome], None]:
-    """One self-updating line on a terminal; log lines stay for pipes and files."""
+def terminal_progress() -> TerminalProgress:
+    """A bar that owns the terminal's last line; it replaces the per-keyword log lines."""
+    from bot.faces.progress import TerminalProgress
 
-    def show(done: int, total: int, outcome: PollOutcome) -> None:
-        width = 24
-        filled = width * done // max(total, 1)
-        state = outcome.error or (f"{len(outcome.new_papers)} new" if not outcome.baseline
-                                  else "baseline")
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {outcome.keyword.display}"
-        click.echo(f"\r{line[:70]:<70} {state[:30]}", err=True, nl=done == total)
-
-    return show
+    logging.getLogger("bot.poll.cycle").setLevel(logging.WARNING)
+    return TerminalProgress()
 
 
 @cli.command()
@@ -181,9 +207,13 @@ def digest(ctx: Context) -> None:
         off = ctx.cfg.digest.path is None
     if off:
         fail("the digest is off ([digest] path is empty)")
-    with open_store(ctx) as store, operator_errors():
-        patiently(lambda: _sync_keywords(store, ctx.cfg))
-        changed = write_digest_sync(store, ctx.cfg, utcnow())
+
+    def work(store: Store) -> bool:
+        with operator_errors():
+            _sync_keywords(store, ctx.cfg)
+            return write_digest_sync(store, ctx.cfg, utcnow())
+
+    changed = with_store(ctx, work)
     click.echo(f"{ctx.cfg.digest.path}: {'written' if changed else 'unchanged'}")
 
 
@@ -197,12 +227,15 @@ def _sync_keywords(store: Store, cfg: Config) -> None:
 @click.pass_obj
 def status(ctx: Context) -> None:
     """Keywords with paper counts, last poll and error; pending outbox; warnings; database size."""
-    from bot.faces.status import status_text
+    from bot.faces.status import status_text, store_warnings
 
     secrets = Secrets.from_env()
-    with open_store(ctx) as store:
-        click.echo(status_text(store, ctx.cfg, channels.states(ctx.cfg, secrets),
-                               channels.warnings(ctx.cfg, secrets)))
+    with operator_errors():
+        cfg = ctx.cfg
+    off = {c: note for c in channels.names() if (note := channels.off_note(c, cfg, secrets))}
+    click.echo(with_store(ctx, lambda store: status_text(
+        store, cfg, channels.states(cfg, secrets),
+        channels.warnings(cfg, secrets) + store_warnings(store, off))))
 
 
 @cli.command()
@@ -212,8 +245,8 @@ def migrate(ctx: Context) -> None:
     import os
     import socket
 
-    from bot.daemon import prepare_store
     from storage import database, lease
+    from storage.opening import prepare_store
 
     holder = f"migrate:{socket.gethostname()}:{os.getpid()}"
     with operator_errors():
@@ -274,16 +307,23 @@ def subscribe(ctx: Context, keyword: tuple[str, ...], digest: str | None, timezo
 
     channel, address = _one_address(addresses)
     _check_settings(digest, timezone)
-    with open_store(ctx) as store, setting_errors():
+
+    def work(store: Store) -> tuple[SubscribeResult, Settings]:
         try:
-            result, shown = patiently(lambda: subscribe_with_settings(
-                store, ctx.cfg, channel, address, _keyword(keyword), utcnow(), digest=digest,
-                timezone=timezone))
+            with setting_errors():
+                return subscribe_with_settings(store, ctx.cfg, channel, address,
+                                               _keyword(keyword), utcnow(), digest=digest,
+                                               timezone=timezone)
         except CommandError as exc:
             fail(exc.message)
+
+    result, shown = with_store(ctx, work)
     state = "subscribed" if result.new_subscription else "already subscribed"
     click.echo(f"{channel} {address}: {state} to '{result.keyword.display}' "
                f"(query: {result.keyword.query}); papers arrive {shown.describe()}")
+    if note := channels.off_note(channel, ctx.cfg, Secrets.from_env()):
+        click.echo(f"warning: {note}; the subscription is kept and delivered once it is on",
+                   err=True)
 
 
 @cli.command()
@@ -297,9 +337,13 @@ def settings(ctx: Context, digest: str | None, timezone: str | None,
 
     channel, address = _one_address(addresses)
     _check_settings(digest, timezone)
-    with open_store(ctx) as store, setting_errors():
-        shown = patiently(lambda: change_settings(store, ctx.cfg, channel, address, utcnow(),
-                                                  digest=digest, timezone=timezone, create=False))
+
+    def work(store: Store) -> Settings:
+        with setting_errors():
+            return change_settings(store, ctx.cfg, channel, address, utcnow(), digest=digest,
+                                   timezone=timezone, create=False)
+
+    shown = with_store(ctx, work)
     click.echo("\n".join(shown.lines()))
 
 
@@ -341,12 +385,15 @@ def unsubscribe(ctx: Context, everything: bool, keyword: tuple[str, ...],
     if bool(keyword) == everything:
         fail("give either a KEYWORD or --all")
     channel, address = _one_address(addresses)
-    with open_store(ctx) as store:
+
+    def work(store: Store) -> str:
         try:
-            text = patiently(lambda: unsubscribe_address(
-                store, channel, address, None if everything else _keyword(keyword), utcnow()))
+            return unsubscribe_address(store, channel, address,
+                                       None if everything else _keyword(keyword), utcnow())
         except CommandError as exc:
             fail(exc.message)
+
+    text = with_store(ctx, work)
     click.echo(text)
 
 
@@ -357,8 +404,7 @@ def subscriptions(ctx: Context, channel: str | None) -> None:
     """List subscriptions: channel, address, keyword, source, state."""
     from storage import subscribers as sub_repo
 
-    with open_store(ctx) as store:
-        rows = sub_repo.all_subscriptions(store.db, channel)
+    rows = with_store(ctx, lambda store: sub_repo.all_subscriptions(store.db, channel))
     if not rows:
         click.echo("no subscriptions")
     for r in rows:

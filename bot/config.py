@@ -13,6 +13,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -210,8 +211,30 @@ class EmailConfig(ChannelConfig):
         return [Recipient(f"subscribers[{i}]", "address", sub.address, sub.keywords, sub.digest,
                           sub.timezone) for i, sub in enumerate(self.subscribers)]
 
+    def from_address(self) -> str:
+        """The From header: `sender`, else a `username` that is an address; raises
+        AddressError when neither holds a usable address."""
+        sender = self.sender or (self.username if "@" in self.username else "")
+        address = getaddresses([sender])[0][1] if sender else ""
+        self.address(address)
+        return sender
+
+    def sender_problem(self, section: str = "email") -> str | None:
+        """What is wrong with the From address while email is on, or None."""
+        if not self.host:
+            return None
+        try:
+            self.from_address()
+        except AddressError as exc:
+            return (f"'{section}.sender' must be an address like "
+                    f"\"Daily Papers <papers@example.org>\" when {section}.host is set "
+                    f"({exc.message})")
+        return None
+
     def problems(self, section: str) -> typing.Iterator[str]:
         yield from super().problems(section)
+        if problem := self.sender_problem(section):
+            yield problem
         yield from _range(f"{section}.port", self.port, 1, 65535)
         yield from _range(f"{section}.max_per_minute", self.max_per_minute, 1, 100_000)
         yield from _range(f"{section}.max_bounces", self.max_bounces, 1, 1000)
@@ -279,9 +302,13 @@ class WebConfig:
     public_url: str = "http://localhost:8080"
 
 
+NOT_A_KEY = types.MappingProxyType({"key": False})  # a Config field that config.toml cannot set
+
+
 @dataclass
 class Config:
-    path: Path = Path("config.toml")
+    path: Path = field(default=Path("config.toml"), metadata=NOT_A_KEY)
+    written: frozenset[str] = field(default=frozenset(), metadata=NOT_A_KEY)  # its [sections]
     arxiv: ArxivConfig = field(default_factory=ArxivConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
@@ -326,9 +353,20 @@ def config_path(cli_path: str | None) -> Path:
     return Path(cli_path or os.environ.get("DAILY_PAPERS_CONFIG") or "config.toml")
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate the file; a missing file means all defaults."""
+def config_named_by(cli_path: str | None) -> str | None:
+    """Who named the file, which must then exist ("--config", "$DAILY_PAPERS_CONFIG"), or None
+    for the implicit ./config.toml, which may be absent."""
+    if cli_path:
+        return "--config"
+    return "$DAILY_PAPERS_CONFIG" if os.environ.get("DAILY_PAPERS_CONFIG") else None
+
+
+def load_config(path: Path, *, named_by: str | None = None) -> Config:
+    """Read and validate the file; a missing file means all defaults, unless it was named."""
     raw: dict[str, typing.Any] = {}
+    if named_by and not path.exists():
+        raise ConfigError(f"{path}: no such config file (named by {named_by}); give the path of "
+                          "an existing file, or create it (README.md lists every key)")
     if path.exists():
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -340,6 +378,7 @@ def load_config(path: Path) -> Config:
     digest_off = isinstance(raw.get("digest"), dict) and raw["digest"].get("path") == ""
     cfg = _build(Config, raw, path, "")
     cfg.path = path
+    cfg.written = frozenset(raw)
     arxiv_raw = raw.get("arxiv") if isinstance(raw.get("arxiv"), dict) else {}
     if cfg.arxiv.source == "harvest" and "max_keywords" not in arxiv_raw:
         cfg.arxiv.max_keywords = HARVEST_MAX_KEYWORDS  # harvest cost does not grow with them
@@ -362,7 +401,7 @@ def _build(cls: type, raw: typing.Any, path: Path, prefix: str) -> typing.Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: [{where}] must be a table")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "path" or cls is not Config}
+    names = {f.name for f in dataclasses.fields(cls) if f.metadata.get("key", True)}
     for key in raw:
         if key not in names:
             known = ", ".join(sorted(names))
@@ -442,6 +481,22 @@ def _problems(cfg: Config) -> typing.Iterator[str]:
     yield from _range("web.port", cfg.web.port, 0, 65535)
     for name, section in cfg.channel_sections().items():
         yield from section.problems(name)
+    yield from _keyword_problems(cfg)
+
+
+def _keyword_problems(cfg: Config) -> typing.Iterator[str]:
+    """Every keyword config.toml names parses, so `status` reports what would stop `run`."""
+    from bot.fetch.keywords import KeywordError, parse_keyword  # only when a file is loaded
+
+    named = [(f"arxiv.keywords[{i}]", t) for i, t in enumerate(cfg.arxiv.keywords)]
+    for name, section in cfg.channel_sections().items():
+        named += [(f"{name}.{r.where}.keywords[{j}]", t)
+                  for r in section.recipients() for j, t in enumerate(r.keywords)]
+    for key, text in named:
+        try:
+            parse_keyword(text)
+        except KeywordError as exc:
+            yield f"{key}: keyword {text!r}: {exc.message}"
 
 
 def _address(section: ChannelConfig, key: str, value: str) -> typing.Iterator[str]:

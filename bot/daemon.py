@@ -15,7 +15,6 @@ import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from pathlib import Path
 
 from bot import channels, metrics
 from bot.app import App, Face, utcnow
@@ -31,8 +30,9 @@ from bot.poll.expansion import expand_owed
 from bot.poll.harvest import HarvestReport, harvest
 from bot.render.job import write_digest_from_store
 from bot.sync import sync_config
-from storage import database, lease, outbox, papers, retention
+from storage import lease, outbox, papers, retention
 from storage import subscribers as sub_repo
+from storage.opening import prepare_store
 from storage.records import Keyword
 from storage.store import AsyncStore, Store
 
@@ -52,38 +52,9 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     return event.is_set()
 
 
-class DaemonError(Exception):
-    """The daemon cannot start; the message is for the operator."""
-
-
 def build_faces(cfg: Config, secrets: Secrets) -> list[Face]:
     """One face per channel that is on (a channel without one gets a notifier-only face)."""
     return [channel.build(cfg, secrets) for channel in channels.switched_on(cfg, secrets)]
-
-
-def prepare_store(path: Path, *, migrate: bool, holder: str | None = None) -> Store:
-    """Open the database; only run/migrate upgrade it (with a backup), holding the lease."""
-    store = Store(path)
-    try:
-        if migrate:
-            if holder is not None:
-                _take_lease(store, holder)
-            backup = database.migrate(store.db, path)
-            if backup:
-                log.info("database migrated to schema %d (backup: %s)",
-                         database.schema_version(store.db), backup)
-        else:
-            database.require_current(store.db)
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def _take_lease(store: Store, holder: str) -> None:
-    busy = lease.acquire(store.db, holder, os.getpid(), socket.gethostname(), utcnow())
-    if busy:
-        raise DaemonError(busy)
 
 
 class Daemon:
@@ -97,8 +68,10 @@ class Daemon:
         self.last_report: CycleReport | None = None
         self.started = now()
         self.on_polled = on_polled
+        self.once = False
 
     async def run(self, *, once: bool = False) -> CycleReport | None:
+        self.once = once
         store = prepare_store(self.cfg.storage.path, migrate=True, holder=self.holder)
         store.close()
         astore = await AsyncStore(self.cfg.storage.path).open()
@@ -148,7 +121,7 @@ class Daemon:
             for name, notifier in notifiers.items():
                 if name not in dispatcher.broken:
                     await self._start_channel(app, dispatcher, name, notifier.start())
-            if not once:
+            if not once and self._web_needed(started):
                 await web.start(started)
             if once:
                 return await self._once(app, dispatcher)
@@ -162,6 +135,15 @@ class Daemon:
             for notifier in notifiers.values():
                 with contextlib.suppress(Exception):
                     await notifier.close()
+
+    def _web_needed(self, started: list[Face]) -> bool:
+        """The web server runs for faces with routes (Slack in HTTP mode, email's unsubscribe
+        pages) or when config.toml has a [web] section (/healthz, /metrics)."""
+        if any(face.routes() for face in started) or "web" in self.cfg.written:
+            return True
+        log.info("web server off: no channel needs it; add a [web] section to config.toml "
+                 "for /healthz and /metrics")
+        return False
 
     async def _start_channel(self, app: App, dispatcher: Dispatcher, name: str,
                              starting: Awaitable[None]) -> bool:
@@ -264,6 +246,7 @@ class Daemon:
                                  harvest=harvester)
         await self._record(app, report)
         self.last_report = report
+        report.next_cycle = not self.once
         log.info("%s", report.summary())
         await self.refresh_gauges(app)
         return report

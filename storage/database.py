@@ -33,13 +33,16 @@ def from_db(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def connect(path: Path) -> Database:
+BUSY_TIMEOUT = 10.0  # seconds a connection waits for another one's lock
+
+
+def connect(path: Path, busy_timeout: float = BUSY_TIMEOUT) -> Database:
     """Open (creating if missing) with the storage settings of the design."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
-    conn = sqlite3.connect(str(path), timeout=10, check_same_thread=True)
+    conn = sqlite3.connect(str(path), timeout=busy_timeout, check_same_thread=True)
     db = Database(conn, execute_plugins=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     if new:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode = WAL")

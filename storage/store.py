@@ -24,9 +24,9 @@ T = TypeVar("T")
 class Store:
     """An open database. Repositories are plain functions of `store.db` in the storage modules."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = database.BUSY_TIMEOUT) -> None:
         self.path = path
-        self.db: Database = database.connect(path)
+        self.db: Database = database.connect(path, busy_timeout)
         self.identity = _identity(path)  # the file just opened, to notice it being replaced
 
     def replaced(self) -> str | None:

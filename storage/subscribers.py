@@ -270,3 +270,11 @@ def at_address(db: Database, channel: str, address: str) -> list[Subscriber]:
     return [subscriber_from_row(r) for r in db.query(
         "SELECT * FROM subscribers WHERE channel = ? AND address = ? ORDER BY id",
         [channel, address])]
+
+
+def subscribed_counts(db: Database) -> dict[str, int]:
+    """Active subscribers with at least one subscription, per channel."""
+    return {r["channel"]: r["n"] for r in db.query(
+        """SELECT b.channel, count(DISTINCT b.id) AS n FROM subscribers b
+           JOIN subscriptions s ON s.subscriber_id = b.id WHERE b.active = 1
+           GROUP BY b.channel""")}

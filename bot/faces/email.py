@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import ssl
 from datetime import datetime
-from email.utils import getaddresses
 from urllib.parse import urlparse
 
 from aiohttp import web
 
 from bot.app import App
-from bot.config import AddressError, ConfigError, EmailConfig, WebConfig, normalize_address
+from bot.config import ConfigError, EmailConfig, WebConfig
 from bot.faces.unsubscribe import Signer, UnsubscribePage, unsubscribe_url
 from notifiers.base import Outcome
 from notifiers.email import EmailNotifier, SmtpSettings
@@ -38,15 +37,10 @@ def public_url_warning(web_cfg: WebConfig) -> str | None:
 
 
 def _sender(cfg: EmailConfig) -> str:
-    sender = cfg.sender or (cfg.username if "@" in cfg.username else "")
-    address = getaddresses([sender])[0][1] if sender else ""
-    try:
-        normalize_address(address)
-    except AddressError as exc:
-        example = '"Daily Papers <papers@example.org>"'
-        raise ConfigError(f"'email.sender' must be an address like {example} when email.host "
-                          f"is set ({exc.message})") from None
-    return sender
+    """load_config has checked it; a face built from a hand-made config checks again."""
+    if problem := cfg.sender_problem():
+        raise ConfigError(problem)
+    return cfg.from_address()
 
 
 class EmailFace:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from bot.app import utcnow
 from bot.config import Config
 from bot.poll import calendar, rounds
+from bot.poll.clock import utcnow
 from storage import announcements, outbox
 from storage import keywords as kw_repo
+from storage import subscribers as sub_repo
 from storage.store import Store
 
 
@@ -63,3 +64,29 @@ def status_text(store: Store, cfg: Config, channels: Sequence[str],
     lines.append("Warnings: " + ("; ".join(warnings) or "none"))
     lines.append(f"Database: {cfg.storage.path} ({store.size_bytes() / 1e6:.1f} MB)")
     return "\n".join(lines)
+
+
+def store_warnings(store: Store, off: Mapping[str, str]) -> list[str]:
+    """What the store shows to be wrong: keywords whose last poll failed, arXiv out of reach,
+    subscribers waiting on a channel that is off (`off`: channel → what turns it on)."""
+    found = []
+    failing = [kw for kw in kw_repo.all_keywords(store.db)
+               if kw.consecutive_failures or kw.rejected]
+    if failing:
+        names = ", ".join(f"'{kw.display}'" for kw in failing)
+        found.append(f"{_count(len(failing), 'keyword')} failed at the last poll: {names} "
+                     "(see last error)")
+    out_of_reach = sorted((kw.last_poll, kw.last_error) for kw in failing
+                          if kw.last_poll and "cannot reach" in (kw.last_error or ""))
+    if out_of_reach:
+        error = out_of_reach[-1][1]
+        found.append(f"arXiv was out of reach at the last poll: "
+                     f"{error[error.index('cannot reach'):]}")
+    waiting = sub_repo.subscribed_counts(store.db)
+    found += [f"{_count(waiting[name], name + ' subscriber')} waiting, but {note}"
+              for name, note in off.items() if waiting.get(name)]
+    return found
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"

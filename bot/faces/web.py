@@ -6,6 +6,7 @@ The access log names method, path and status only: query strings carry unsubscri
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import ipaddress
 import logging
@@ -39,6 +40,11 @@ MAX_BODY = 64 * 1024
 PROBE_BUSY_MS = 1000
 STORE_REFUSED = ("Daily Papers cannot save this right now: its database refused the change. "
                  "Nothing was changed; please try again in a few minutes.\n")
+
+
+class WebUnavailable(Exception):
+    """The [web] address cannot be listened on (port in use, no such address); the message
+    is the operator's one line."""
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -80,9 +86,22 @@ class WebServer:
                                     keepalive_timeout=HEADER_SECONDS,
                                     lingering_time=LINGER_SECONDS)
         await self.runner.setup()
-        self.listener = await guard.listen(self.runner, self.cfg.host, self.cfg.port)
+        try:
+            self.listener = await guard.listen(self.runner, self.cfg.host, self.cfg.port)
+        except OSError as exc:
+            await self.stop()
+            raise WebUnavailable(self._refusal(exc)) from None
         self.port = self.listener.sockets[0].getsockname()[1]
         log.info("web server listening on http://%s:%s", self.cfg.host, self.port)
+
+    def _refusal(self, exc: OSError) -> str:
+        where = f"[web] {self.cfg.host}:{self.cfg.port}"
+        if exc.errno == errno.EADDRINUSE:
+            cause = ("is in use by another program (another daily-papers?): stop it, or set "
+                     "[web] port to a free port")
+        else:
+            cause = f"cannot be listened on ({exc.strerror or exc}): check [web] host and port"
+        return f"{where} {cause}"
 
     async def stop(self) -> None:
         if self.listener is not None:

@@ -32,6 +32,7 @@ from bot.fetch.errors import (
 )
 from bot.fetch.gate import RequestGate, Turn
 from bot.fetch.oai import OaiPage, parse_oai
+from bot.fetch.reach import cause, unreachable
 from bot.metrics import ARXIV_REQUESTS, ARXIV_RETRIES
 from notifiers.retry_after import parse_retry_after
 from storage.records import Feed
@@ -116,6 +117,7 @@ class ArxivClient:
         self._consecutive_failures = 0
         self._circuit_open = False
         self.clock = ArxivClock()
+        self._told_unreachable = False
 
     async def __aenter__(self) -> ArxivClient:
         return self
@@ -134,6 +136,7 @@ class ArxivClient:
         self._retries_left = self.retry_budget
         self._consecutive_failures = 0
         self._circuit_open = False
+        self._told_unreachable = False
 
     @property
     def circuit_open(self) -> bool:
@@ -218,6 +221,9 @@ class ArxivClient:
         except UnreadableAnswer as exc:
             self._failed("bad_answer")
             raise _Transient("bad_answer", f"bad answer: {exc}") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+            self._failed("connection")
+            raise _Transient("connection", unreachable(request.url, exc)) from None
         except TimeoutError:
             self._failed("timeout")
             raise _Transient("timeout", f"timeout (no whole answer in {self.deadline:g} s)"
@@ -227,7 +233,7 @@ class ArxivClient:
             raise _Transient("timeout", f"timeout ({type(exc).__name__})") from None
         except httpx.RequestError as exc:
             self._failed("connection")
-            raise _Transient("connection", f"connection error ({type(exc).__name__})") from None
+            raise _Transient("connection", f"connection error ({cause(exc)})") from None
 
     async def _read(self, response: httpx.Response, body: bytes,
                     parse: Callable[[bytes], Any]) -> Any:
@@ -262,8 +268,11 @@ class ArxivClient:
             self._circuit_open = True
 
     def _wait(self, state: RetryCallState) -> float:
+        """The backoff, or longer when the gate's spacing holds the retry back: the delay the
+        retry log states is the real one."""
         failure = _failure(state)
-        return backoff_delay(state.attempt_number, self.backoff_base, failure.retry_after)
+        backoff = backoff_delay(state.attempt_number, self.backoff_base, failure.retry_after)
+        return max(backoff, self.gate.next_start_in())
 
     def _must_stop(self, state: RetryCallState, interactive: bool) -> bool:
         return (
@@ -275,11 +284,15 @@ class ArxivClient:
     def _before_retry(self, state: RetryCallState, label: str) -> None:
         self._retries_left -= 1
         ARXIV_RETRIES.inc()
-        log.info(
-            "arXiv request failed (%s); retry %d of %d in %.1f s (%s)",
-            _failure(state).reason, state.attempt_number, self.max_attempts - 1,
-            state.upcoming_sleep, label,
-        )
+        failure = _failure(state)
+        level = logging.INFO
+        if failure.outcome == "connection" and failure.reason.startswith("cannot reach"):
+            # arXiv out of reach: the host and cause once per cycle, not once per retry
+            level = logging.DEBUG if self._told_unreachable else logging.WARNING
+            self._told_unreachable = True
+        log.log(level, "arXiv request failed (%s); retry %d of %d in %.1f s (%s)",
+                failure.reason, state.attempt_number, self.max_attempts - 1,
+                state.upcoming_sleep, label)
 
     def _give_up(self, state: RetryCallState, interactive: bool) -> NoReturn:
         failure = _failure(state)

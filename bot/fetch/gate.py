@@ -87,6 +87,10 @@ class RequestGate:
                     lane.remove(granted)
             raise
 
+    def next_start_in(self) -> float:
+        """Seconds until the spacing lets the next request start (0 when it may now)."""
+        return max(self._delay(), 0.0)
+
     def _delay(self) -> float:
         if self._last_sent is None:
             return 0.0

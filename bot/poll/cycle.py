@@ -48,6 +48,14 @@ class CycleReport:
         """First-version dates of everything arXiv answered (for the calendar)."""
         dates = [when for o in self.outcomes for when in o.published]
         return dates + (self.harvest.submitted if self.harvest else [])
+    planned: list[Keyword] = field(default_factory=list)  # what the cycle set out to poll
+    next_cycle: bool = True  # False for `run --once`: nothing is "left for next cycle"
+
+    @property
+    def untried(self) -> list[Keyword]:
+        """Keywords the cycle did not reach (it stopped early)."""
+        tried = {o.keyword.id for o in self.outcomes}
+        return [kw for kw in self.planned if kw.id not in tried]
 
     @property
     def failed(self) -> list[PollOutcome]:
@@ -81,6 +89,10 @@ class CycleReport:
                 f"{self.duration:.1f}s; failed: {failed}")
         if self.stopped_early:
             text += f"; stopped early: {self.stopped_early}"
+        if self.untried:
+            text += (f"; {len(self.untried)} keywords "
+                     + ("left for next cycle" if self.next_cycle else "not tried")
+                     + ("" if public else f": {names(self.untried)}"))
         if self.harvest is not None:
             text += (f"; harvest: {self.harvest.records} records in {self.harvest.pages} pages "
                      f"matched against {self.harvest.keywords} keywords")
@@ -89,6 +101,10 @@ class CycleReport:
         if self.calendar:
             text += f"; arXiv: {self.calendar}"
         return text
+
+
+def names(keywords: list[Keyword]) -> str:
+    return ", ".join(f"'{kw.display}'" for kw in keywords)
 
 
 DueAt = Callable[[Subscriber], datetime]
@@ -116,6 +132,7 @@ async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettin
     if harvest is not None:
         keywords = [kw for kw in keywords
                     if needs_baseline(kw, settings.max_papers, report.started)]
+    report.planned = list(keywords)
     try:
         for index, kw in enumerate(keywords):
             outcome = await _poll_one(client, store, kw, settings, now, on_rejected)
@@ -123,8 +140,7 @@ async def run_cycle(client: ArxivClient, store: AsyncStore, settings: PollSettin
             if on_polled is not None:
                 on_polled(index + 1, len(keywords), outcome)
             if outcome.error == UNAVAILABLE:
-                report.stopped_early = (f"{UNAVAILABLE} after repeated failures; "
-                                        f"{len(keywords) - index - 1} keywords left for next cycle")
+                report.stopped_early = f"{UNAVAILABLE} after repeated failures"
                 break
         if harvest is not None and not report.stopped_early:
             await _harvest(harvest, store, report)

@@ -10,13 +10,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
-from bot.fetch.arxiv import ArxivClient
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
 from storage import polls
 from storage.records import Feed, Keyword, Paper, PollOutcome
 from storage.store import AsyncStore
+
+if TYPE_CHECKING:
+    from bot.fetch.arxiv import ArxivClient
 
 MAX_PAGES = 10
 BASELINE_MAX_AGE = timedelta(days=7)

@@ -6,6 +6,7 @@ Renders Markdown with Jinja2 and atomically rewrites only the marked region of t
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import logging
 import os
@@ -102,7 +103,10 @@ def write_digest(path: Path, body: str | BodyRenderer, *, max_bytes: int = 500_0
     file without markers raises DigestRefused.
     """
     target = Path(path).resolve()
-    old = target.read_bytes() if target.exists() else None
+    try:
+        old = target.read_bytes() if target.exists() else None
+    except OSError as exc:
+        raise DigestRefused(unwritable(Path(path), exc)) from None
     before, after = _frame(target, old)
     room = max_bytes - 1 - _size(before) - _size(after)
     text = body(max_bytes=room) if callable(body) else body
@@ -116,8 +120,29 @@ def write_digest(path: Path, body: str | BodyRenderer, *, max_bytes: int = 500_0
     data = (before + text + after).encode("utf-8", "surrogateescape")
     if data == old:
         return False
-    _replace(target, data)
+    try:
+        _replace(target, data)
+    except OSError as exc:  # name the configured path, not the temporary file beside it
+        raise DigestRefused(unwritable(Path(path), exc)) from None
     return True
+
+
+_CAUSES = {
+    errno.ENOENT: "its folder {parent} does not exist: create it",
+    errno.ENOTDIR: "{parent} is not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.EACCES: "permission denied: let this user write to {parent}",
+    errno.EPERM: "permission denied: let this user write to {parent}",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full: make room",
+    errno.EDQUOT: "the disk quota is used up: make room",
+}
+
+
+def unwritable(path: Path, exc: OSError) -> str:
+    """One line for a digest path the operator must fix: which path, why, what to do."""
+    cause = _CAUSES.get(exc.errno or 0, exc.strerror or str(exc)).format(parent=path.parent)
+    return f"{path}: the digest cannot be written: {cause}; or change [digest] path"
 
 
 def update_digest(
