@@ -167,17 +167,10 @@ def report_once(report: CycleReport, strict: bool) -> int:
     """`run --once`'s closing lines; the last counts against every keyword the cycle set out
     to poll and names the failed and the untried ones. Returns the exit code."""
     from bot.poll.cycle import names
-    from bot.poll.rounds import quiet_line
 
     failed = report.failed
     failures = ", ".join(f"'{o.keyword.display}' ({o.error})" for o in failed)
-    if report.harvest is not None:
-        click.echo(f"harvest: {report.harvest.records} records, {report.harvest.new_count} "
-                   "new for keywords")
-    if report.harvest_error:
-        click.echo(f"harvest failed: {report.harvest_error}")
-    if report.new_papers == 0 and report.reached:
-        click.echo(quiet_line(utcnow()))
+    _harvest_lines(report)
     click.echo(f"{len(report.completed)} of {len(report.planned)} keywords polled, "
                f"{report.new_papers} new papers; failed keywords: {failures or 'none'}"
                + (f"; not tried: {names(report.untried)}" if report.untried else ""))
@@ -187,6 +180,19 @@ def report_once(report: CycleReport, strict: bool) -> int:
     if (report.outcomes and nothing and failed) or (report.harvest_error and nothing):
         return 1
     return 0
+
+
+def _harvest_lines(report: CycleReport) -> None:
+    """What the harvest did, and a quiet day said as such (not as a fault)."""
+    from bot.poll.rounds import quiet_line
+
+    if report.harvest is not None:
+        click.echo(f"harvest: {report.harvest.records} records, {report.harvest.new_count} "
+                   "new for keywords")
+    if report.harvest_error:
+        click.echo(f"harvest failed: {report.harvest_error}")
+    if report.new_papers == 0 and report.reached:
+        click.echo(quiet_line(utcnow()))
 
 
 def terminal_progress() -> TerminalProgress:
