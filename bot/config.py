@@ -13,7 +13,6 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -214,6 +213,8 @@ class EmailConfig(ChannelConfig):
     def from_address(self) -> str:
         """The From header: `sender`, else a `username` that is an address; raises
         AddressError when neither holds a usable address."""
+        from email.utils import getaddresses  # only with email on: `--help` stays light
+
         sender = self.sender or (self.username if "@" in self.username else "")
         address = getaddresses([sender])[0][1] if sender else ""
         self.address(address)
