@@ -116,8 +116,8 @@ def with_store(ctx: Context, work: Callable[[Store], T]) -> T:
                     fail(str(fault))
                 if deadline is None:
                     deadline = time.monotonic() + LOCK_PATIENCE
-                    click.echo(f"{path} is busy (another daily-papers process is writing); "
-                               f"waiting up to {LOCK_PATIENCE:g} s for it", err=True)
+                    click.echo(f"the database is busy (another daily-papers process is writing "
+                               f"{path}); waiting up to {LOCK_PATIENCE:g} s for it", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

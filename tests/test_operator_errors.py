@@ -249,8 +249,8 @@ async def test_a_locked_database_is_waited_for_with_a_message_then_one_line(
     lock = hold_lock(tmp_path / "papers.db")
     async with DaemonProcess(config, "subscribe", "--telegram", "42", "graph networks",
                              env={"TELEGRAM_BOT_TOKEN": "123:abc"}) as cmd:  # no "is off" note
-        await cmd.wait_for_log(r"papers\.db is busy \(another daily-papers process is "
-                               r"writing\); waiting up to 30 s for it")
+        await cmd.wait_for_log(r"the database is busy \(another daily-papers process is "
+                               r"writing .*papers\.db\); waiting up to 30 s for it")
         lock.close()  # the other process is done: the command goes on
         await cmd.wait_for_log(r"^telegram 42: subscribed to 'graph networks'", timeout=60)
         assert cmd.proc is not None and await asyncio.wait_for(cmd.proc.wait(), 60) == 0
