@@ -291,6 +291,7 @@ keywords = []
 path = "papers.db"
 [email]
 host = "smtp.test"
+sender = "papers@example.org"
 [[email.subscribers]]
 address = "{BOB}"
 keywords = ["{KEYWORD}"]
