@@ -237,23 +237,31 @@ def test_the_command_line_subscribes_a_target_by_its_name(tmp_path: Path) -> Non
     assert "error: --apprise must be a target name" in result.output
 
 
-async def test_a_daily_apprise_section_holds_the_papers_for_its_digest_time(
+async def test_a_target_s_own_digest_holds_its_papers_for_the_delivery_clock(
         tmp_path: Path, rx: AppriseReceiver, monkeypatch: pytest.MonkeyPatch, clock: Clock,
         paper: PaperFactory, fake_arxiv: FakeArxiv) -> None:
-    monkeypatch.setenv("LAB_APPRISE_URL", rx.target("hooks/lab"))
-    clock.current = clock.current.replace(hour=12, minute=0)
+    for name in ("daily", "weekly", "instant"):
+        monkeypatch.setenv(f"{name.upper()}_APPRISE_URL", rx.target(f"hooks/{name}"))
+    start = clock.current = clock.current.replace(hour=12, minute=0, second=0)
+    monday = start + timedelta(days=7 - start.weekday())  # the next Monday, after tomorrow 00:01
     cfg = Config(
         arxiv=ArxivConfig(api_url=fake_arxiv.url, keywords=[], request_interval=0.02),
         storage=StorageConfig(tmp_path / "papers.db"), digest=DigestConfig(path=None),
-        apprise=AppriseConfig(digest_time="09:00", timezone="UTC", targets=[
-            AppriseTarget("lab", "LAB_APPRISE_URL", [KEYWORD])]))
+        apprise=AppriseConfig(digest_time="weekly mon 08:00", targets=[
+            AppriseTarget("daily", "DAILY_APPRISE_URL", [KEYWORD], digest="daily 09:00",
+                          timezone="Asia/Tokyo"),
+            AppriseTarget("weekly", "WEEKLY_APPRISE_URL", [KEYWORD]),  # the section's cadence
+            AppriseTarget("instant", "INSTANT_APPRISE_URL", [KEYWORD], digest="instant")]))
     fake_arxiv.add(paper(days=2))
     await Daemon(cfg, Secrets(), now=clock.now).run(once=True)  # the baseline
     news = paper(days=0.1)
     fake_arxiv.add(news)
     await Daemon(cfg, Secrets(), now=clock.now).run(once=True)
-    assert rx.posts == []  # held for tomorrow 09:00 by the delivery clock
-    clock.advance(timedelta(hours=21, minutes=1))
+    assert [p.path for p in rx.posts] == ["/hooks/instant"]  # the others wait for their time
+    clock.current = (start + timedelta(days=1)).replace(hour=0, minute=1)  # 09:01 in Tokyo
     await Daemon(cfg, Secrets(), now=clock.now).run(once=True)
-    (post,) = rx.posts_to("hooks/lab")
-    assert ABS.findall(post.message) == [news.arxiv_id]
+    assert [p.path for p in rx.posts] == ["/hooks/instant", "/hooks/daily"]
+    clock.current = monday.replace(hour=8, minute=1)  # Monday 08:01 UTC
+    await Daemon(cfg, Secrets(), now=clock.now).run(once=True)
+    assert [p.path for p in rx.posts] == ["/hooks/instant", "/hooks/daily", "/hooks/weekly"]
+    assert {arxiv_id for p in rx.posts for arxiv_id in ABS.findall(p.message)} == {news.arxiv_id}
