@@ -19,13 +19,6 @@ from tests.fakes.daemon import run_cli, write_config
 KEYWORDS = '["graph neural networks", "video understanding", "protein folding"]'
 
 
-def closed_port() -> int:
-    """A port nothing listens on: connections to it are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def config_for(tmp_path: Path, api_url: str) -> Path:
     return write_config(tmp_path, f"""[arxiv]
 api_url = "{api_url}"
@@ -41,8 +34,8 @@ def retry_lines(err: str) -> list[str]:
 
 
 async def test_a_refused_connection_names_the_host_and_cause_once_per_cycle(
-        tmp_path: Path) -> None:
-    port = closed_port()
+        tmp_path: Path, refused_port: int) -> None:
+    port = refused_port
     code, _, err = await run_cli(config_for(tmp_path, f"http://127.0.0.1:{port}/api/query"),
                                  "run", "--once")
     assert code == 1
@@ -61,8 +54,9 @@ async def test_a_tls_failure_is_named(tmp_path: Path, fake_arxiv: FakeArxiv) -> 
     assert "cannot reach 127.0.0.1: TLS handshake failed (WRONG_VERSION_NUMBER)" in told
 
 
-async def test_a_proxy_in_the_way_is_named(tmp_path: Path, fake_arxiv: FakeArxiv) -> None:
-    proxy = f"http://user:pw@127.0.0.1:{closed_port()}"
+async def test_a_proxy_in_the_way_is_named(tmp_path: Path, fake_arxiv: FakeArxiv,
+                                           refused_port: int) -> None:
+    proxy = f"http://user:pw@127.0.0.1:{refused_port}"
     code, _, err = await run_cli(config_for(tmp_path, fake_arxiv.url), "run", "--once",
                                  env={"HTTP_PROXY": proxy, "http_proxy": proxy,
                                       "NO_PROXY": "", "no_proxy": ""})
@@ -109,8 +103,8 @@ async def test_the_retry_log_states_the_delay_the_gate_imposes(
     assert second.time - first.time >= stated - 0.05  # and it is the wait that happened
 
 
-async def test_unreachable_is_said_again_in_the_next_cycle() -> None:
-    async with ArxivClient(f"http://127.0.0.1:{closed_port()}/", request_interval=0.01,
+async def test_unreachable_is_said_again_in_the_next_cycle(refused_port: int) -> None:
+    async with ArxivClient(f"http://127.0.0.1:{refused_port}/", request_interval=0.01,
                            timeout=5, backoff_base=0.001, max_attempts=2) as client:
         told = []
         handler = logging.Handler()

@@ -7,7 +7,6 @@ import contextlib
 import os
 import pty
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,6 @@ import pytest
 
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import die_with_parent, process_env, run_cli, write_config
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_for(tmp_path: Path, api_url: str = "http://127.0.0.1:9/api/query") -> Path:
@@ -65,8 +58,8 @@ async def test_a_channel_that_is_on_gets_no_note(tmp_path: Path) -> None:
 
 
 async def test_status_warns_about_failing_keywords_and_an_unreachable_arxiv(
-        tmp_path: Path) -> None:
-    config = config_for(tmp_path, f"http://127.0.0.1:{closed_port()}/api/query")
+        tmp_path: Path, refused_port: int) -> None:
+    config = config_for(tmp_path, f"http://127.0.0.1:{refused_port}/api/query")
     code, _, _ = await run_cli(config, "run", "--once")
     assert code == 1
     code, out, _ = await run_cli(config, "status")
@@ -102,9 +95,9 @@ async def test_run_strict_without_once_is_refused(tmp_path: Path) -> None:
 FOUR = '["graph neural networks", "video understanding", "protein folding", "dark matter"]'
 
 
-def four_keywords(tmp_path: Path) -> Path:
+def four_keywords(tmp_path: Path, port: int) -> Path:
     return write_config(tmp_path, f"""[arxiv]
-api_url = "http://127.0.0.1:{closed_port()}/api/query"
+api_url = "http://127.0.0.1:{port}/api/query"
 keywords = {FOUR}
 request_interval = 0.02
 [digest]
@@ -112,8 +105,9 @@ path = ""
 """)
 
 
-async def test_run_once_counts_every_keyword_and_names_the_untried(tmp_path: Path) -> None:
-    code, out, err = await run_cli(four_keywords(tmp_path), "run", "--once")
+async def test_run_once_counts_every_keyword_and_names_the_untried(
+        tmp_path: Path, refused_port: int) -> None:
+    code, out, err = await run_cli(four_keywords(tmp_path, refused_port), "run", "--once")
     assert code == 1
     last = out.strip().splitlines()[-1]
     assert last.startswith("0 of 4 keywords polled, 0 new papers; failed keywords: "
@@ -149,8 +143,9 @@ def on_a_terminal(config: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), received.decode(errors="replace")
 
 
-def test_log_lines_print_above_the_progress_bar_which_ends_cleanly(tmp_path: Path) -> None:
-    code, out, screen = on_a_terminal(four_keywords(tmp_path), "run", "--once")
+def test_log_lines_print_above_the_progress_bar_which_ends_cleanly(
+        tmp_path: Path, refused_port: int) -> None:
+    code, out, screen = on_a_terminal(four_keywords(tmp_path, refused_port), "run", "--once")
     assert code == 1 and "not tried" in out
     pieces = [p for p in re.split(r"\r\n|\r|\n", ANSI.sub("", screen)) if p.strip()]
     logged = [p for p in pieces if STAMP.search(p)]
