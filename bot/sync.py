@@ -52,6 +52,11 @@ def sync_config(store: Store, cfg: Config, now: datetime,
             conflicts += sub_repo.sync_config(store.db, name, wanted, now)
             for r in section.recipients():
                 _apply_settings(store, name, section.address(r.address), r, due_at)
+            moved = sub_repo.retime_defaults(store.db, name, str(parse_cadence(
+                section.digest_time)), section.timezone, due_at)
+            if moved:
+                log.info("[%s] digest_time or timezone changed: %d waiting notifications follow "
+                         "it", name, moved)
     for line in conflicts:
         log.warning("config.toml subscribes %s, but the recipient stopped it; not re-created",
                     line)

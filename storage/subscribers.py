@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -60,6 +61,29 @@ def change_settings(db: Database, subscriber_id: int, changes: Mapping[str, str 
         assert sub is not None, f"no subscriber {subscriber_id}"
         moved = outbox.retime(db, sub.id, due_at(sub)) if sub.active else 0
         return sub, moved
+
+
+def retime_defaults(db: Database, channel: str, cadence: str, zone: str,
+                    due_at: Callable[[Subscriber], datetime]) -> int:
+    """The channel's default cadence or zone (config.toml) differs from the last start's: the
+    released pending rows of its readers who chose none move to the new due time. The first
+    start only records the defaults. Returns how many rows moved."""
+    key = f"channel_defaults:{channel}"
+    with write(db):
+        row = next(db.query("SELECT value FROM settings WHERE key = ?", [key]), None)
+        db.execute("""INSERT INTO settings (key, value) VALUES (?, ?)
+                      ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
+                   [key, json.dumps([cadence, zone])])
+        if row is None:
+            return 0
+        old_cadence, old_zone = json.loads(row["value"])
+        subs = [subscriber_from_row(r) for r in db.query(
+            """SELECT * FROM subscribers WHERE channel = ? AND active = 1
+               AND ((digest_time IS NULL AND ?) OR (timezone IS NULL AND ?))
+               AND id IN (SELECT subscriber_id FROM outbox
+                          WHERE status = 'pending' AND due_at IS NOT NULL)""",
+            [channel, old_cadence != cadence, old_zone != zone])]
+        return sum(outbox.retime(db, sub.id, due_at(sub)) for sub in subs)
 
 
 def subscriptions(db: Database, subscriber_id: int) -> list[tuple[Keyword, str]]:

@@ -23,9 +23,10 @@ from bot.deliver.schedule import (
     settings_factory,
 )
 from bot.sync import sync_config
-from storage import polls
+from storage import keywords as kw_repo
+from storage import outbox, polls
 from storage import subscribers as sub_repo
-from storage.records import Keyword, Subscriber
+from storage.records import Keyword, Paper, Subscriber
 from storage.store import AsyncStore, Store
 from tests.conftest import Clock, KeywordFactory, SubscriberFactory
 from tests.test_lifecycle import Recorder
@@ -282,7 +283,10 @@ def test_a_bad_cadence_in_the_config_is_one_line(tmp_path: Path, text: str, expe
     assert "\n" not in str(caught.value)
 
 
-def email_config(tmp_path: Path, digest: str = "", zone: str = "") -> Config:
+def email_config(tmp_path: Path, digest: str = "", zone: str = "", *, defaults: str = "",
+                 more: str = "") -> Config:
+    """Bob (with his own `digest`/`timezone` when given) on the email channel; `defaults` are
+    more lines of [email], `more` more of the file."""
     lines = [f'digest = "{digest}"' if digest else "", f'timezone = "{zone}"' if zone else ""]
     return load_config(write(tmp_path, f"""
 [arxiv]
@@ -292,10 +296,12 @@ path = "papers.db"
 [email]
 host = "smtp.test"
 sender = "papers@example.org"
+{defaults}
 [[email.subscribers]]
 address = "{BOB}"
 keywords = ["{KEYWORD}"]
 {chr(10).join(lines)}
+{more}
 """))
 
 
@@ -365,3 +371,51 @@ async def test_a_weekly_digest_missed_while_down_goes_at_the_next_start_and_once
     clock.current = at(NY, 2025, 11, 17, 8, 0)  # a week with nothing new: no empty digest
     await dispatcher.drain()
     assert len(recorder.sent) == 2
+
+
+def test_a_changed_channel_default_moves_the_waiting_rows_of_readers_who_chose_none(
+        tmp_path: Path) -> None:
+    now = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)  # a Monday
+
+    def cfg(digest_time: str, zone: str) -> Config:
+        return email_config(tmp_path, defaults=f'digest_time = "{digest_time}"\n'
+                                               f'timezone = "{zone}"', more=f"""
+[[email.subscribers]]
+address = "carol@example.org"
+keywords = ["{KEYWORD}"]
+digest = "weekly fri 09:00"
+""")
+
+    store = Store(tmp_path / "papers.db")
+    try:
+        def due() -> dict[str, datetime]:
+            return {r["address"]: datetime.fromisoformat(r["due_at"].replace("Z", "+00:00"))
+                    for r in store.db.query(
+                        """SELECT b.address, o.due_at FROM outbox o
+                           JOIN subscribers b ON b.id = o.subscriber_id""")}
+
+        first = cfg("daily 08:00", "UTC")
+        sync_config(store, first, now, on={"email"})
+        kw = kw_repo.all_keywords(store.db)[0]
+        polls.commit_poll(store.db, kw, [], baseline=True, now=now, max_papers=100,
+                          notify_floor=now, total_results=0)
+        news = Paper(arxiv_id="2511.00001", version=1, title="t", abstract="a", authors=("A",),
+                     published=now, updated=now)
+        polls.commit_poll(store.db, kw_repo.get(store.db, kw.id), [news], baseline=False,
+                          now=now, max_papers=100, notify_floor=now - timedelta(days=14),
+                          total_results=1)
+        outbox.release(store.db, now, due_at_factory(first, lambda: now))
+        tuesday_8, friday_9 = (datetime(2025, 11, 4, 8, 0, tzinfo=UTC),
+                               datetime(2025, 11, 7, 9, 0, tzinfo=UTC))
+        assert due() == {BOB: tuesday_8, "carol@example.org": friday_9}
+
+        sync_config(store, cfg("08:00", "UTC"), now, on={"email"})  # the same default
+        assert due() == {BOB: tuesday_8, "carol@example.org": friday_9}
+        sync_config(store, cfg("daily 20:00", "UTC"), now, on={"email"})
+        assert due() == {BOB: datetime(2025, 11, 3, 20, 0, tzinfo=UTC),
+                         "carol@example.org": friday_9}  # her own cadence stays
+        sync_config(store, cfg("daily 20:00", "Asia/Tokyo"), now, on={"email"})
+        assert due() == {BOB: datetime(2025, 11, 4, 11, 0, tzinfo=UTC),  # 20:00 in Tokyo
+                         "carol@example.org": datetime(2025, 11, 7, 0, 0, tzinfo=UTC)}
+    finally:
+        store.close()
