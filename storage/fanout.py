@@ -7,9 +7,11 @@ crash mid-expansion loses nothing and repeats nothing.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from sqlite_utils import Database
 
@@ -91,23 +93,41 @@ def _write_rows(db: Database, last: int, window: list[int],
                                              ([], r["created_at"]))
             keyword_ids.append(r["keyword_id"])
     due = {sid: to_db(due_at(sub)) for sid, sub in subscribers.items()}
-    return sum(_write_row(db, sid, arxiv_id, keyword_ids, due[sid], created)
-               for (sid, arxiv_id), (keyword_ids, created) in owed.items())
+    return _write(db, owed, due, {sid: sub.channel for sid, sub in subscribers.items()})
 
 
-def _write_row(db: Database, subscriber_id: int, arxiv_id: str, keyword_ids: list[int],
-               due: str | None, created: str) -> int:
-    """1 when the row is new; a pending row of another keyword takes these keywords too."""
-    cursor = db.conn.execute(
-        """INSERT OR IGNORE INTO outbox (subscriber_id, arxiv_id, keyword_ids, status,
-               attempts, created_at, due_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)""",
-        [subscriber_id, arxiv_id, json.dumps(keyword_ids), created, due])
-    if cursor.rowcount:
-        return 1
-    for keyword_id in keyword_ids:  # the paper was new for another keyword before
-        db.conn.execute(
-            """UPDATE outbox SET keyword_ids = json_insert(keyword_ids, '$[#]', ?)
-               WHERE subscriber_id = ? AND arxiv_id = ? AND status = 'pending'
-                 AND NOT EXISTS (SELECT 1 FROM json_each(outbox.keyword_ids) WHERE value = ?)""",
-            [keyword_id, subscriber_id, arxiv_id, keyword_id])
-    return 0
+def _write(db: Database, owed: dict[tuple[int, str], tuple[list[int], str]],
+           due: dict[int, str | None], channels: dict[int, str]) -> int:
+    """New rows in one statement; a pending row of another keyword takes these keywords too
+    (a row sent or failed never changes). Returns the rows written."""
+    pairs = json.dumps([[sid, arxiv_id] for sid, arxiv_id in owed])
+    existing = {(r["subscriber_id"], r["arxiv_id"]) for r in db.query(
+        """SELECT o.subscriber_id, o.arxiv_id FROM json_each(?) AS j
+           JOIN outbox o ON o.subscriber_id = j.value ->> 0 AND o.arxiv_id = j.value ->> 1""",
+        [pairs])}
+    fresh = [(sid, arxiv_id, _ids(kids), created, due[sid])
+             for (sid, arxiv_id), (kids, created) in sorted(owed.items())
+             if (sid, arxiv_id) not in existing]
+    db.conn.executemany(
+        """INSERT INTO outbox (subscriber_id, arxiv_id, keyword_ids, status, attempts,
+               created_at, due_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)""", fresh)
+    db.conn.executemany(  # the outbox tally: triggers count every change but these
+        """INSERT INTO outbox_tally (channel, status, n) VALUES (?, 'pending', ?)
+           ON CONFLICT (channel, status) DO UPDATE SET n = n + excluded.n""",
+        Counter(channels[row[0]] for row in fresh).items())
+    db.conn.executemany(
+        """UPDATE outbox SET keyword_ids = json_insert(keyword_ids, '$[#]', ?)
+           WHERE subscriber_id = ? AND arxiv_id = ? AND status = 'pending'
+             AND NOT EXISTS (SELECT 1 FROM json_each(outbox.keyword_ids) WHERE value = ?)""",
+        [(kid, sid, arxiv_id, kid) for sid, arxiv_id in existing
+         for kid in owed[(sid, arxiv_id)][0]])
+    return len(fresh)
+
+
+@lru_cache(maxsize=1024)
+def _ids_text(keyword_ids: tuple[int, ...]) -> str:
+    return json.dumps(list(keyword_ids))
+
+
+def _ids(keyword_ids: list[int]) -> str:
+    return _ids_text(tuple(keyword_ids))

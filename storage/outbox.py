@@ -235,8 +235,8 @@ def prune(db: Database, before: datetime, limit: int) -> int:
 
 
 def counts(db: Database) -> dict[tuple[str, str], int]:
-    """(channel, status) → rows, for status and /metrics: read from the tally the outbox's
-    triggers keep (schema m006), never by counting millions of rows."""
+    """(channel, status) → rows, for status and /metrics: read from the tally kept by the
+    outbox's triggers and storage/fanout (schema m006, m008), never by counting millions of rows."""
     return {(r["channel"], r["status"]): r["n"] for r in db.query(
         "SELECT channel, status, n FROM outbox_tally WHERE n != 0")}
 

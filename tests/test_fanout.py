@@ -4,6 +4,7 @@ is SIGKILLed between (or inside) two of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -16,12 +17,18 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
+from bot.fetch.keywords import parse_keyword
 from storage import fanout, outbox
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
+from storage.database import migrate, write
 from storage.polls import commit_poll
 from storage.records import Keyword, Paper
+from storage.schema import MIGRATIONS
 from storage.store import Store
+from tests.fakes.arxiv_server import FakeArxiv
+from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.test_operability import config_text, free_port
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 FLOOR = NOW - timedelta(days=14)
@@ -188,7 +195,8 @@ def counted(db: Database) -> dict[tuple[str, str], int]:
 
 
 def test_the_outbox_tally_equals_a_count_after_every_kind_of_change(store: Store):
-    """/healthz, /metrics and `status` read the tally the triggers keep, never a count."""
+    """/healthz, /metrics and `status` read the tally kept by triggers and by the expansion
+    (every code path that inserts outbox rows), never a count."""
     db = store.db
     gnn, mp, ids = world(db)
     mail = sub_repo.ensure(db, "email", "a@example.org", NOW)
@@ -206,10 +214,12 @@ def test_the_outbox_tally_equals_a_count_after_every_kind_of_change(store: Store
                                    "refused", NOW),
         lambda: outbox.mark_retry(db, [r.id for r in outbox.due_rows(db, ids["1002"], NOW)],
                                   "later", NOW + timedelta(days=2), NOW + timedelta(days=2)),
+        lambda: poll(db, mp, [paper(3)]),  # rows sent, pending (takes mp too) and new at once
+        lambda: outbox.release(db, NOW, lambda _sub: NOW),
         lambda: sub_repo.unsubscribe(db, sub_repo.get(db, ids["1003"]), gnn, NOW),
         lambda: sub_repo.deactivate(db, ids["1004"], "blocked the bot"),
         lambda: sub_repo.move_address(db, "telegram", "-55", "-1000055"),
-        lambda: outbox.prune(db, NOW + timedelta(days=91), 5),
+        lambda: outbox.prune(db, NOW + timedelta(days=91), 2),  # some of each kind stay
     ]
     for step in steps:
         step()
@@ -217,3 +227,74 @@ def test_the_outbox_tally_equals_a_count_after_every_kind_of_change(store: Store
         assert outbox.counts(db) == counted(db)
     assert counted(db)[("email", "pending")] == 3
     assert {status for _, status in counted(db)} == {"pending", "sent", "failed"}
+
+
+@pytest.mark.slow
+async def test_sigterm_during_a_large_fan_out_stops_at_once_and_the_next_start_finishes_it(
+        tmp_path: Path) -> None:
+    """3,000 readers × 60 new papers: SIGTERM while the rows are written stops the daemon
+    within its 10 s (before: it waited for the whole transaction), and the next start writes
+    exactly the rows still owed."""
+    readers, news = 3000, 60
+    now = datetime.now(UTC)
+    old = [dataclasses.replace(paper(n), published=now - timedelta(days=2, hours=n),
+                               updated=now - timedelta(days=2, hours=n)) for n in range(1, 4)]
+    new = [dataclasses.replace(paper(100 + n), title=f"On graph neural networks, part {n}",
+                               published=now - timedelta(minutes=n),
+                               updated=now - timedelta(minutes=n)) for n in range(news)]
+    old = [dataclasses.replace(p, title=f"On graph neural networks, old {i}")
+           for i, p in enumerate(old)]
+    store = Store(tmp_path / "papers.db")
+    parsed = parse_keyword("graph neural networks")
+    kw, _ = kw_repo.ensure(store.db, parsed.display, parsed.canonical, parsed.query, now,
+                           max_keywords=10)
+    with write(store.db):
+        for n in range(readers):
+            sub_repo.subscribe(store.db, sub_repo.ensure(store.db, "telegram", str(n + 1), now),
+                               kw, "user", now)
+    commit_poll(store.db, kw, old, baseline=True, now=now, max_papers=100,
+                notify_floor=now - timedelta(days=14), total_results=3)
+    store.close()
+    async with FakeArxiv(papers=old + new) as arxiv:
+        config = write_config(tmp_path, config_text(arxiv, free_port(),
+                                                    keywords=("graph neural networks",)))
+        async with DaemonProcess(config, "run") as daemon:
+            await daemon.wait_for_log(rf"'graph neural networks': \d+ papers, {news} new",
+                                      timeout=60)
+            assert await daemon.stop(timeout=10) == 0
+        with sqlite3.connect(tmp_path / "papers.db") as conn:
+            written = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        assert written < readers * news  # it stopped in the middle
+        code, _, err = await run_cli(config, "run", "--once")
+        assert code == 0, err
+    with sqlite3.connect(tmp_path / "papers.db") as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT subscriber_id || arxiv_id) "
+                            "FROM outbox").fetchone() == (readers * news, readers * news)
+        assert conn.execute("SELECT count(*) FROM fanout").fetchone() == (0,)
+        assert conn.execute("SELECT n FROM outbox_tally WHERE status = 'pending'"
+                            ).fetchone() == (readers * news,)
+
+
+def test_a_database_whose_trigger_counted_insertions_starts_exact_and_stays_so(tmp_path: Path):
+    """Schema 8 drops the per-row insert trigger (the expansion counts its rows) and counts the
+    outbox afresh once: an older database's tally, even one that drifted, ends exact."""
+    path = tmp_path / "older.db"
+    db = Database(sqlite3.connect(str(path)))
+    MIGRATIONS.apply(db, stop_before=["m008_tally_insertions_by_code"])
+    gnn, mp, _ = world(db)
+    poll(db, gnn, [paper(1), paper(2)])
+    with write(db):  # rows as a release before schema 8 wrote them: its trigger counted them
+        db.execute("""INSERT INTO outbox (subscriber_id, arxiv_id, keyword_ids, status, attempts,
+                      created_at) SELECT subscriber_id, '2611.00001', json_array(?), 'pending',
+                      0, ? FROM subscriptions WHERE keyword_id = ?""", [gnn.id, NOW.isoformat(),
+                                                                         gnn.id])
+        db.execute("UPDATE outbox_tally SET n = n + 7")  # a drift, say from a hand-made row
+    assert outbox.counts(db) != counted(db)
+
+    migrate(db, path)
+    assert "outbox_tally_insert" not in {r["name"] for r in db.query(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert outbox.counts(db) == counted(db) == {("telegram", "pending"): 60}
+    poll(db, mp, [paper(2), paper(4)])
+    outbox.release(db, NOW, lambda _sub: NOW)
+    assert outbox.counts(db) == counted(db) == {("telegram", "pending"): 60 + 60 + 20}
