@@ -301,6 +301,20 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = "http://localhost:8080"
+    signup: bool = False  # /subscribe and /preferences: email readers serve themselves
+    signup_mails_per_address: int = 3  # confirmation mails to one address per day
+    signup_per_client: int = 20  # sign-ups from one client address per hour
+    signup_max_keywords: int = 50  # keywords one address may follow through the pages
+
+    def problems(self, email: EmailConfig) -> typing.Iterator[str]:
+        yield from _url("web.public_url", self.public_url)
+        yield from _range("web.port", self.port, 0, 65535)
+        yield from _range("web.signup_mails_per_address", self.signup_mails_per_address, 1, 1000)
+        yield from _range("web.signup_per_client", self.signup_per_client, 1, 100_000)
+        yield from _range("web.signup_max_keywords", self.signup_max_keywords, 1, 10_000)
+        if self.signup and not email.host:
+            yield ("'web.signup' needs email on: set [email] host (and sender), the sign-up "
+                   "page sends its confirmation links by mail")
 
 
 NOT_A_KEY = types.MappingProxyType({"key": False})  # a Config field that config.toml cannot set
@@ -478,8 +492,7 @@ def _problems(cfg: Config) -> typing.Iterator[str]:
         yield "'arxiv.contact' must be an email address (arXiv asks for one in the User-Agent)"
     yield from _range("digest.abstract_chars", cfg.digest.abstract_chars, 0, 100_000)
     yield from _range("digest.max_bytes", cfg.digest.max_bytes, 10_000, 100_000_000)
-    yield from _url("web.public_url", cfg.web.public_url)
-    yield from _range("web.port", cfg.web.port, 0, 65535)
+    yield from cfg.web.problems(cfg.email)
     for name, section in cfg.channel_sections().items():
         yield from section.problems(name)
     yield from _keyword_problems(cfg)

@@ -44,6 +44,7 @@ WINDOW = 60.0  # max_per_minute is counted over a sliding minute
 MORE_URL = "https://arxiv.org/search/?query={q}&searchtype=all&order=-announced_date_first"
 
 UnsubscribeLinks = Callable[[str, str | None], str]  # (address, keyword display | None) → URL
+ManageLink = Callable[[str], str]  # address → its preferences page (with [web] signup on)
 
 
 @dataclass(frozen=True)
@@ -167,11 +168,13 @@ class EmailRenderer:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
 
-    def render(self, address: str, rows: Sequence[OutboxRow], links: UnsubscribeLinks) -> Rendered:
+    def render(self, address: str, rows: Sequence[OutboxRow], links: UnsubscribeLinks,
+               manage: ManageLink | None = None) -> Rendered:
         sections = sections_of(rows, lambda kw: links(address, kw))
         subject = subject_of(rows, sections)
         context = {"address": address, "subject": subject, "heading": _heading(len(rows), address),
                    "unsubscribe_all": links(address, None),
+                   "manage": manage(address) if manage else "",
                    "keywords": keyword_order(rows)}
         self._fit(sections, context, len(rows))
         context["sections"] = sections
@@ -247,20 +250,30 @@ def build_message(settings: SmtpSettings, sub: Subscriber, rows: Sequence[Outbox
 
 
 def note_message(settings: SmtpSettings, sub: Subscriber, subject: str, text: str,
-                 unsubscribe_all: str, now: datetime) -> EmailMessage:
+                 unsubscribe_all: str, now: datetime, manage: str = "") -> EmailMessage:
     """A one-off plain-text note (e.g. arXiv refused a keyword)."""
-    domain = domain_of(settings.sender)
-    msg = EmailMessage()
-    msg["From"] = settings.sender
-    msg["To"] = sub.address
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(now.astimezone(UTC))
-    msg["Message-ID"] = f"<daily-papers.note.{time.time_ns()}.{sub.id}@{domain}>"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["List-Id"] = f"Daily Papers <daily-papers.{domain}>"
+    msg = plain_message(settings, sub.address, subject, now)
+    msg["List-Id"] = f"Daily Papers <daily-papers.{domain_of(settings.sender)}>"
     msg["List-Unsubscribe"] = f"<{unsubscribe_all}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(f"{text}\n\n--\nUnsubscribe from everything: {unsubscribe_all}\n")
+    footer = f"Unsubscribe from everything: {unsubscribe_all}\n"
+    if manage:
+        footer += f"Manage your subscription: {manage}\n"
+    msg.set_content(f"{text}\n\n--\n{footer}")
+    return msg
+
+
+def plain_message(settings: SmtpSettings, address: str, subject: str,
+                  now: datetime) -> EmailMessage:
+    """The headers of a one-off mail; the caller sets the content. Alone (no list headers) it
+    is what someone who is not subscribed gets: the sign-up confirmation."""
+    msg = EmailMessage()
+    msg["From"] = settings.sender
+    msg["To"] = address
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now.astimezone(UTC))
+    msg["Message-ID"] = f"<daily-papers.note.{time.time_ns()}@{domain_of(settings.sender)}>"
+    msg["Auto-Submitted"] = "auto-generated"
     return msg
 
 
@@ -413,6 +426,7 @@ class EmailNotifier(Notifier):
                  tls_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
         self.links = links  # set by the email face once the unsubscribe key is known
+        self.manage: ManageLink | None = None  # the preferences page, with [web] signup on
         self.now = now
         self.limits = Limits(max_chars=HTML_MAX_BYTES, overall_rate=settings.max_per_minute / 60,
                              rate_window=WINDOW, max_in_flight=settings.max_in_flight)
@@ -438,7 +452,7 @@ class EmailNotifier(Notifier):
     def pack(self, subscriber: Subscriber, rows: Sequence[OutboxRow]) -> list[Message]:
         """Always one message: papers beyond the HTML budget are summed up, and count as sent."""
         links = self._links()
-        rendered = self.renderer.render(subscriber.address, rows, links)
+        rendered = self.renderer.render(subscriber.address, rows, links, self.manage)
         msg = build_message(self.settings, subscriber, rows, rendered,
                             links(subscriber.address, None), self.now())
         return [Message(rows=tuple(rows), payload=msg)]
@@ -448,12 +462,21 @@ class EmailNotifier(Notifier):
 
     async def tell(self, subscriber: Subscriber, subject: str, text: str) -> Delivery:
         """A one-off note outside the outbox; best effort."""
+        manage = self.manage(subscriber.address) if self.manage else ""
         msg = note_message(self.settings, subscriber, subject, text,
-                           self._links()(subscriber.address, None), self.now())
+                           self._links()(subscriber.address, None), self.now(), manage)
         return await self.deliver(subscriber, msg)
 
-    async def deliver(self, subscriber: Subscriber, msg: EmailMessage) -> Delivery:
-        await self._pacer.turn(subscriber.address)
+    async def mail(self, address: str, subject: str, text: str) -> Delivery:
+        """A plain mail to someone not subscribed (the sign-up confirmation); best effort."""
+        msg = plain_message(self.settings, address, subject, self.now())
+        msg.set_content(text)
+        return await self.deliver(Subscriber(0, self.channel, address), msg, priority=True)
+
+    async def deliver(self, subscriber: Subscriber, msg: EmailMessage, *,
+                      priority: bool = False) -> Delivery:
+        """`priority`: a mail someone is waiting for (a sign-up link), never behind a send-out."""
+        await self._pacer.turn(subscriber.address, priority=priority)
         if self._pool is None:
             self._pool = _Pool(self.settings, self._tls or tls_context_for(self.settings.ca_file))
         try:

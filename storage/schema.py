@@ -172,5 +172,20 @@ def _count_outbox(db: Database) -> None:
                   JOIN subscribers b ON b.id = o.subscriber_id GROUP BY b.channel, o.status""")
 
 
+@MIGRATIONS()
+def m009_signups(db: Database) -> None:
+    """Sign-ups from the web page waiting for their mailed link (double opt-in), kept two days
+    past expiry: they also count confirmation mails per address and sign-ups per client."""
+    db.table("signups").create(
+        {"id": int, "address": str, "address_key": str, "keywords": str, "digest": str,
+         "timezone": str, "client": str, "mailed": int, "created_at": str,
+         "confirmed_at": str},
+        pk="id", not_null={"address", "address_key", "keywords", "client", "created_at"},
+        defaults={"mailed": 0},
+    )
+    db.table("signups").create_index(["address_key", "created_at"])
+    db.table("signups").create_index(["client", "created_at"])
+
+
 def known_names() -> set[str]:
     return {m.name for m in MIGRATIONS._migrations}

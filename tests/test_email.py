@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from bot.config import AddressError, ConfigError, EmailConfig, WebConfig, normalize_address
 from bot.faces.email import EmailFace, public_url_warning
+from bot.faces.signup_tokens import SignupTokens
 from bot.faces.unsubscribe import Claim, InvalidToken, Signer, UnsubscribePage
 from bot.fetch.keywords import parse_keyword
 from notifiers.email import HTML_MAX_BYTES, EmailNotifier, SmtpSettings, message_id
@@ -52,8 +53,12 @@ def links(signer: Signer):
 
 
 def notifier(signer: Signer | None = None) -> EmailNotifier:
-    return EmailNotifier(SmtpSettings(host="smtp.example.org", sender=SENDER),
-                         links=links(signer or Signer(SECRET)), now=lambda: NOW)
+    """With [web] signup on: every mail also links the reader's preferences page."""
+    signer = signer or Signer(SECRET)
+    n = EmailNotifier(SmtpSettings(host="smtp.example.org", sender=SENDER),
+                      links=links(signer), now=lambda: NOW)
+    n.manage = SignupTokens(signer, PUBLIC).preferences_url
+    return n
 
 
 def seed_papers() -> list[Paper]:

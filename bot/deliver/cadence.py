@@ -126,6 +126,11 @@ def _zones() -> tuple[str, ...]:
                         if "/" in z and not z.startswith(("Etc/", "SystemV/"))))
 
 
+def zone_names() -> tuple[str, ...]:
+    """The zones a form offers to pick from (places, sorted)."""
+    return _zones()
+
+
 def is_zone(name: str) -> bool:
     """An exact IANA name zoneinfo knows."""
     if not isinstance(name, str) or not name or name != name.strip():

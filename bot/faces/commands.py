@@ -142,7 +142,8 @@ def _check_room(db: Database, sub: Subscriber, known: Keyword | None, limit: int
     if known is not None and any(k.id == known.id for k, _ in sub_repo.subscriptions(db, sub.id)):
         return  # already subscribed: no new room needed
     if sub_repo.count(db, sub.id) >= limit:
-        raise CommandError(f"This chat already follows {limit} keywords, the most allowed. "
+        who = "This address" if sub.channel == "email" else "This chat"
+        raise CommandError(f"{who} already follows {limit} keywords, the most allowed. "
                            "Unsubscribe from one first.")
 
 
@@ -184,6 +185,32 @@ def help_text() -> str:
         "A keyword is a phrase searched in titles and abstracts (leave words out with a minus: "
         f"{EXAMPLE} -surveillance), or arXiv query syntax, e.g. ti:transformer AND cat:cs.CV."
     )
+
+
+async def first_look(app: App, kw: Keyword) -> Reply:
+    """The new keyword's baseline poll through the arXiv gate's priority lane."""
+    try:
+        outcome = await app.poll_now(kw)
+    except ArxivRejected as exc:
+        await app.store.call(kw_repo.record_rejected, kw.id, exc.message, app.now())
+        return Reply(f"arXiv refused '{kw.display}': {exc.message}. It will not be polled; "
+                     "unsubscribe and try a different wording.")
+    except ArxivUnavailable as exc:
+        return Reply(f"arXiv did not answer the first look for '{kw.display}' "
+                     f"({exc.reason}). The next regular poll tries again.")
+    except ArxivError as exc:
+        return Reply(f"arXiv's answer for '{kw.display}' was unusable ({exc}). "
+                     "The next regular poll tries again.")
+    except sqlite3.Error as exc:
+        app.store_faults.failed("commands", f"first look not saved, the store refused: {exc}")
+        return Reply(f"The first look for '{kw.display}' could not be saved. The next "
+                     "regular poll tries again.")
+    if outcome.waiting_confirmation:
+        return Reply(f"arXiv has no papers for '{kw.display}' yet. New ones will arrive here.")
+    papers = await app.store.call(paper_repo.window, kw.id, FIRST_LOOK_COUNT)
+    if not papers:
+        return Reply(f"arXiv has no papers for '{kw.display}' yet. New ones will arrive here.")
+    return Reply(f"First look done for '{kw.display}'. The newest papers:", papers)
 
 
 class Commands:
@@ -262,38 +289,12 @@ class Commands:
         if result.new_subscription and fresh:
             return Reply(f"Subscribed to {what}. A first look at arXiv is under way: its newest "
                          "papers follow in a moment.",
-                         followup=self._first_look(kw), announce=announce)
+                         followup=first_look(self.app, kw), announce=announce)
         papers = await self.app.store.call(paper_repo.window, kw.id, FIRST_LOOK_COUNT)
         head = "Subscribed to" if result.new_subscription else "Already subscribed to"
         tail = "Its newest papers:" if papers else "No papers are stored for it yet."
         return Reply(f"{head} {what}. New papers will arrive here. {tail}", papers,
                      announce=announce)
-
-    async def _first_look(self, kw: Keyword) -> Reply:
-        """The new keyword's baseline poll through the arXiv gate's priority lane."""
-        try:
-            outcome = await self.app.poll_now(kw)
-        except ArxivRejected as exc:
-            await self.app.store.call(kw_repo.record_rejected, kw.id, exc.message, self.app.now())
-            return Reply(f"arXiv refused '{kw.display}': {exc.message}. It will not be polled; "
-                         "unsubscribe and try a different wording.")
-        except ArxivUnavailable as exc:
-            return Reply(f"arXiv did not answer the first look for '{kw.display}' "
-                         f"({exc.reason}). The next regular poll tries again.")
-        except ArxivError as exc:
-            return Reply(f"arXiv's answer for '{kw.display}' was unusable ({exc}). "
-                         "The next regular poll tries again.")
-        except sqlite3.Error as exc:
-            self.app.store_faults.failed("commands", f"first look not saved, the store refused: "
-                                                     f"{exc}")
-            return Reply(f"The first look for '{kw.display}' could not be saved. The next "
-                         "regular poll tries again.")
-        if outcome.waiting_confirmation:
-            return Reply(f"arXiv has no papers for '{kw.display}' yet. New ones will arrive here.")
-        papers = await self.app.store.call(paper_repo.window, kw.id, FIRST_LOOK_COUNT)
-        if not papers:
-            return Reply(f"arXiv has no papers for '{kw.display}' yet. New ones will arrive here.")
-        return Reply(f"First look done for '{kw.display}'. The newest papers:", papers)
 
     async def _unsubscribe(self, chat: Chat, arg: str) -> Reply:
         if not arg:

@@ -1,5 +1,5 @@
-"""The email face: the SMTP notifier (deliver stage) and its unsubscribe routes on the web
-server."""
+"""The email face: the SMTP notifier (deliver stage) and its pages on the web server (unsubscribe;
+with [web] signup the sign-up and preferences pages)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from aiohttp import web
 
 from bot.app import App
 from bot.config import ConfigError, EmailConfig, WebConfig
+from bot.faces.preferences import PreferencesPage
+from bot.faces.signup import SignupPages
+from bot.faces.signup_tokens import SignupTokens
 from bot.faces.unsubscribe import Signer, UnsubscribePage, unsubscribe_url
 from notifiers.base import Outcome
 from notifiers.email import EmailNotifier, SmtpSettings
@@ -61,6 +64,8 @@ class EmailFace:
         self._app: App | None = None
         self._signer: Signer | None = None
         self._page = UnsubscribePage(self._store, lambda: self._signer, self._now)
+        self.signup = SignupPages(web, self.notifier) if web.signup else None
+        self.preferences = PreferencesPage(self.signup) if self.signup else None
 
     def _store(self) -> AsyncStore | None:
         return self._app.store if self._app else None
@@ -76,15 +81,23 @@ class EmailFace:
         return unsubscribe_url(self.web.public_url, token)
 
     def routes(self) -> list[web.RouteDef]:
-        return self._page.routes()
+        if self.signup is None or self.preferences is None:
+            return self._page.routes()
+        return [*self._page.routes(), *self.signup.routes(), *self.preferences.routes()]
 
     async def start(self, app: App) -> None:
         self._app = app
         self._signer = Signer(app.unsubscribe_secret)
         self.notifier.links = self.link
         self.notifier.now = app.now
+        if self.signup is not None:
+            tokens = SignupTokens(self._signer, self.web.public_url)
+            self.signup.start(app, tokens)
+            self.notifier.manage = tokens.preferences_url
 
     async def stop(self) -> None:
+        if self.signup is not None:
+            await self.signup.stop()
         await self.notifier.close()
 
     async def tell(self, sub: Subscriber, text: str) -> None:

@@ -53,38 +53,52 @@ def _unb64(text: str) -> bytes:
 
 
 class Signer:
-    """Makes and checks unsubscribe tokens with the key `App.unsubscribe_secret`."""
+    """Makes and checks signed tokens with the key `App.unsubscribe_secret`: unsubscribe tokens
+    here, and (under their own domains) the sign-up and preferences tokens."""
 
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("the unsubscribe key is empty")
         self._key = hashlib.sha256(secret.encode("utf-8")).digest()
 
-    def _mac(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, _DOMAIN + payload.encode("ascii"), "sha256").digest())
+    def _mac(self, payload: str, domain: bytes) -> str:
+        return _b64(hmac.new(self._key, domain + payload.encode("ascii"), "sha256").digest())
+
+    def fingerprint(self, text: str, domain: bytes) -> str:
+        """A keyed hash that names `text` without revealing it (a client address in the store)."""
+        return self._mac(_b64(text.encode()), domain)
+
+    def seal(self, address: str, scope: str, domain: bytes = _DOMAIN) -> str:
+        """URL-safe text: base64url(address, scope) "." base64url(HMAC-SHA256), the MAC bound
+        to `domain` so a token of one use is worthless for another."""
+        payload = _b64(f"{address}\n{scope}".encode())
+        return f"{payload}.{self._mac(payload, domain)}"
+
+    def open(self, token: str, domain: bytes = _DOMAIN) -> tuple[str, str]:
+        """(address, scope) of an authentic token; the MAC is compared in constant time, first."""
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise InvalidToken("missing or malformed token")
+        payload, dot, mac = token.partition(".")
+        if not dot or not hmac.compare_digest(mac.encode("ascii"),
+                                              self._mac(payload, domain).encode("ascii")):
+            raise InvalidToken("signature does not match")
+        try:
+            address, scope = _unb64(payload).decode("utf-8").split("\n")
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise InvalidToken("unreadable payload") from None
+        return address, scope
 
     def token(self, address: str, keyword: str | None = None) -> str:
-        """URL-safe text: base64url(address, scope) "." base64url(HMAC-SHA256)."""
-        scope = _ALL if keyword is None else _ONE + keyword
-        payload = _b64(f"{address}\n{scope}".encode())
-        return f"{payload}.{self._mac(payload)}"
+        """An unsubscribe token for everything (None) or one keyword's canonical form."""
+        return self.seal(address, _ALL if keyword is None else _ONE + keyword)
 
     def keyword_token(self, address: str, display: str) -> str:
         """The per-keyword token from a keyword's display text (what outbox rows carry)."""
         return self.token(address, canonical_of(display))
 
     def verify(self, token: str) -> Claim:
-        """The claim of an authentic token; the MAC is compared in constant time, first."""
-        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
-            raise InvalidToken("missing or malformed token")
-        payload, dot, mac = token.partition(".")
-        if not dot or not hmac.compare_digest(mac.encode("ascii"),
-                                              self._mac(payload).encode("ascii")):
-            raise InvalidToken("signature does not match")
-        try:
-            address, scope = _unb64(payload).decode("utf-8").split("\n")
-        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-            raise InvalidToken("unreadable payload") from None
+        """The claim of an authentic unsubscribe token."""
+        address, scope = self.open(token)
         if scope == _ALL:
             return Claim(address)
         if scope.startswith(_ONE) and len(scope) > len(_ONE):
