@@ -17,9 +17,14 @@ from bot.deliver.cadence import SettingError
 from bot.faces import pages
 from bot.faces.commands import CommandError, unsubscribe_address
 from bot.faces.settings import change_settings, settings_of
-from bot.faces.signup import CHANNEL, STARTING, Ready, SignupPages, subscribe_reader
+from bot.faces.signup import (
+    CHANNEL,
+    Ready,
+    SignupPages,
+    checked,
+    subscribe_reader,
+)
 from bot.faces.signup_form import FormProblems, cadence_fields, field, read_cadence, read_zone
-from bot.faces.unsubscribe import InvalidToken
 from storage import subscribers as sub_repo
 from storage.database import write
 from storage.records import Keyword, Subscriber
@@ -95,23 +100,10 @@ class PreferencesPage:
         return [web.get("/preferences", self.get, allow_head=False),
                 web.post("/preferences", self.post)]
 
-    def _ready_now(self) -> Ready:
-        ready = self.signup.ready
-        if ready is None:
-            raise web.HTTPServiceUnavailable(text=STARTING)
-        return ready
-
-    def _address(self, ready: Ready, token: str) -> str | None:
-        try:
-            return ready.tokens.open_preferences(token)
-        except InvalidToken as exc:
-            log.info("preferences refused: %s", exc)
-            return None
-
     async def get(self, request: web.Request) -> web.Response:
-        ready = self._ready_now()
+        ready = self.signup.ready_now()
         token = request.query.get("t", "")
-        address = self._address(ready, token)
+        address = checked(ready.tokens.open_preferences, token, "preferences")
         if address is None:
             return self._page("invalid", status=400)
         notice = NOTICES.get(request.query.get("done", ""), "")
@@ -136,10 +128,10 @@ class PreferencesPage:
                           **values)
 
     async def post(self, request: web.Request) -> web.Response:
-        ready = self._ready_now()
+        ready = self.signup.ready_now()
         form = await request.post()
         token = request.query.get("t", "") or field(form, "t")
-        address = self._address(ready, token)
+        address = checked(ready.tokens.open_preferences, token, "preferences")
         if address is None:
             return self._page("invalid", status=400)
         if not ready.tokens.form_ok(address, field(form, "csrf"), ready.app.now()):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -27,6 +27,7 @@ from bot.faces.settings import change_settings
 from bot.faces.signup_form import (
     HONEYPOT,
     FormProblems,
+    cadence_fields,
     field,
     filled_honeypot,
     read_signup,
@@ -56,6 +57,18 @@ class Ready:
 
     app: App
     tokens: SignupTokens
+
+
+T = TypeVar("T")
+
+
+def checked(open_token: Callable[[str], T], token: str, what: str) -> T | None:
+    """What an authentic token names, or None (logged without the token: 400 for the caller)."""
+    try:
+        return open_token(token)
+    except InvalidToken as exc:
+        log.info("%s refused: %s", what, exc)
+        return None
 
 
 def delivery_of(cfg: Config, digest: str | None, zone: str | None) -> str:
@@ -109,10 +122,8 @@ def subscribe_reader(store: Store, cfg: Config, address: str, text: str,
 
 def blank(cfg: Config) -> dict[str, str]:
     """The sign-up form's first values: the email channel's default cadence."""
-    cadence = parse_cadence(cfg.email.digest_time)
-    kind = "daily" if cadence.instant else cadence.kind
-    return {"address": "", "keywords": "", "cadence": kind,
-            "time": "08:00" if cadence.instant else cadence.hhmm, "day": "mon", "timezone": ""}
+    fields = cadence_fields(parse_cadence(cfg.email.digest_time))
+    return {"address": "", "keywords": "", **fields, "timezone": ""}
 
 
 class SignupPages:
@@ -144,7 +155,8 @@ class SignupPages:
                 web.get("/subscribe/confirm", self.ask, allow_head=False),
                 web.post("/subscribe/confirm", self.confirm)]
 
-    def _ready_now(self) -> Ready:
+    def ready_now(self) -> Ready:
+        """The daemon's context; before the face started, 503."""
         if self._ready is None:
             raise web.HTTPServiceUnavailable(text=STARTING)
         return self._ready
@@ -157,7 +169,7 @@ class SignupPages:
     # -- the form ------------------------------------------------------------------------------
 
     async def form(self, request: web.Request) -> web.Response:
-        ready = self._ready_now()
+        ready = self.ready_now()
         return self._form_page(blank(ready.app.cfg))
 
     def _form_page(self, values: dict[str, str], problems: list[str] | None = None,
@@ -166,7 +178,7 @@ class SignupPages:
                           v=values, problems=problems or [], notice="", honeypot=HONEYPOT)
 
     async def submit(self, request: web.Request) -> web.Response:
-        ready = self._ready_now()
+        ready = self.ready_now()
         form = await request.post()
         sent = pages.page("subscribe.html.j2", title="Check your inbox", state="sent",
                           address=field(form, "address").strip()[:254], problems=[], notice="")
@@ -212,17 +224,10 @@ class SignupPages:
 
     # -- the mailed link -------------------------------------------------------------------------
 
-    def _opened(self, ready: Ready, token: str) -> tuple[str, int] | None:
-        try:
-            return ready.tokens.open_confirm(token)
-        except InvalidToken as exc:
-            log.info("sign-up confirmation refused: %s", exc)
-            return None
-
     async def ask(self, request: web.Request) -> web.Response:
-        ready = self._ready_now()
+        ready = self.ready_now()
         token = request.query.get("t", "")
-        opened = self._opened(ready, token)
+        opened = checked(ready.tokens.open_confirm, token, "sign-up confirmation")
         if opened is None:
             return self._confirm_page("invalid", 400)
         address, signup_id = opened
@@ -248,9 +253,9 @@ class SignupPages:
         return pages.see_other(f"../preferences?t={token}&done=welcome")
 
     async def confirm(self, request: web.Request) -> web.Response:
-        ready = self._ready_now()
+        ready = self.ready_now()
         token = request.query.get("t", "") or field(await request.post(), "t")
-        opened = self._opened(ready, token)
+        opened = checked(ready.tokens.open_confirm, token, "sign-up confirmation")
         if opened is None:
             return self._confirm_page("invalid", 400)
         address, signup_id = opened
@@ -275,7 +280,3 @@ class SignupPages:
             log.debug("email reader's first look: %s", reply.text)
 
         self._spawn(look())
-
-    @property
-    def ready(self) -> Ready | None:
-        return self._ready
