@@ -5,6 +5,7 @@ routes on a local server; its notifier mails the fake SMTP server; the store is 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from bot.config import ConfigError, EmailConfig, WebConfig, load_config
 from bot.faces.email import EmailFace
@@ -37,6 +40,7 @@ from tests.signup_site import (
     shown,
     without_nonce,
 )
+from tests.test_bad_input import TEXT, check_store
 
 
 @pytest.fixture
@@ -162,7 +166,8 @@ async def test_the_honeypot_answers_like_a_sign_up_and_does_nothing(site: Site) 
     ({"keywords": 'ok keyword\nunbalanced "quote'}, "Keyword 'unbalanced \"quote'"),
     ({"cadence": "weekly", "day": "someday"}, "'someday' is not a day"),
     ({"time": "25:00"}, "'25:00' is not a time of day"),
-    ({"cadence": "hourly"}, "'hourly' is not a cadence"),
+    ({"cadence": "hourly"}, "choose as soon as they are found"),
+    ({"cadence": "default"}, "choose as soon as they are found"),
     ({"timezone": "Europe/Berln"}, "Did you mean Europe/Berlin,"),
 ])
 async def test_bad_input_gets_the_form_back_with_the_problem_and_nothing_happens(
@@ -407,3 +412,75 @@ def test_sign_up_rows_are_pruned_after_four_days(tmp_path: Path) -> None:
     signups.admit(store.db, req, limits, now + timedelta(days=4, seconds=1))
     assert store.db.table("signups").count == 1
     store.close()
+
+
+# --- generated bad input (the chat fuzz's texts) -------------------------------------------------
+
+FORMS = 400
+
+
+def browser_text(text: str) -> str:
+    """What a browser sends for a string with lone surrogates: U+FFFD in their place."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+VALID = {"address": ["a@example.org", READER], "keywords": [KEYWORD, "x y\nvision model"],
+         "cadence": ["instant", "daily", "weekly"], "time": ["08:00", "23:59"],
+         "day": ["mon", "sun"], "timezone": ["", "Europe/Berlin", "Berlin"],
+         "keyword": [KEYWORD, "graph neural networks", "vision model"],
+         "action": ["add", "remove", "settings"]}
+
+
+@st.composite
+def forms(draw: st.DrawFn) -> dict[str, str]:
+    """A right form with none, one or two fields wrong: the wrong one is what is answered."""
+    form = {name: draw(st.sampled_from(good)) for name, good in VALID.items()}
+    for name in draw(st.lists(st.sampled_from(sorted(VALID)), max_size=2, unique=True)):
+        form[name] = draw(TEXT)
+    return form
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+def test_generated_forms_are_answered_and_change_nothing_unconfirmed(
+        tmp_path: Path) -> None:
+    """Sign-up and preferences forms filled with the chat fuzz's texts: every one is answered
+    with a page (no 500), a sign-up subscribes nobody, and the store stays valid."""
+    with asyncio.Runner() as runner:
+        context = open_site(tmp_path, Clock())
+        site = runner.run(context.__aenter__())
+        site.app.cfg.web.signup_per_client = 100_000
+        try:
+            preferences = runner.run(subscribed_site(site))[0]
+            answered: dict[tuple[str, int], int] = {}
+
+            @settings(max_examples=FORMS, deadline=None, database=None,
+                      phases=(Phase.explicit, Phase.generate),
+                      suppress_health_check=list(HealthCheck))
+            @given(forms(), st.booleans())
+            def post(form: dict[str, str], signup: bool) -> None:
+                async def run() -> None:
+                    data = {k: browser_text(v) for k, v in form.items()}
+                    if signup:
+                        answer = await site.post("subscribe", {**data, "website": ""})
+                        assert answer.status in (200, 400), (data, answer.status)
+                    else:
+                        page = (await site.get(preferences)).text
+                        fields = {**form_of(page, "add"), **data}
+                        answer = await site.post(preferences, fields)
+                        assert answer.status in (303, 400), (fields, answer.status)
+                    key = ("subscribe" if signup else "preferences", answer.status)
+                    answered[key] = answered.get(key, 0) + 1
+                    assert "</html>" in answer.text or answer.status == 303
+                    followed = await site.followed()
+                    others = await site.app.store.run(lambda s: s.db.execute(
+                        "SELECT count(*) FROM subscribers WHERE address != ?",
+                        [READER]).fetchone()[0])
+                    assert others == 0 and len(followed) <= 50
+                    await site.app.store.run(check_store)
+
+                runner.run(run())
+
+            post()
+            print(f"\ngenerated forms: {FORMS}, answers by status: {answered}")
+        finally:
+            runner.run(context.__aexit__(None, None, None))

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.config import AddressError, normalize_address
-from bot.deliver.cadence import WEEKDAYS, Cadence, SettingError, shown
+from bot.deliver.cadence import WEEKDAYS, Cadence, SettingError, parse_cadence, shown
 from bot.faces.commands import CommandError, parse_or_refuse
-from bot.faces.settings import clean_digest, clean_zone
+from bot.faces.settings import clean_zone
 
 KINDS = ("instant", "daily", "weekly")
 DEFAULT_TIME = "08:00"
@@ -49,7 +49,7 @@ def read_address(form: Mapping[str, object]) -> str:
     try:
         return normalize_address(field(form, "address"))
     except AddressError as exc:
-        raise FormProblems([f"Email address: {exc.message}."]) from None
+        raise FormProblems([f"Email address: {exc.message.rstrip('.')}."]) from None
 
 
 def read_keywords(text: str, limit: int) -> tuple[str, ...]:
@@ -66,7 +66,7 @@ def read_keywords(text: str, limit: int) -> tuple[str, ...]:
         try:
             parsed = parse_or_refuse(line)
         except CommandError as exc:
-            problems.append(f"Keyword '{line[:80]}': {exc.message}")
+            problems.append(f"Keyword '{shown(line)}': {exc.message}")
             continue
         seen.setdefault(parsed.canonical, parsed.display)
     if problems:
@@ -78,16 +78,17 @@ def read_cadence(form: Mapping[str, object]) -> str:
     """The three controls (kind, time, day) as one cadence text, checked; raises FormProblems."""
     kind = field(form, "cadence")
     time = field(form, "time").strip() or DEFAULT_TIME
-    if kind in ("daily", "weekly") and len(time.split()) != 1:
+    if kind not in KINDS:
+        raise FormProblems(["Delivery: choose as soon as they are found, one digest a day or "
+                            "one a week."])
+    if kind != "instant" and len(time.split()) != 1:
         raise FormProblems([f"Delivery: '{shown(time)}' is not a time of day like 08:00."])
     typed = {"instant": "instant", "daily": f"daily {time}",
-             "weekly": f"weekly {field(form, 'day')} {time}"}.get(kind, kind or "?")
+             "weekly": f"weekly {field(form, 'day')} {time}"}[kind]
     try:
-        digest = clean_digest(typed)
+        return str(parse_cadence(typed))
     except SettingError as exc:
         raise FormProblems([f"Delivery: {exc.message}"]) from None
-    assert digest is not None  # "default" is not one of the choices
-    return digest
 
 
 def read_zone(form: Mapping[str, object]) -> str | None:
