@@ -67,9 +67,9 @@ class AddressError(ValueError):
     """Not an address of its channel; `message` says what is wrong, after what was given
     (an option, a config key, a chat command)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -139,11 +139,33 @@ class TelegramConfig(ChannelConfig):
 
 
 @dataclass
-class SlackChannel:
-    channel: str = ""
+class Listed:
+    """A recipient config.toml lists itself: its keywords and, if it chose them, its own
+    cadence and zone ("" leaves them to the reader's later choice and the section's default)."""
+
     keywords: list[str] = field(default_factory=list)
     digest: str = ""
     timezone: str = ""
+
+    def recipient(self, where: str, address_key: str) -> Recipient:
+        return Recipient(where, address_key, getattr(self, address_key), self.keywords,
+                         self.digest, self.timezone)
+
+
+@dataclass
+class SlackChannel(Listed):
+    channel: str = ""  # a channel ID
+
+
+@dataclass
+class EmailSubscriber(Listed):
+    address: str = ""
+
+
+@dataclass
+class AppriseTarget(Listed):
+    name: str = ""  # how status and logs name it: the subscriber's address
+    url_env: str = ""  # the environment variable holding the apprise URL (it carries credentials)
 
 
 @dataclass
@@ -164,22 +186,13 @@ class SlackConfig(ChannelConfig):
         return text
 
     def recipients(self) -> list[Recipient]:
-        return [Recipient(f"channels[{i}]", "channel", ch.channel, ch.keywords, ch.digest,
-                          ch.timezone) for i, ch in enumerate(self.channels)]
+        return [ch.recipient(f"channels[{i}]", "channel") for i, ch in enumerate(self.channels)]
 
     def problems(self, section: str) -> typing.Iterator[str]:
         yield from super().problems(section)
         yield from _url(f"{section}.api_url", self.api_url)
         for i, ch in enumerate(self.allowed_channels):
             yield from _address(self, f"{section}.allowed_channels[{i}]", ch)
-
-
-@dataclass
-class EmailSubscriber:
-    address: str = ""
-    keywords: list[str] = field(default_factory=list)
-    digest: str = ""
-    timezone: str = ""
 
 
 @dataclass
@@ -207,8 +220,8 @@ class EmailConfig(ChannelConfig):
             raise AddressError(f"{candidate!r} is not a usable email address: {exc}") from None
 
     def recipients(self) -> list[Recipient]:
-        return [Recipient(f"subscribers[{i}]", "address", sub.address, sub.keywords, sub.digest,
-                          sub.timezone) for i, sub in enumerate(self.subscribers)]
+        return [sub.recipient(f"subscribers[{i}]", "address")
+                for i, sub in enumerate(self.subscribers)]
 
     def from_address(self) -> str:
         """The From header: `sender`, else a `username` that is an address; raises
@@ -244,15 +257,6 @@ class EmailConfig(ChannelConfig):
 
 
 @dataclass
-class AppriseTarget:
-    name: str = ""  # how status and logs name it: the subscriber's address
-    url_env: str = ""  # the environment variable holding the apprise URL (it carries credentials)
-    keywords: list[str] = field(default_factory=list)
-    digest: str = ""  # this target's own cadence; "" is the section's digest_time
-    timezone: str = ""
-
-
-@dataclass
 class AppriseConfig(ChannelConfig):
     """Targets of the apprise library (Discord, Matrix, Teams, ntfy, JSON webhooks, …); each
     is one subscriber, named in config.toml, its URL read from the environment only."""
@@ -268,8 +272,7 @@ class AppriseConfig(ChannelConfig):
         return text
 
     def recipients(self) -> list[Recipient]:
-        return [Recipient(f"targets[{i}]", "name", t.name, t.keywords, t.digest, t.timezone)
-                for i, t in enumerate(self.targets)]
+        return [t.recipient(f"targets[{i}]", "name") for i, t in enumerate(self.targets)]
 
     def urls(self, env: typing.Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """(name → URL of each target whose variable holds one, name → why another is skipped)."""

@@ -204,9 +204,9 @@ async def test_the_registry_builds_each_target_with_its_url_redacted(
     monkeypatch.setenv("LAB_APPRISE_URL", url)
     monkeypatch.delenv("OFF_APPRISE_URL", raising=False)
     monkeypatch.setenv("TYPO_APPRISE_URL", "https//discord.com/api/webhooks/1/x")
-    cfg = Config(apprise=AppriseConfig(targets=[AppriseTarget("lab", "LAB_APPRISE_URL"),
-                                                AppriseTarget("off", "OFF_APPRISE_URL"),
-                                                AppriseTarget("typo", "TYPO_APPRISE_URL")]))
+    cfg = Config(apprise=AppriseConfig(targets=[AppriseTarget(name="lab", url_env="LAB_APPRISE_URL"),
+                                                AppriseTarget(name="off", url_env="OFF_APPRISE_URL"),
+                                                AppriseTarget(name="typo", url_env="TYPO_APPRISE_URL")]))
     assert [c.name for c in channels.switched_on(cfg, Secrets())] == ["apprise"]
     face = channels.named("apprise").build(cfg, Secrets())
     assert isinstance(face.notifier, AppriseNotifier)
@@ -248,10 +248,10 @@ async def test_a_target_s_own_digest_holds_its_papers_for_the_delivery_clock(
         arxiv=ArxivConfig(api_url=fake_arxiv.url, keywords=[], request_interval=0.02),
         storage=StorageConfig(tmp_path / "papers.db"), digest=DigestConfig(path=None),
         apprise=AppriseConfig(digest_time="weekly mon 08:00", targets=[
-            AppriseTarget("daily", "DAILY_APPRISE_URL", [KEYWORD], digest="daily 09:00",
+            AppriseTarget(name="daily", url_env="DAILY_APPRISE_URL", keywords=[KEYWORD], digest="daily 09:00",
                           timezone="Asia/Tokyo"),
-            AppriseTarget("weekly", "WEEKLY_APPRISE_URL", [KEYWORD]),  # the section's cadence
-            AppriseTarget("instant", "INSTANT_APPRISE_URL", [KEYWORD], digest="instant")]))
+            AppriseTarget(name="weekly", url_env="WEEKLY_APPRISE_URL", keywords=[KEYWORD]),  # the section's cadence
+            AppriseTarget(name="instant", url_env="INSTANT_APPRISE_URL", keywords=[KEYWORD], digest="instant")]))
     fake_arxiv.add(paper(days=2))
     await Daemon(cfg, Secrets(), now=clock.now).run(once=True)  # the baseline
     news = paper(days=0.1)

@@ -59,7 +59,7 @@ def test_every_registered_channel_is_complete() -> None:
 
 async def test_each_channel_builds_a_face_and_notifier_of_its_own_name() -> None:
     cfg = Config(email=EmailConfig(host="smtp.test", sender="papers@example.org"),
-                 apprise=AppriseConfig(targets=[AppriseTarget("lab", "LAB_APPRISE_URL")]))
+                 apprise=AppriseConfig(targets=[AppriseTarget(name="lab", url_env="LAB_APPRISE_URL")]))
     secrets = Secrets(telegram_bot_token="123:abc", slack_bot_token="xoxb-1",
                       slack_signing_secret="signing")
     assert channels.switched_on(cfg, secrets) == list(channels.registered())
