@@ -207,12 +207,16 @@ def terminal_progress() -> TerminalProgress:
 @click.pass_obj
 def digest(ctx: Context) -> None:
     """Rewrite the README digest from the store, without the network."""
+    from bot.render.digest import write_problem
     from bot.render.job import write_digest_sync
 
     with operator_errors():
         off = ctx.cfg.digest.path is None
     if off:
         fail("the digest is off ([digest] path is empty)")
+    assert ctx.cfg.digest.path is not None
+    if problem := write_problem(ctx.cfg.digest.path):
+        fail(problem)  # before the store opens: a refused digest leaves nothing behind
 
     def work(store: Store) -> bool:
         with operator_errors():

@@ -137,6 +137,7 @@ async def test_digest_names_an_unwritable_digest_path_in_one_line(
     one_line(code, out, err, f"error: {tmp_path / where}: the digest cannot be written: "
                              f"{cause.format(dir=tmp_path)}; or change [digest] path")
     assert not (tmp_path / "missing").exists()
+    assert not (tmp_path / "daily-papers.db").exists()  # refused before the store was opened
 
 
 async def test_a_cycle_logs_the_configured_digest_path_not_its_temporary_file(

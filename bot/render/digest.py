@@ -145,6 +145,31 @@ def unwritable(path: Path, exc: OSError) -> str:
     return f"{path}: the digest cannot be written: {cause}; or change [digest] path"
 
 
+def write_problem(path: Path) -> str | None:
+    """Why the digest could not be written at `path`, asked before anything else is done (so
+    a command that would fail leaves no database behind); None when it looks writable."""
+    target = Path(path).resolve()
+    parent = target.parent
+    if target.is_dir():
+        return unwritable(Path(path), OSError(errno.EISDIR, "Is a directory"))
+    if not parent.exists():
+        missing = errno.ENOTDIR if any(p.is_file() for p in parent.parents) else errno.ENOENT
+        return unwritable(Path(path), OSError(missing, os.strerror(missing)))
+    if not parent.is_dir():
+        return unwritable(Path(path), OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        code = errno.EROFS if _read_only(parent) else errno.EACCES
+        return unwritable(Path(path), OSError(code, os.strerror(code)))
+    return None
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def update_digest(
     path: Path,
     sections: Sequence[DigestSection],
