@@ -1,0 +1,264 @@
+"""Render stage: Atom feeds (RFC 4287) of the public keywords, of all of them, and of one reader.
+
+Each paper's <entry> is rendered once from a string template and reused by every feed that
+shows it: 100 keywords × 100 papers render in a fraction of feedgen's time (measured in
+bench/bench_digest.py); tests check the output with feedparser and lxml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+
+import bot
+from bot.fetch.keywords import KeywordError, parse_keyword
+from bot.render.digest import DigestSection
+from storage.records import Paper
+
+CONTENT_TYPE = "application/atom+xml; charset=utf-8"
+ARXIV_NS = "http://arxiv.org/schemas/atom"  # arXiv's own Atom extension: comment, DOI, journal
+KEYWORD_SCHEME = "tag:daily-papers,2025:keyword"
+ALL = "all"  # /feeds/all.atom; a keyword never gets this slug
+ALL_ENTRIES = 500  # all.atom: the newest papers of every public keyword together
+PRIVATE_ENTRIES = 100  # a reader's own feed
+MAX_AUTHORS = 20  # then one "et al. (N authors)": a 3,000-author paper stays a small entry
+SLUG_CHARS = 60
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # the `updated` of a feed with no entries
+
+_EXACT = re.compile(r"[a-z0-9]+(?: [a-z0-9]+)*")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+# Characters XML 1.0 cannot carry at all (not even as references): dropped.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def slug(keyword: str) -> str:
+    """The keyword's name in its feed's URL: stable (from its identity, not its spelling or
+    config order), readable, and unique. A keyword of plain lower-case words and digits is
+    those words joined by "-"; any other gets its readable part and "--" and 8 hex digits of
+    its identity's hash (no plain slug contains "--", so the two kinds never meet)."""
+    try:
+        canonical = parse_keyword(keyword).canonical
+    except KeywordError:
+        canonical = keyword
+    if _EXACT.fullmatch(canonical) and len(canonical) <= SLUG_CHARS and canonical != ALL:
+        return canonical.replace(" ", "-")
+    ascii_text = unicodedata.normalize("NFKD", canonical).encode("ascii", "ignore").decode()
+    readable = _NOT_SLUG.sub("-", ascii_text.lower()).strip("-")[:SLUG_CHARS].strip("-")
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
+    return f"{readable or 'keyword'}--{digest}"
+
+
+def feed_path(name: str) -> str:
+    """The URL path of a public feed (`name` a slug or ALL)."""
+    return f"/feeds/{name}.atom"
+
+
+def private_path(token: str) -> str:
+    return f"/feeds/s/{token}.atom"
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _x(text: str) -> str:
+    """Text for XML character data and double-quoted attributes: literal, whatever it holds."""
+    if _NOT_XML.search(text):
+        text = _NOT_XML.sub("", text)
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _categories(paper: Paper) -> list[str]:
+    """The primary category first, each once."""
+    seen = dict.fromkeys(c for c in (paper.primary_category, *paper.categories) if c)
+    return list(seen)
+
+
+def entry(paper: Paper) -> str:
+    """One paper's <entry>, identified by its versionless abs URL so a reader never shows it
+    twice; `published` is the first version's date, `updated` the latest version's."""
+    url = _x(paper.abs_url)
+    names = paper.authors[:MAX_AUTHORS]
+    authors = "".join(f"<author><name>{_x(a)}</name></author>" for a in names)
+    if len(paper.authors) > MAX_AUTHORS:
+        authors += f"<author><name>et al. ({len(paper.authors)} authors)</name></author>"
+    categories = "".join(f'<category term="{_x(c)}" scheme="{ARXIV_NS}"/>'
+                         for c in _categories(paper))
+    extra = ""
+    if paper.comment:
+        extra += f"<arxiv:comment>{_x(paper.comment)}</arxiv:comment>\n"
+    if paper.journal_ref:
+        extra += f"<arxiv:journal_ref>{_x(paper.journal_ref)}</arxiv:journal_ref>\n"
+    if paper.doi:
+        extra += f"<arxiv:doi>{_x(paper.doi)}</arxiv:doi>\n"
+    return (
+        f"<entry>\n<id>{url}</id>\n"
+        f'<title type="text">{_x(paper.title or "arXiv:" + paper.arxiv_id)}</title>\n'
+        f'<link rel="alternate" type="text/html" href="{url}"/>\n'
+        f'<link rel="related" type="application/pdf" title="pdf" href="{_x(paper.pdf_url)}"/>\n'
+        f"{authors}\n<published>{_when(paper.published)}</published>\n"
+        f"<updated>{_when(paper.updated)}</updated>\n{categories}\n"
+        f'<summary type="text">{_x(paper.abstract)}</summary>\n{extra}</entry>\n'
+    )
+
+
+class Entries:
+    """Each paper's <entry> rendered once, however many feeds show it."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, int], str] = {}
+
+    def __call__(self, paper: Paper, keywords: Sequence[str] = ()) -> str:
+        key = (paper.arxiv_id, paper.version)
+        text = self._done.get(key)
+        if text is None:
+            text = self._done[key] = entry(paper)
+        if not keywords:
+            return text
+        labels = "".join(f'<category term="{_x(k)}" scheme="{KEYWORD_SCHEME}" label="{_x(k)}"/>'
+                         for k in keywords)
+        return f"{text[:-9]}{labels}\n</entry>\n"
+
+
+@dataclass(frozen=True)
+class FeedHead:
+    """What a feed says of itself."""
+
+    url: str  # where it is served: its self link, and its id
+    title: str
+    subtitle: str
+    home: str  # the HTML digest page
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A feed as served and written: its bytes and its validators."""
+
+    body: bytes
+    updated: datetime  # the newest change of any entry; NEVER when it has none
+
+    @property
+    def etag(self) -> str:
+        return f'"{hashlib.sha256(self.body).hexdigest()[:32]}"'
+
+    @property
+    def last_modified(self) -> str:
+        return format_datetime(self.updated.astimezone(UTC), usegmt=True)
+
+
+def newest_first(papers: Iterable[Paper]) -> list[Paper]:
+    """By first-version date, then id: the order of the digest."""
+    return sorted(papers, key=lambda p: (p.published, p.arxiv_id), reverse=True)
+
+
+def render_feed(head: FeedHead, papers: Sequence[Paper], entries: Entries | None = None,
+                labels: Mapping[str, Sequence[str]] | None = None) -> Rendered:
+    """A whole Atom document of `papers` (already newest first); `labels` names, per arXiv
+    id, the keywords an entry is shown for (all.atom and a reader's own feed)."""
+    entries = entries or Entries()
+    labels = labels or {}
+    updated = max((p.updated for p in papers), default=NEVER)
+    body = "".join(entries(p, labels.get(p.arxiv_id, ())) for p in papers)
+    text = (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<feed xmlns="http://www.w3.org/2005/Atom" xmlns:arxiv="{ARXIV_NS}">\n'
+        f"<id>{_x(head.url)}</id>\n"
+        f'<title type="text">{_x(head.title)}</title>\n'
+        f'<subtitle type="text">{_x(head.subtitle)}</subtitle>\n'
+        f"<updated>{_when(updated)}</updated>\n"
+        f'<link rel="self" type="application/atom+xml" href="{_x(head.url)}"/>\n'
+        f'<link rel="alternate" type="text/html" href="{_x(head.home)}"/>\n'
+        "<author><name>Daily Papers</name></author>\n"
+        f'<generator version="{bot.__version__}">Daily Papers</generator>\n'
+        f"{body}</feed>\n"
+    )
+    return Rendered(text.encode("utf-8"), updated)
+
+
+# --- the public feeds -----------------------------------------------------------------------
+
+
+def keyword_head(public_url: str, keyword: str) -> FeedHead:
+    base = public_url.rstrip("/")
+    return FeedHead(f"{base}{feed_path(slug(keyword))}", f"Daily Papers: {keyword}",
+                    f"The newest arXiv papers for the keyword {keyword}, newest first.",
+                    f"{base}/")
+
+
+def all_head(public_url: str) -> FeedHead:
+    base = public_url.rstrip("/")
+    return FeedHead(f"{base}{feed_path(ALL)}", "Daily Papers: every keyword",
+                    "The newest arXiv papers for every keyword of this Daily Papers, "
+                    "newest first.", f"{base}/")
+
+
+def everything(sections: Sequence[DigestSection],
+               limit: int = ALL_ENTRIES) -> tuple[list[Paper], dict[str, list[str]]]:
+    """The newest papers of all the sections together, each once, with the keywords it is in."""
+    labels: dict[str, list[str]] = {}
+    papers: dict[str, Paper] = {}
+    for section in sections:
+        for paper in section.papers:
+            papers.setdefault(paper.arxiv_id, paper)
+            labels.setdefault(paper.arxiv_id, []).append(section.keyword)
+    return newest_first(papers.values())[:limit], labels
+
+
+def public_feeds(sections: Sequence[DigestSection], public_url: str) -> dict[str, Rendered]:
+    """Every public feed by its name (slug, and ALL), from one pass over the sections."""
+    entries = Entries()
+    feeds = {slug(s.keyword): render_feed(keyword_head(public_url, s.keyword),
+                                          newest_first(s.papers), entries)
+             for s in sections}
+    papers, labels = everything(sections)
+    feeds[ALL] = render_feed(all_head(public_url), papers, entries, labels)
+    return feeds
+
+
+def write_feeds(directory: Path, feeds: Mapping[str, Rendered]) -> int:
+    """Write each feed as `{name}.atom` atomically (temporary file + rename); a feed whose file
+    already holds the same bytes is left alone. Returns how many files changed. Files of
+    keywords no longer public are removed, so a stale feed is never published."""
+    directory.mkdir(parents=True, exist_ok=True)
+    changed = 0
+    for name, feed in feeds.items():
+        target = directory / f"{name}.atom"
+        with contextlib.suppress(OSError):
+            if target.read_bytes() == feed.body:
+                continue
+        _replace(target, feed.body)
+        changed += 1
+    wanted = {f"{name}.atom" for name in feeds}
+    for stale in directory.glob("*.atom"):
+        if stale.name not in wanted:
+            stale.unlink(missing_ok=True)
+            changed += 1
+    return changed
+
+
+def _replace(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
