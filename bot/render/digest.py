@@ -58,9 +58,46 @@ BodyRenderer = Callable[..., str]
 
 @dataclass(slots=True)
 class _Row:
+    """One paper's line of the Markdown table; its cells are made once, and only the abstract's
+    again when the fitting shortens it, so sizes are known without re-rendering."""
+
     paper: Paper
     date: str
     abstract_chars: int  # 0: no abstract
+    _cells: tuple[str, str] | None = None  # title (with authors) and comment
+    _fixed_size: int = 0  # UTF-8 bytes of the line without its abstract, newline included
+    _abstract: str | None = None  # the abstract cell at abstract_chars
+
+    @property
+    def line(self) -> str:
+        title, comment = self._cells or self._make_cells()
+        return f"| {title} | {self.date} | {self.abstract} | {comment} |"
+
+    @property
+    def abstract(self) -> str:
+        if self._abstract is None:
+            self._abstract = _abstract_cell(self.paper, self.abstract_chars)
+        return self._abstract
+
+    @property
+    def size(self) -> int:
+        if self._cells is None:
+            self._make_cells()
+        return self._fixed_size + _size(self.abstract)
+
+    def shorten(self, abstract_chars: int) -> None:
+        self.abstract_chars = abstract_chars
+        self._abstract = None
+
+    def copy(self) -> _Row:
+        return _Row(self.paper, self.date, self.abstract_chars, self._cells, self._fixed_size,
+                    self._abstract)
+
+    def _make_cells(self) -> tuple[str, str]:
+        self._cells = cells = (_title_cell(self.paper), _comment_cell(self.paper.comment))
+        self._fixed_size = (_size(cells[0]) + _size(self.date) + _size(cells[1])
+                            + len("|  |  |  |  |\n"))
+        return cells
 
 
 @dataclass(slots=True)
@@ -88,11 +125,14 @@ def render_digest(
     if isinstance(updated, datetime):
         updated = updated.astimezone(UTC).date()
     views = _views(sections, max_papers, abstract_chars)
-    render = partial(_render, views, updated=updated.isoformat(), max_papers=max_papers)
-    text = render()
-    if max_bytes is None or _size(text) <= max_bytes:
+    render = partial(_render, updated=updated.isoformat(), max_papers=max_papers)
+    text = render(views)
+    if max_bytes is None:
         return text
-    return _fit(views, render, abstract_chars, max_bytes, _size(text))
+    size = _size(text)
+    if size <= max_bytes:
+        return text
+    return _fit(views, render, abstract_chars, max_bytes, size)
 
 
 def write_digest(path: Path, body: str | BodyRenderer, *, max_bytes: int = 500_000) -> bool:
@@ -201,11 +241,7 @@ def _template() -> jinja2.Template:
         keep_trailing_newline=True,
     )
     env.filters.update(cell=cell, linked_cell=linked_cell, cut=_cut)
-    env.globals.update(
-        comment_inline_chars=COMMENT_INLINE_CHARS,
-        summary_chars=SUMMARY_CHARS,
-        note_chars=NOTE_CHARS,
-    )
+    env.globals.update(note_chars=NOTE_CHARS)
     return env.get_template("digest.md.j2")
 
 
@@ -214,9 +250,34 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else cut(one_line(text), limit)
 
 
+# The cells of a table row. Plain Python rather than a template macro: they run for every row
+# of every section, and the fitting re-makes single abstracts while it measures them.
+
+
+def _title_cell(p: Paper) -> str:
+    title = f"**[{cell(p.title or p.arxiv_id)}]({p.abs_url})**"
+    if p.authors:
+        title += f"<br><sub>{cell(p.authors_short())}</sub>"
+    return title
+
+
+def _abstract_cell(p: Paper, chars: int) -> str:
+    if not (chars and p.abstract):
+        return ""
+    text = linked_cell(_cut(p.abstract, chars))
+    return f"<details><summary>Show</summary><p>{text}</p></details>"
+
+
+def _comment_cell(comment: str) -> str:
+    if len(comment) > COMMENT_INLINE_CHARS:
+        return (f"<details><summary>{cell(_cut(comment, SUMMARY_CHARS))}</summary>"
+                f"<p>{linked_cell(comment)}</p></details>")
+    return linked_cell(comment)
+
+
 @cache
 def _macros() -> jinja2.runtime.TemplateModule:
-    """The template's macros on their own, to measure single rows."""
+    """The template's macros on their own, to measure the note that replaces left-out rows."""
     return _template().make_module({"sections": [], "updated": "", "max_papers": 0})
 
 
@@ -275,7 +336,8 @@ def _kept_in_anchor(c: str) -> bool:
 
 
 def _size(text: str) -> int:
-    return len(text.encode("utf-8", "surrogateescape"))
+    """UTF-8 bytes; an ASCII string (most cells) is measured without encoding it."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
 
 
 # --- keeping under max_bytes ----------------------------------------------------------------
@@ -283,17 +345,19 @@ def _size(text: str) -> int:
 
 def _fit(
     views: list[_SectionView],
-    render: Callable[[], str],
+    render: Callable[[list[_SectionView]], str],
     abstract_chars: int,
     budget: int,
     size: int,
 ) -> str:
     """Shrink the oldest rows until the rendered text fits `budget` bytes, or nothing is left."""
+    views = [_SectionView(v.keyword, v.anchor, v.note, [r.copy() for r in v.rows], v.hidden)
+             for v in views]  # the caller's views stay whole (the HTML page shows them all)
     shrink = _Shrinker(views, abstract_chars)
     shrink.leave_out_rows(shrink.shorten_abstracts(size - budget))
-    text = render()
+    text = render(views)
     while _size(text) > budget and shrink.leave_out_rows(1) is not None:
-        text = render()  # only when the estimate fell short
+        text = render(views)  # only when the estimate fell short
     log.warning(
         "digest: %d bytes is over the budget of %d bytes, so it shortened the abstracts of the "
         "%d oldest papers, removed %d abstracts and left out %d oldest rows; now %d bytes",
@@ -310,12 +374,6 @@ class _Shrinker:
         self.abstract_chars = abstract_chars
         self.shortened = self.removed = self.left_out = 0
         self._macros = _macros()
-        self._sizes: dict[int, int] = {}  # id(row) -> bytes of its line
-
-    def row_bytes(self, row: _Row) -> int:
-        if id(row) not in self._sizes:
-            self._sizes[id(row)] = _size(self._macros.row(row)) + 1
-        return self._sizes[id(row)]
 
     def shorten_abstracts(self, excess: int) -> int:
         """Oldest rows first, step abstracts down (to a few sentences, then none).
@@ -328,10 +386,9 @@ class _Shrinker:
             for row in oldest_first:
                 if excess <= 0:
                     return excess
-                before = self.row_bytes(row)
-                row.abstract_chars = level
-                del self._sizes[id(row)]
-                excess -= before - self.row_bytes(row)
+                before = row.size
+                row.shorten(level)
+                excess -= before - row.size
                 if level:
                     self.shortened += 1
                 else:
@@ -351,7 +408,7 @@ class _Shrinker:
         while excess > 0 and heap:
             _, i = heapq.heappop(heap)
             view = self.views[i]
-            excess -= self.row_bytes(view.rows.pop())
+            excess -= view.rows.pop().size
             view.hidden += 1
             self.left_out += 1
             if view.hidden == 1:
