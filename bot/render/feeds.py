@@ -217,14 +217,25 @@ def everything(sections: Sequence[DigestSection],
     return newest_first(papers.values())[:limit], labels
 
 
-def public_feeds(sections: Sequence[DigestSection], public_url: str) -> dict[str, Rendered]:
-    """Every public feed by its name (slug, and ALL), from one pass over the sections."""
-    entries = Entries()
-    feeds = {slug(s.keyword): render_feed(keyword_head(public_url, s.keyword),
-                                          newest_first(s.papers), entries)
-             for s in sections}
+def public_feed(section: DigestSection, public_url: str,
+                entries: Entries | None = None) -> Rendered:
+    """/feeds/{slug}.atom: one [arxiv] keyword's window."""
+    return render_feed(keyword_head(public_url, section.keyword), newest_first(section.papers),
+                       entries)
+
+
+def all_feed(sections: Sequence[DigestSection], public_url: str,
+             entries: Entries | None = None) -> Rendered:
+    """/feeds/all.atom: every [arxiv] keyword's newest papers together."""
     papers, labels = everything(sections)
-    feeds[ALL] = render_feed(all_head(public_url), papers, entries, labels)
+    return render_feed(all_head(public_url), papers, entries, labels)
+
+
+def public_feeds(sections: Sequence[DigestSection], public_url: str) -> dict[str, Rendered]:
+    """Every public feed by its name (slug, and ALL), each paper's entry rendered once."""
+    entries = Entries()
+    feeds = {slug(s.keyword): public_feed(s, public_url, entries) for s in sections}
+    feeds[ALL] = all_feed(sections, public_url, entries)
     return feeds
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 
 from bot.config import Config
@@ -13,11 +14,13 @@ from storage import papers as paper_repo
 from storage.store import AsyncStore, Store
 
 
-def digest_sections(store: Store, cfg: Config) -> list[DigestSection]:
-    """Only `[arxiv] keywords` are public; subscriber keywords stay private."""
+def digest_sections(store: Store, cfg: Config,
+                    texts: Sequence[str] | None = None) -> list[DigestSection]:
+    """Only `[arxiv] keywords` are public (`texts`: some of them); subscriber keywords stay
+    private."""
     sections = []
     seen: set[int] = set()
-    for text in cfg.arxiv.keywords:
+    for text in cfg.arxiv.keywords if texts is None else texts:
         try:
             canonical = parse_keyword(text).canonical
         except KeywordError:
