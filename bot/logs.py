@@ -1,4 +1,4 @@
-"""Logging for every stage: text or JSON lines; secrets and unsubscribe tokens always redacted."""
+"""Logging for every stage: text or JSON lines; secrets and link tokens always redacted."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
 
-TOKEN_PATTERN = re.compile(r"([?&]t=)[A-Za-z0-9_\-.~%]+")
+# Unsubscribe and preferences tokens ride in query strings, private feed tokens in the path.
+TOKEN_PATTERN = re.compile(r"([?&]t=|/feeds/s/)[A-Za-z0-9_\-.~%]+")
 REDACTED = "[redacted]"
 
 

@@ -64,6 +64,20 @@ def window(db: Database, keyword_id: int, limit: int | None = None) -> list[Pape
     return [paper_from_row(r) for r in db.query(sql, params)]
 
 
+def subscriber_window(db: Database, subscriber_id: int,
+                      limit: int) -> list[tuple[Paper, list[str]]]:
+    """The newest papers of the windows of a subscriber's keywords (its private feed), newest
+    first by first-version date, each once with the display texts of its keywords."""
+    columns = ", ".join("p." + c.strip() for c in PAPER_COLUMNS.split(","))
+    rows = db.query(
+        f"""SELECT {columns}, json_group_array(k.display) AS labels
+            FROM subscriptions s JOIN keyword_papers kp ON kp.keyword_id = s.keyword_id
+            JOIN papers p ON p.arxiv_id = kp.arxiv_id JOIN keywords k ON k.id = s.keyword_id
+            WHERE s.subscriber_id = ? GROUP BY p.arxiv_id
+            ORDER BY p.published DESC, p.arxiv_id DESC LIMIT ?""", [subscriber_id, limit])
+    return [(paper_from_row(r), sorted(json.loads(r["labels"]))) for r in rows]
+
+
 def newest_published(db: Database, keyword_id: int, now: datetime) -> datetime | None:
     """The keyword's newest first-version date that can be believed at `now`: a paper dated
     beyond FUTURE_SKEW must not make every later, correct answer look stale."""

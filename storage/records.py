@@ -96,6 +96,7 @@ class Subscriber:
     last_digest_week: str | None = None  # local ISO week ("2025-W43") of the last weekly one
     config_digest: str | None = None  # what config.toml last set: applied again only when it
     config_timezone: str | None = None  # changes, so a reader's own later choice stays
+    feed_epoch: int = 0  # signed into the private feed URL; raised to revoke every older URL
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,4 +47,5 @@ def subscriber_from_row(row: dict[str, Any]) -> Subscriber:
         timezone=row["timezone"], permanent_failures=row["permanent_failures"] or 0,
         last_digest_date=row.get("last_digest_date"), last_digest_week=row.get("last_digest_week"),
         config_digest=row.get("config_digest"), config_timezone=row.get("config_timezone"),
+        feed_epoch=row.get("feed_epoch") or 0,
     )

@@ -187,5 +187,12 @@ def m009_signups(db: Database) -> None:
     db.table("signups").create_index(["client", "created_at"])
 
 
+@MIGRATIONS()
+def m010_feed_epoch(db: Database) -> None:
+    """A reader's private feed URL is signed with this number; unsubscribing from everything
+    raises it, so every URL handed out before stops working for good."""
+    db.table("subscribers").add_column("feed_epoch", int, not_null_default=0)
+
+
 def known_names() -> set[str]:
     return {m.name for m in MIGRATIONS._migrations}

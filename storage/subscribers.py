@@ -144,8 +144,10 @@ def unsubscribe(db: Database, sub: Subscriber, keyword: Keyword, now: datetime,
 
 def unsubscribe_all(db: Database, sub: Subscriber, now: datetime,
                     *, reason: str = "unsubscribed") -> int:
+    """Stop everything; the private feed URLs handed out so far stop working too."""
     with write(db):
         n = db.execute("DELETE FROM subscriptions WHERE subscriber_id = ?", [sub.id]).rowcount
+        db.execute("UPDATE subscribers SET feed_epoch = feed_epoch + 1 WHERE id = ?", [sub.id])
         outbox.drop_pending(db, sub.id)
         suppress(db, sub, ALL, reason, now)
         return n

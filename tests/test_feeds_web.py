@@ -5,6 +5,7 @@ keywords."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,12 +18,16 @@ from aiohttp.test_utils import TestServer
 from bot.app import App
 from bot.config import Config, Secrets
 from bot.faces.feed_routes import FeedRoutes
+from bot.faces.feed_tokens import feed_tokens
+from bot.faces.unsubscribe import Signer
 from bot.fetch.arxiv import ArxivClient
+from bot.logs import redactor
 from bot.render.feeds import slug
 from storage import polls
-from storage.records import Keyword, Paper
+from storage import subscribers as sub_repo
+from storage.records import Keyword, Paper, Subscriber
 from storage.store import AsyncStore
-from tests.conftest import Clock, KeywordFactory, PaperFactory
+from tests.conftest import Clock, KeywordFactory, PaperFactory, SubscriberFactory
 
 PUBLIC = "https://papers.example.org"
 CURATED = ["Graph Neural Networks", 'ti:"scene graph" AND cat:cs.CV']
@@ -156,3 +161,98 @@ async def test_a_curated_keyword_never_polled_is_404_until_it_has_a_window(
     assert (await http.get(f"{base}/feeds/graph-neural-networks.atom")).status_code == 404
     all_feed = await http.get(f"{base}/feeds/all.atom")
     assert all_feed.status_code == 200 and feedparser.parse(all_feed.content).entries == []
+
+
+# --- a reader's private feed ----------------------------------------------------------------------
+
+
+async def test_a_private_feed_shows_only_its_readers_papers(
+        app: App, base: str, http: httpx.AsyncClient, stored: dict[str, list[Paper]],
+        add_keyword: KeywordFactory, add_subscriber: SubscriberFactory) -> None:
+    graphs, scenes, private = [await add_keyword(t) for t in (*CURATED, PRIVATE)]
+    alice = await add_subscriber("telegram", "1001", graphs, private)
+    bob = await add_subscriber("email", "bob@example.org", scenes)
+    tokens = feed_tokens(app.unsubscribe_secret, PUBLIC)
+    url = tokens.url(alice)
+    assert url.startswith(f"{PUBLIC}/feeds/s/") and url.endswith(".atom")
+    assert "1001" not in url and "bob" not in tokens.url(bob)  # no address in a feed URL
+
+    r = await http.get(f"{base}{url.removeprefix(PUBLIC)}")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["cache-control"].startswith("private")
+    parsed = feedparser.parse(r.content)
+    assert not parsed.bozo
+    assert parsed.feed.id == url
+    mine = stored[CURATED[0]] + stored[PRIVATE]
+    want = sorted(mine, key=lambda p: (p.published, p.arxiv_id), reverse=True)
+    assert [e.id for e in parsed.entries] == [p.abs_url for p in want]
+    assert {t.term for e in parsed.entries for t in e.tags} >= {PRIVATE, CURATED[0]}
+    assert not {p.abs_url for p in stored[CURATED[1]]} & {e.id for e in parsed.entries}
+
+    again = await http.get(f"{base}{url.removeprefix(PUBLIC)}",
+                           headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+
+    theirs = feedparser.parse((await http.get(f"{base}{tokens.url(bob).removeprefix(PUBLIC)}")).content)
+    assert {e.id for e in theirs.entries} == {p.abs_url for p in stored[CURATED[1]]}
+    assert PRIVATE not in str(theirs)
+
+
+async def test_a_private_feed_holds_the_newest_hundred(
+        app: App, base: str, http: httpx.AsyncClient, clock: Clock,
+        add_keyword: KeywordFactory, add_subscriber: SubscriberFactory,
+        paper: PaperFactory) -> None:
+    a, b = await add_keyword("graph neural networks"), await add_keyword("graph transformers")
+    await fill(app, a, [paper(days=d / 10) for d in range(1, 81)], clock)
+    await fill(app, b, [paper(days=d / 10 + 0.05, about="graph transformers")
+                        for d in range(1, 81)], clock)
+    sub = await add_subscriber("slack", "C0FEED", a, b)
+    url = feed_tokens(app.unsubscribe_secret, PUBLIC).url(sub)
+    parsed = feedparser.parse((await http.get(f"{base}{url.removeprefix(PUBLIC)}")).content)
+    assert len(parsed.entries) == 100
+    published = [e.published for e in parsed.entries]
+    assert published == sorted(published, reverse=True)
+
+
+async def test_bad_tokens_are_the_same_bare_404(
+        app: App, base: str, http: httpx.AsyncClient, stored: dict[str, list[Paper]],
+        add_keyword: KeywordFactory, add_subscriber: SubscriberFactory) -> None:
+    sub = await add_subscriber("telegram", "1001", await add_keyword(CURATED[0]))
+    good = feed_tokens(app.unsubscribe_secret, PUBLIC).token(sub)
+    forged = feed_tokens("another key", PUBLIC).token(sub)
+    nobody = feed_tokens(app.unsubscribe_secret, PUBLIC).token(replace(sub, id=999))
+    unsubscribe = Signer(app.unsubscribe_secret).token("reader@example.org")  # another use
+    tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    answers = [await http.get(f"{base}/feeds/s/{t}.atom")
+               for t in (forged, nobody, unsubscribe, tampered, "x", "." * 50, "%00")]
+    assert [a.status_code for a in answers] == [404] * len(answers)
+    assert len({a.text for a in answers}) == 1
+    assert (await http.get(f"{base}/feeds/s/{good}.atom")).status_code == 200
+
+
+async def test_unsubscribing_from_everything_revokes_the_feed_for_good(
+        app: App, base: str, http: httpx.AsyncClient, clock: Clock,
+        stored: dict[str, list[Paper]], add_keyword: KeywordFactory,
+        add_subscriber: SubscriberFactory) -> None:
+    kw = await add_keyword(CURATED[0])
+    sub = await add_subscriber("email", "reader@example.org", kw)
+    tokens = feed_tokens(app.unsubscribe_secret, PUBLIC)
+    old = f"{base}/feeds/s/{tokens.token(sub)}.atom"
+    assert (await http.get(old)).status_code == 200
+
+    await app.store.call(sub_repo.unsubscribe_all, sub, clock.now())
+    assert (await http.get(old)).status_code == 404
+
+    await app.store.call(sub_repo.subscribe, sub, kw, "user", clock.now())  # back again
+    assert (await http.get(old)).status_code == 404  # the old URL stays dead
+    fresh = await app.store.call(sub_repo.get, sub.id)
+    assert fresh is not None and fresh.feed_epoch == sub.feed_epoch + 1
+    assert (await http.get(f"{base}/feeds/s/{tokens.token(fresh)}.atom")).status_code == 200
+
+
+def test_feed_tokens_never_reach_the_log() -> None:
+    token = feed_tokens("k" * 16, PUBLIC).token(Subscriber(7, "email", "a@example.org"))
+    line = redactor().redact(f"GET /feeds/s/{token}.atom 200")
+    assert token not in line and line == "GET /feeds/s/[redacted] 200"

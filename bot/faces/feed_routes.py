@@ -13,8 +13,23 @@ from datetime import UTC
 from aiohttp import web
 
 from bot.app import App
-from bot.render.feeds import ALL, CONTENT_TYPE, Rendered, all_feed, public_feed, slug
+from bot.faces.feed_tokens import FeedTokens, feed_tokens
+from bot.faces.unsubscribe import InvalidToken
+from bot.render.feeds import (
+    ALL,
+    CONTENT_TYPE,
+    PRIVATE_ENTRIES,
+    Rendered,
+    all_feed,
+    private_feed,
+    public_feed,
+    slug,
+)
 from bot.render.job import digest_sections
+from storage import papers as paper_repo
+from storage import subscribers as sub_repo
+from storage.records import Paper, Subscriber
+from storage.store import Store
 
 NOT_FOUND = "404: Not Found"
 PUBLIC_CACHE = "public, max-age=300"
@@ -52,9 +67,17 @@ class FeedRoutes:
     def __init__(self, app: App) -> None:
         self.app = app
         self._slugs: dict[str, str] | None = None
+        self._tokens: FeedTokens | None = None
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/feeds/{name}.atom", self.public)]
+        return [web.get("/feeds/{name}.atom", self.public),
+                web.get("/feeds/s/{token}.atom", self.private)]
+
+    def tokens(self) -> FeedTokens:
+        """Made on first use: the key is known once the daemon has started."""
+        if self._tokens is None:
+            self._tokens = feed_tokens(self.app.unsubscribe_secret, self.app.cfg.web.public_url)
+        return self._tokens
 
     def slugs(self) -> dict[str, str]:
         """Slug → [arxiv] keyword text (config.toml does not change while the daemon runs)."""
@@ -79,3 +102,32 @@ class FeedRoutes:
             return not_found()
         return answer(request, feed)
 
+
+    async def private(self, request: web.Request) -> web.Response:
+        """A reader's own feed; 404 for a bad token, one revoked by unsubscribing from
+        everything, or a reader no longer active."""
+        try:
+            number, epoch = self.tokens().open(request.match_info["token"])
+        except InvalidToken:
+            return not_found()
+        found = await self.app.store.run(lambda s: reader(s, number, epoch))
+        if found is None:
+            return not_found()
+        sub, keywords, rows = found
+        url = self.tokens().url(sub)
+        feed = await asyncio.to_thread(private_feed, url, self.app.cfg.web.public_url, keywords,
+                                       rows)
+        return answer(request, feed, private=True)
+
+
+Reader = tuple[Subscriber, list[str], list[tuple[Paper, list[str]]]]
+
+
+def reader(store: Store, number: int, epoch: int) -> Reader | None:
+    """The subscriber a token names, its keywords and their newest papers; None when the token
+    is revoked or the subscriber inactive."""
+    sub = sub_repo.get(store.db, number)
+    if sub is None or not sub.active or sub.feed_epoch != epoch:
+        return None
+    keywords = [kw.display for kw, _ in sub_repo.subscriptions(store.db, sub.id)]
+    return sub, keywords, paper_repo.subscriber_window(store.db, sub.id, PRIVATE_ENTRIES)

@@ -239,6 +239,16 @@ def public_feeds(sections: Sequence[DigestSection], public_url: str) -> dict[str
     return feeds
 
 
+def private_feed(url: str, public_url: str, keywords: Sequence[str],
+                 rows: Sequence[tuple[Paper, Sequence[str]]]) -> Rendered:
+    """/feeds/s/{token}.atom: a reader's keywords' papers (already newest first), each entry
+    labelled with the reader's keywords it is for."""
+    head = FeedHead(url, "Daily Papers: your keywords",
+                    f"The newest arXiv papers for your keywords: {', '.join(keywords)}.",
+                    f"{public_url.rstrip('/')}/")
+    return render_feed(head, [p for p, _ in rows], labels={p.arxiv_id: k for p, k in rows})
+
+
 def write_feeds(directory: Path, feeds: Mapping[str, Rendered]) -> int:
     """Write each feed as `{name}.atom` atomically (temporary file + rename); a feed whose file
     already holds the same bytes is left alone. Returns how many files changed. Files of
