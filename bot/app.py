@@ -36,6 +36,7 @@ class App:
     wake_dispatcher: Callable[[], None] = lambda: None
     warnings: list[str] = field(default_factory=list)
     unsubscribe_secret: str = ""
+    serves_web: bool = False  # the [web] server is listening: feed URLs can be handed out
     store_faults: StoreFaults = field(
         default_factory=lambda: StoreFaults(logging.getLogger("bot.store")))
 

@@ -123,6 +123,7 @@ class Daemon:
                     await self._start_channel(app, dispatcher, name, notifier.start())
             if not once and self._web_needed(started):
                 await web.start(started)
+                app.serves_web = True
             if once:
                 return await self._once(app, dispatcher)
             await self._forever(app, dispatcher)

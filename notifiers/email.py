@@ -45,6 +45,7 @@ MORE_URL = "https://arxiv.org/search/?query={q}&searchtype=all&order=-announced_
 
 UnsubscribeLinks = Callable[[str, str | None], str]  # (address, keyword display | None) → URL
 ManageLink = Callable[[str], str]  # address → its preferences page (with [web] signup on)
+FeedLink = Callable[[Subscriber], str]  # subscriber → its private Atom feed
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,12 @@ class EmailRenderer:
         self.limits = limits
 
     def render(self, address: str, rows: Sequence[OutboxRow], links: UnsubscribeLinks,
-               manage: ManageLink | None = None) -> Rendered:
+               manage: ManageLink | None = None, feed: str = "") -> Rendered:
         sections = sections_of(rows, lambda kw: links(address, kw))
         subject = subject_of(rows, sections)
         context = {"address": address, "subject": subject, "heading": _heading(len(rows), address),
                    "unsubscribe_all": links(address, None),
-                   "manage": manage(address) if manage else "",
+                   "manage": manage(address) if manage else "", "feed": feed,
                    "keywords": keyword_order(rows)}
         self._fit(sections, context, len(rows))
         context["sections"] = sections
@@ -250,7 +251,8 @@ def build_message(settings: SmtpSettings, sub: Subscriber, rows: Sequence[Outbox
 
 
 def note_message(settings: SmtpSettings, sub: Subscriber, subject: str, text: str,
-                 unsubscribe_all: str, now: datetime, manage: str = "") -> EmailMessage:
+                 unsubscribe_all: str, now: datetime, manage: str = "",
+                 feed: str = "") -> EmailMessage:
     """A one-off plain-text note (e.g. arXiv refused a keyword)."""
     msg = plain_message(settings, sub.address, subject, now)
     msg["List-Id"] = f"Daily Papers <daily-papers.{domain_of(settings.sender)}>"
@@ -259,6 +261,8 @@ def note_message(settings: SmtpSettings, sub: Subscriber, subject: str, text: st
     footer = f"Unsubscribe from everything: {unsubscribe_all}\n"
     if manage:
         footer += f"Manage your subscription: {manage}\n"
+    if feed:
+        footer += f"Your private Atom feed: {feed}\n"
     msg.set_content(f"{text}\n\n--\n{footer}")
     return msg
 
@@ -427,6 +431,7 @@ class EmailNotifier(Notifier):
         self.settings = settings
         self.links = links  # set by the email face once the unsubscribe key is known
         self.manage: ManageLink | None = None  # the preferences page, with [web] signup on
+        self.feed: FeedLink | None = None  # the private feed, set by the email face
         self.now = now
         self.limits = Limits(max_chars=HTML_MAX_BYTES, overall_rate=settings.max_per_minute / 60,
                              rate_window=WINDOW, max_in_flight=settings.max_in_flight)
@@ -452,7 +457,8 @@ class EmailNotifier(Notifier):
     def pack(self, subscriber: Subscriber, rows: Sequence[OutboxRow]) -> list[Message]:
         """Always one message: papers beyond the HTML budget are summed up, and count as sent."""
         links = self._links()
-        rendered = self.renderer.render(subscriber.address, rows, links, self.manage)
+        rendered = self.renderer.render(subscriber.address, rows, links, self.manage,
+                                        self.feed(subscriber) if self.feed else "")
         msg = build_message(self.settings, subscriber, rows, rendered,
                             links(subscriber.address, None), self.now())
         return [Message(rows=tuple(rows), payload=msg)]
@@ -463,8 +469,9 @@ class EmailNotifier(Notifier):
     async def tell(self, subscriber: Subscriber, subject: str, text: str) -> Delivery:
         """A one-off note outside the outbox; best effort."""
         manage = self.manage(subscriber.address) if self.manage else ""
+        feed = self.feed(subscriber) if self.feed else ""
         msg = note_message(self.settings, subscriber, subject, text,
-                           self._links()(subscriber.address, None), self.now(), manage)
+                           self._links()(subscriber.address, None), self.now(), manage, feed)
         return await self.deliver(subscriber, msg)
 
     async def mail(self, address: str, subject: str, text: str) -> Delivery:

@@ -426,7 +426,7 @@ async def test_subscribe_replies_at_once_then_shows_the_first_look(
 ) -> None:
     await make_face()
     assert [c["command"] for c in telegram.commands_set[0]["commands"]] == [
-        "subscribe", "unsubscribe", "list", "latest", "digest", "timezone", "help"]
+        "subscribe", "unsubscribe", "list", "latest", "digest", "timezone", "feed", "help"]
     telegram.push_command(42, "/subscribe\nVideo  anomaly detection")
     await telegram.wait_sent(2, 42)
     first, second = texts(telegram, 42)

@@ -1,5 +1,5 @@
-"""The chat commands (/subscribe, /unsubscribe, /list, /latest, /digest, /timezone, /help), the
-same for every channel.
+"""The chat commands (/subscribe, /unsubscribe, /list, /latest, /digest, /timezone, /feed, /help),
+the same for every channel.
 
 They feed the pipeline's start (which keywords are polled, who gets the outbox rows); Telegram
 and Slack adapt them to their wire, the CLI calls the synchronous core directly.
@@ -22,12 +22,14 @@ from sqlite_utils import Database
 
 from bot.config import Config
 from bot.deliver.cadence import SettingError
+from bot.faces.feed_tokens import feed_tokens
 from bot.faces.settings import CHANGE_HINT, Settings, change_settings, read_settings, settings_of
 from bot.fetch.errors import ArxivError, ArxivRejected, ArxivUnavailable
 from bot.fetch.keywords import KeywordError, ParsedKeyword, parse_keyword
 from bot.poll import rounds
 from bot.poll.calendar import SCHEDULE, last_announcement
 from bot.poll.keyword import needs_baseline
+from bot.render.feeds import PRIVATE_ENTRIES
 from storage import announcements
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VERBS = ("subscribe", "unsubscribe", "list", "latest", "digest", "timezone", "help", "start")
+VERBS = ("subscribe", "unsubscribe", "list", "latest", "digest", "timezone", "feed", "help",
+         "start")
 CHANGE_VERBS = frozenset({"subscribe", "unsubscribe", "digest", "timezone"})
 SHOW_WHEN_BARE = frozenset({"digest", "timezone"})  # alone they only show: anyone may ask
 LATEST_COUNT = 5
@@ -181,6 +184,7 @@ def help_text() -> str:
         "/digest — when papers arrive: /digest instant, /digest daily 08:00 or "
         "/digest weekly mon 08:00\n"
         "/timezone ZONE — the zone of those times, e.g. /timezone Europe/Berlin\n"
+        "/feed — a private Atom feed of these papers, for a feed reader\n"
         "/help — this message\n\n"
         "A keyword is a phrase searched in titles and abstracts (leave words out with a minus: "
         f"{EXAMPLE} -surveillance), or arXiv query syntax, e.g. ti:transformer AND cat:cs.CV."
@@ -372,6 +376,25 @@ class Commands:
         return Reply(f"Done: papers arrive here {shown.describe()}.{zone}{waiting}",
                      announce=f"Papers now arrive in this channel "
                               f"{setting.cadence.describe(setting.zone)}.")
+
+    async def _feed(self, chat: Chat, arg: str) -> Reply:
+        """The private feed's URL: what this chat is sent, for a feed reader."""
+        def find(store: Store) -> Subscriber | None:
+            sub = sub_repo.find(store.db, chat.channel, chat.address, chat.topic)
+            return sub if sub is not None and sub_repo.count(store.db, sub.id) else None
+
+        sub = await self.app.store.run(find)
+        if sub is None:
+            return Reply(f"No keywords are followed here yet, so there is no feed. Try "
+                         f"/subscribe {EXAMPLE}")
+        if not self.app.serves_web:
+            return Reply("Feeds are not served by this Daily Papers: its web server is off. "
+                         "Ask the operator to add a [web] section to its config.toml.")
+        url = feed_tokens(self.app.unsubscribe_secret, self.app.cfg.web.public_url).url(sub)
+        return Reply(f"The private Atom feed of this chat's keywords (the newest "
+                     f"{PRIVATE_ENTRIES} papers), for any feed reader:\n{url}\n"
+                     "Anyone with this link can read the feed. /unsubscribe all stops it "
+                     "for good.")
 
     async def _latest(self, chat: Chat, arg: str) -> Reply:
         subs = await self._subscriptions(chat)

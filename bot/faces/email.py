@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.app import App
 from bot.config import ConfigError, EmailConfig, WebConfig
+from bot.faces.feed_tokens import feed_tokens
 from bot.faces.preferences import PreferencesPage
 from bot.faces.signup import SignupPages
 from bot.faces.signup_tokens import SignupTokens
@@ -89,6 +90,7 @@ class EmailFace:
         self._app = app
         self._signer = Signer(app.unsubscribe_secret)
         self.notifier.links = self.link
+        self.notifier.feed = feed_tokens(app.unsubscribe_secret, self.web.public_url).url
         self.notifier.now = app.now
         if self.signup is not None:
             tokens = SignupTokens(self._signer, self.web.public_url)

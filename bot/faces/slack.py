@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 MAX_BODY = 32 * 1024  # a slash command is ~1 KB; events a few KB
-VERBS = ("subscribe", "unsubscribe", "list", "latest", "digest", "timezone", "help")
+VERBS = ("subscribe", "unsubscribe", "list", "latest", "digest", "timezone", "feed", "help")
 ALIASES = {"/subscribe": "subscribe", "/unsubscribe": "unsubscribe", "/list": "list",
            "/latest": "latest"}
 COMMANDS = ("/papers", *ALIASES)

@@ -64,6 +64,7 @@ MENU = [
     BotCommand("latest", "The newest papers for a keyword"),
     BotCommand("digest", "When papers arrive: instant, daily 08:00, weekly mon 08:00"),
     BotCommand("timezone", "The zone of digest times: /timezone Europe/Berlin"),
+    BotCommand("feed", "A private Atom feed of this chat's papers"),
     BotCommand("help", "What this bot does"),
 ]
 _COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?\Z", re.DOTALL)
