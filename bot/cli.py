@@ -17,6 +17,8 @@ from bot.config import AddressError, Config, Secrets, config_named_by, config_pa
 from bot.poll.clock import utcnow
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `--help` stays fast
+    from pathlib import Path
+
     from bot.faces.commands import SubscribeResult
     from bot.faces.progress import TerminalProgress
     from bot.faces.settings import Settings
@@ -206,25 +208,28 @@ def terminal_progress() -> TerminalProgress:
 @cli.command()
 @click.pass_obj
 def digest(ctx: Context) -> None:
-    """Rewrite the README digest from the store, without the network."""
-    from bot.render.digest import write_problem
-    from bot.render.job import write_digest_sync
+    """Rewrite the README digest (and the HTML page) from the store, without the network."""
+    from bot.render.files import write_problem
+    from bot.render.job import outputs, write_digest_sync
 
     with operator_errors():
-        off = ctx.cfg.digest.path is None
-    if off:
-        fail("the digest is off ([digest] path is empty)")
-    assert ctx.cfg.digest.path is not None
-    if problem := write_problem(ctx.cfg.digest.path):
-        fail(problem)  # before the store opens: a refused digest leaves nothing behind
+        files = outputs(ctx.cfg)
+    if not files:
+        fail("the digest is off ([digest] path and html_path are empty)")
+    for path in files:
+        page = path == ctx.cfg.digest.html_path
+        if problem := write_problem(path, what="the digest page" if page else "the digest",
+                                    key="html_path" if page else "path"):
+            fail(problem)  # before the store opens: a refused digest leaves nothing behind
 
-    def work(store: Store) -> bool:
+    def work(store: Store) -> list[Path]:
         with operator_errors():
             _sync_keywords(store, ctx.cfg)
             return write_digest_sync(store, ctx.cfg, utcnow())
 
     changed = with_store(ctx, work)
-    click.echo(f"{ctx.cfg.digest.path}: {'written' if changed else 'unchanged'}")
+    for path in files:
+        click.echo(f"{path}: {'written' if path in changed else 'unchanged'}")
 
 
 def _sync_keywords(store: Store, cfg: Config) -> None:

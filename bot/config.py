@@ -61,6 +61,7 @@ class DigestConfig:
     path: Path | None = Path("README.md")
     abstract_chars: int = 600
     max_bytes: int = 500_000
+    html_path: Path | None = None  # the digest as a page, also served at /; "" (default): off
 
 
 class AddressError(ValueError):
@@ -403,10 +404,17 @@ def load_config(path: Path, *, named_by: str | None = None) -> Config:
     base = path.resolve().parent
     cfg.storage.path = _resolve(base, cfg.storage.path)
     cfg.digest.path = None if digest_off else _resolve(base, cfg.digest.path or Path("README.md"))
+    cfg.digest.html_path = _optional_path(base, raw.get("digest"), "html_path")
     if cfg.email.ca_file:
         cfg.email.ca_file = str(_resolve(base, Path(cfg.email.ca_file)))
     _check_values(cfg, path)
     return cfg
+
+
+def _optional_path(base: Path, section: typing.Any, key: str) -> Path | None:
+    """A path key whose "" (the default) turns its output off; else relative to config.toml."""
+    value = section.get(key, "") if isinstance(section, dict) else ""
+    return _resolve(base, Path(value)) if value else None
 
 
 def _resolve(base: Path, p: Path) -> Path:

@@ -28,7 +28,7 @@ from bot.poll import calendar, rounds
 from bot.poll.cycle import CycleReport, OnPolled, run_cycle
 from bot.poll.expansion import expand_owed
 from bot.poll.harvest import HarvestReport, harvest
-from bot.render.job import write_digest_from_store
+from bot.render.job import outputs, write_digest_from_store
 from bot.sync import sync_config
 from storage import lease, outbox, papers, retention
 from storage import subscribers as sub_repo
@@ -194,6 +194,7 @@ class Daemon:
                 dispatcher.wake()
         except sqlite3.Error as exc:
             log.error("notifications owed not written yet, the store refused: %s", exc)
+        await self._digest(app, None)
         if self.cfg.arxiv.schedule == "announcements":
             await self._rhythm(app, dispatcher)
             return
@@ -272,16 +273,19 @@ class Daemon:
                     await tell(sub, f"arXiv rejected the keyword '{kw.display}': {message}. "
                                     "It will not be polled again until it is changed.")
 
-    async def _digest(self, app: App, report: CycleReport) -> None:
-        path = self.cfg.digest.path
-        if path is None or not (report.changed or not path.exists()):
+    async def _digest(self, app: App, report: CycleReport | None) -> None:
+        """After a cycle that changed something, or whenever a file is missing (None: only
+        then, as at start, so the page served at / is there before the first poll)."""
+        files = outputs(self.cfg)
+        due = report is not None and report.changed
+        if not files or not (due or not all(p.exists() for p in files)):
             return
         try:
             changed = await write_digest_from_store(app.store, self.cfg, self.now())
         except Exception as exc:  # the digest must never stop polling or delivery
             log.error("digest not written: %s", exc)
             return
-        if changed:
+        for path in changed:
             log.info("digest written to %s", path)
 
     async def _heartbeat(self, app: App) -> None:

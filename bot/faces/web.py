@@ -31,6 +31,7 @@ from bot.faces.connections import (
     ConnectionGuard,
     connection_cap,
 )
+from bot.faces.digest_page import DigestPageRoute
 from bot.faces.feed_routes import FeedRoutes
 from bot.poll import calendar, rounds
 from storage import announcements, outbox
@@ -79,6 +80,7 @@ class WebServer:
                                  middlewares=[guard.middleware, self.store_refusals])
         server.add_routes([web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)])
         server.add_routes(FeedRoutes(self.app).routes())  # served whenever the server runs
+        server.add_routes(DigestPageRoute(self.app.cfg.digest.html_path).routes())
         for face in faces:
             server.add_routes(face.routes())
         # aiohttp's keep-alive timer also runs from the moment a client connects: it is the

@@ -48,7 +48,7 @@ def linked_cell(text: str) -> str:
         return _escape(text)
     out: list[str] = []
     start = 0
-    for begin, end, href in _web_links(text):
+    for begin, end, href in web_links(text):
         out.append(f"{_escape(text[start:begin])}[{_escape(text[begin:end])}]"
                    f"(<{_destination(href)}>)")
         start = end
@@ -56,7 +56,7 @@ def linked_cell(text: str) -> str:
     return "".join(out)
 
 
-def _web_links(text: str) -> Iterator[tuple[int, int, str]]:
+def web_links(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, href) of each web address; bare domains such as arXiv.org are no links."""
     for match in _LINKS.match(text) or ():
         raw = match.raw.rstrip(_URL_TAIL)

@@ -5,13 +5,9 @@ Renders Markdown with Jinja2 and atomically rewrites only the marked region of t
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import heapq
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +18,7 @@ from pathlib import Path
 import jinja2
 
 from bot.render.cells import cell, linked_cell
+from bot.render.files import replace_file, unwritable
 from notifiers.text import cut, one_line
 from storage.records import Paper
 
@@ -57,7 +54,7 @@ BodyRenderer = Callable[..., str]
 
 
 @dataclass(slots=True)
-class _Row:
+class Row:
     """One paper's line of the Markdown table; its cells are made once, and only the abstract's
     again when the fitting shortens it, so sizes are known without re-rendering."""
 
@@ -67,6 +64,7 @@ class _Row:
     _cells: tuple[str, str] | None = None  # title (with authors) and comment
     _fixed_size: int = 0  # UTF-8 bytes of the line without its abstract, newline included
     _abstract: str | None = None  # the abstract cell at abstract_chars
+    _text: str | None = None  # the abstract as one line cut at abstract_chars (the page's too)
 
     @property
     def line(self) -> str:
@@ -76,8 +74,17 @@ class _Row:
     @property
     def abstract(self) -> str:
         if self._abstract is None:
-            self._abstract = _abstract_cell(self.paper, self.abstract_chars)
+            self._abstract = _abstract_cell(self.abstract_text)
         return self._abstract
+
+    @property
+    def abstract_text(self) -> str:
+        """The abstract on one line, cut at a word boundary at `abstract_chars`."""
+        if self._text is None:
+            chars = self.abstract_chars
+            text = self.paper.abstract
+            self._text = one_line(_cut(text, chars)) if chars and text else ""
+        return self._text
 
     @property
     def size(self) -> int:
@@ -87,11 +94,11 @@ class _Row:
 
     def shorten(self, abstract_chars: int) -> None:
         self.abstract_chars = abstract_chars
-        self._abstract = None
+        self._abstract = self._text = None
 
-    def copy(self) -> _Row:
-        return _Row(self.paper, self.date, self.abstract_chars, self._cells, self._fixed_size,
-                    self._abstract)
+    def copy(self) -> Row:
+        return Row(self.paper, self.date, self.abstract_chars, self._cells, self._fixed_size,
+                   self._abstract, self._text)
 
     def _make_cells(self) -> tuple[str, str]:
         self._cells = cells = (_title_cell(self.paper), _comment_cell(self.paper.comment))
@@ -101,11 +108,13 @@ class _Row:
 
 
 @dataclass(slots=True)
-class _SectionView:
-    keyword: str
+class SectionView:
+    """One keyword's section as rendered: what the Markdown digest and the HTML page show."""
+
+    keyword: str  # on one line
     anchor: str
     note: str | None
-    rows: list[_Row]  # newest first
+    rows: list[Row]  # newest first
     hidden: int = 0  # oldest rows left out to respect max_bytes
 
 
@@ -122,9 +131,17 @@ def render_digest(
     With `max_bytes`, the oldest rows' abstracts are shortened, then removed, then the oldest
     rows of the longest sections are left out, until the UTF-8 text fits (one WARNING says so).
     """
+    views = section_views(sections, max_papers, abstract_chars)
+    return render_views(views, updated=updated, max_papers=max_papers,
+                        abstract_chars=abstract_chars, max_bytes=max_bytes)
+
+
+def render_views(views: list[SectionView], *, updated: date, max_papers: int = 100,
+                 abstract_chars: int = 600, max_bytes: int | None = None) -> str:
+    """`render_digest` of sections already made into views (shared with the HTML page, which
+    sees them whole: the fitting works on copies)."""
     if isinstance(updated, datetime):
         updated = updated.astimezone(UTC).date()
-    views = _views(sections, max_papers, abstract_chars)
     render = partial(_render, updated=updated.isoformat(), max_papers=max_papers)
     text = render(views)
     if max_bytes is None:
@@ -161,53 +178,10 @@ def write_digest(path: Path, body: str | BodyRenderer, *, max_bytes: int = 500_0
     if data == old:
         return False
     try:
-        _replace(target, data)
+        replace_file(target, data)
     except OSError as exc:  # name the configured path, not the temporary file beside it
         raise DigestRefused(unwritable(Path(path), exc)) from None
     return True
-
-
-_CAUSES = {
-    errno.ENOENT: "its folder {parent} does not exist: create it",
-    errno.ENOTDIR: "{parent} is not a folder",
-    errno.EISDIR: "it is a folder, not a file",
-    errno.EACCES: "permission denied: let this user write to {parent}",
-    errno.EPERM: "permission denied: let this user write to {parent}",
-    errno.EROFS: "the file system is read-only",
-    errno.ENOSPC: "the disk is full: make room",
-    errno.EDQUOT: "the disk quota is used up: make room",
-}
-
-
-def unwritable(path: Path, exc: OSError) -> str:
-    """One line for a digest path the operator must fix: which path, why, what to do."""
-    cause = _CAUSES.get(exc.errno or 0, exc.strerror or str(exc)).format(parent=path.parent)
-    return f"{path}: the digest cannot be written: {cause}; or change [digest] path"
-
-
-def write_problem(path: Path) -> str | None:
-    """Why the digest could not be written at `path`, asked before anything else is done (so
-    a command that would fail leaves no database behind); None when it looks writable."""
-    target = Path(path).resolve()
-    parent = target.parent
-    if target.is_dir():
-        return unwritable(Path(path), OSError(errno.EISDIR, "Is a directory"))
-    if not parent.exists():
-        missing = errno.ENOTDIR if any(p.is_file() for p in parent.parents) else errno.ENOENT
-        return unwritable(Path(path), OSError(missing, os.strerror(missing)))
-    if not parent.is_dir():
-        return unwritable(Path(path), OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
-    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        code = errno.EROFS if _read_only(parent) else errno.EACCES
-        return unwritable(Path(path), OSError(code, os.strerror(code)))
-    return None
-
-
-def _read_only(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
 
 
 def update_digest(
@@ -261,11 +235,8 @@ def _title_cell(p: Paper) -> str:
     return title
 
 
-def _abstract_cell(p: Paper, chars: int) -> str:
-    if not (chars and p.abstract):
-        return ""
-    text = linked_cell(_cut(p.abstract, chars))
-    return f"<details><summary>Show</summary><p>{text}</p></details>"
+def _abstract_cell(text: str) -> str:
+    return f"<details><summary>Show</summary><p>{linked_cell(text)}</p></details>" if text else ""
 
 
 def _comment_cell(comment: str) -> str:
@@ -281,22 +252,23 @@ def _macros() -> jinja2.runtime.TemplateModule:
     return _template().make_module({"sections": [], "updated": "", "max_papers": 0})
 
 
-def _render(views: list[_SectionView], **context: object) -> str:
+def _render(views: list[SectionView], **context: object) -> str:
     return _template().render(sections=views, **context)
 
 
-def _views(
+def section_views(
     sections: Sequence[DigestSection], max_papers: int, abstract_chars: int
-) -> list[_SectionView]:
+) -> list[SectionView]:
+    """Each section's newest `max_papers` rows, and its heading's anchor."""
     anchors = _Anchors()
     views = []
     for section in sections:
         keyword = one_line(section.keyword)
         rows = [
-            _Row(p, _utc(p.published).date().isoformat(), abstract_chars)
+            Row(p, _utc(p.published).date().isoformat(), abstract_chars)
             for p in _newest(section.papers, max_papers)
         ]
-        views.append(_SectionView(keyword, anchors.add(keyword), section.note, rows))
+        views.append(SectionView(keyword, anchors.add(keyword), section.note, rows))
     return views
 
 
@@ -344,14 +316,14 @@ def _size(text: str) -> int:
 
 
 def _fit(
-    views: list[_SectionView],
-    render: Callable[[list[_SectionView]], str],
+    views: list[SectionView],
+    render: Callable[[list[SectionView]], str],
     abstract_chars: int,
     budget: int,
     size: int,
 ) -> str:
     """Shrink the oldest rows until the rendered text fits `budget` bytes, or nothing is left."""
-    views = [_SectionView(v.keyword, v.anchor, v.note, [r.copy() for r in v.rows], v.hidden)
+    views = [SectionView(v.keyword, v.anchor, v.note, [r.copy() for r in v.rows], v.hidden)
              for v in views]  # the caller's views stay whole (the HTML page shows them all)
     shrink = _Shrinker(views, abstract_chars)
     shrink.leave_out_rows(shrink.shorten_abstracts(size - budget))
@@ -369,7 +341,7 @@ def _fit(
 class _Shrinker:
     """Makes a digest smaller oldest rows first, keeping track of each row's bytes."""
 
-    def __init__(self, views: list[_SectionView], abstract_chars: int) -> None:
+    def __init__(self, views: list[SectionView], abstract_chars: int) -> None:
         self.views = views
         self.abstract_chars = abstract_chars
         self.shortened = self.removed = self.left_out = 0
@@ -456,31 +428,3 @@ def _is_whole_digest(text: str) -> bool:
         and "Last update:" in text
         and "| **Title** |" in text
     )
-
-
-def _replace(target: Path, data: bytes) -> None:
-    """Write through a temporary file in the same directory: readers see old or new, never half."""
-    mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable; some filesystems cannot fsync a directory."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

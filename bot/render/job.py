@@ -1,14 +1,25 @@
-"""Feeding the digest writer from the store: the curated keywords' windows, in config order."""
+"""Feeding the render stage from the store: the curated keywords' windows, in config order, read
+once for the Markdown digest and the HTML page."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 
 from bot.config import Config
 from bot.fetch.keywords import KeywordError, parse_keyword
-from bot.render.digest import DigestSection, update_digest
+from bot.render.digest import (
+    DigestRefused,
+    DigestSection,
+    render_views,
+    section_views,
+    write_digest,
+)
+from bot.render.page import feeds_href, render_page, write_page
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
 from storage.store import AsyncStore, Store
@@ -34,21 +45,50 @@ def digest_sections(store: Store, cfg: Config,
     return sections
 
 
-def write_digest_sync(store: Store, cfg: Config, now: datetime) -> bool:
-    assert cfg.digest.path is not None
-    return update_digest(
-        cfg.digest.path, digest_sections(store, cfg), updated=now.date(),
-        max_papers=cfg.arxiv.max_papers, abstract_chars=cfg.digest.abstract_chars,
-        max_bytes=cfg.digest.max_bytes,
-    )
+def write_digest_sync(store: Store, cfg: Config, now: datetime) -> list[Path]:
+    """Every file of the render stage from one read of the store; the paths that changed."""
+    return write_outputs(digest_sections(store, cfg), cfg, now)
 
 
-async def write_digest_from_store(store: AsyncStore, cfg: Config, now: datetime) -> bool:
+async def write_digest_from_store(store: AsyncStore, cfg: Config, now: datetime) -> list[Path]:
     """Read on the store's thread, render and write on a worker thread (off the event loop)."""
     sections = await store.run(lambda s: digest_sections(s, cfg))
-    assert cfg.digest.path is not None
-    return await asyncio.to_thread(
-        update_digest, cfg.digest.path, sections, updated=now.date(),
-        max_papers=cfg.arxiv.max_papers, abstract_chars=cfg.digest.abstract_chars,
-        max_bytes=cfg.digest.max_bytes,
-    )
+    return await asyncio.to_thread(write_outputs, sections, cfg, now)
+
+
+def outputs(cfg: Config) -> list[Path]:
+    """The files the render stage keeps ([digest] path, html_path)."""
+    return [p for p in (cfg.digest.path, cfg.digest.html_path) if p is not None]
+
+
+def write_outputs(sections: Sequence[DigestSection], cfg: Config, now: datetime) -> list[Path]:
+    """The Markdown digest and the HTML page from the same rows, each written whole or left
+    as it was; the paths that changed. One that cannot be written does not keep the other
+    from being written: its refusal is raised after."""
+    views = section_views(sections, cfg.arxiv.max_papers, cfg.digest.abstract_chars)
+    changed: list[Path] = []
+    refused: list[DigestRefused] = []
+    d = cfg.digest
+    if d.path is not None:
+        render = partial(render_views, views, updated=now.date(), max_papers=cfg.arxiv.max_papers,
+                         abstract_chars=d.abstract_chars)
+        with _collect(refused):
+            if write_digest(d.path, render, max_bytes=d.max_bytes):
+                changed.append(d.path)
+    if d.html_path is not None:
+        with _collect(refused):
+            html = render_page(views, updated=now.date(), max_papers=cfg.arxiv.max_papers,
+                               feeds=feeds_href(d.html_path, None, cfg.web.public_url))
+            if write_page(d.html_path, html):
+                changed.append(d.html_path)
+    if refused:
+        raise refused[0]
+    return changed
+
+
+@contextlib.contextmanager
+def _collect(refused: list[DigestRefused]) -> Iterator[None]:
+    try:
+        yield
+    except DigestRefused as exc:
+        refused.append(exc)

@@ -1,0 +1,154 @@
+"""Render stage: the HTML digest page ([digest] html_path, also served at /), the README
+digest's sections for a browser, with each keyword's Atom feed linked and announced.
+
+One static document: no script, nothing fetched from elsewhere (its own Content-Security-Policy
+says so), every text from arXiv escaped by Jinja's autoescape.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import os.path
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cache
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from bot.render.cells import web_links
+from bot.render.digest import NOTE_CHARS, DigestRefused, Row, SectionView
+from bot.render.feeds import ALL, slug
+from bot.render.files import replace_file, unwritable
+from notifiers.text import cut, one_line
+
+CONTENT_TYPE = "text/html; charset=utf-8"
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+class PageRefused(DigestRefused):
+    """The page cannot be written at [digest] html_path; the message is the operator's line."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PageSection:
+    keyword: str
+    anchor: str
+    note: str | None
+    items: list[Markup]  # one <li> per paper, newest first
+    feed: str  # its Atom feed, relative to the page or absolute
+
+
+def render_page(views: Sequence[SectionView], *, updated: date, max_papers: int,
+                feeds: str) -> str:
+    """The whole page. `feeds` is where the feeds are, as the page's links should say it:
+    "feeds/" beside the page, or "https://papers.example.org/feeds/"."""
+    if isinstance(updated, datetime):
+        updated = updated.astimezone(UTC).date()
+    sections = [_PageSection(v.keyword, v.anchor, v.note, [_item(r) for r in v.rows],
+                             f"{feeds}{slug(v.keyword)}.atom")
+                for v in views]
+    return _template().render(sections=sections, updated=updated.isoformat(),
+                              max_papers=max_papers, all_feed=f"{feeds}{ALL}.atom",
+                              style=Markup(_style()), policy=Markup(policy()))
+
+
+def write_page(path: Path, html: str) -> bool:
+    """Replace the file at `path` with the page, atomically; True when it changed.
+
+    Raises PageRefused with one line naming the path and what to do."""
+    data = html.encode("utf-8", "surrogateescape")
+    try:
+        if path.is_file() and path.read_bytes() == data:
+            return False
+        replace_file(path, data)
+    except OSError as exc:  # name the configured path, not the temporary file beside it
+        raise PageRefused(page_unwritable(path, exc)) from None
+    return True
+
+
+def page_unwritable(path: Path, exc: OSError) -> str:
+    return unwritable(path, exc, what="the digest page", key="html_path")
+
+
+def feeds_href(html_path: Path, feeds_dir: Path | None, public_url: str) -> str:
+    """Where the page's feed links point: the static feeds beside it when [digest] feeds_dir is
+    set (relative, so the pair can be published anywhere, GitHub Pages included), else the
+    daemon's own /feeds/ under [web] public_url."""
+    if feeds_dir is None:
+        return f"{public_url.rstrip('/')}/feeds/"
+    relative = Path(os.path.relpath(feeds_dir.resolve(), html_path.resolve().parent))
+    return "" if relative == Path(".") else f"{relative.as_posix()}/"
+
+
+def policy() -> str:
+    """Nothing but the page's own style: no script, no outside resource, no form."""
+    return (f"default-src 'none'; style-src '{_style_hash()}'; base-uri 'none'; "
+            "form-action 'none'")
+
+
+def _item(row: Row) -> Markup:
+    """One paper's list item. Python rather than the template: it runs for every row of every
+    section (10,000 for 100 keywords); each text is escaped as Jinja's autoescape would
+    (`&<>"'`), without making a Markup object of every piece."""
+    p = row.paper
+    meta = f"<time>{row.date}</time>"
+    if p.authors:
+        meta += f" · {_escape(one_line(p.authors_short()))}"
+    item = (f'<li><a class="title" href="{_escape(p.abs_url)}">'
+            f'{_escape(one_line(p.title or p.arxiv_id))}</a>\n<p class="meta">{meta}</p>\n')
+    if row.abstract_text:
+        item += (f"<details><summary>Abstract</summary><p>{_linked(row.abstract_text)}</p>"
+                 "</details>\n")
+    if p.comment:
+        item += f'<p class="comment">{_linked(one_line(p.comment))}</p>\n'
+    return Markup(item + "</li>")
+
+
+def _linked(text: str) -> Markup:
+    """The text escaped, each web address in it a link to exactly that address."""
+    if "://" not in text and "www." not in text:
+        return Markup(_escape(text))
+    out: list[str] = []
+    start = 0
+    for begin, end, href in web_links(text):
+        out.append(_escape(text[start:begin]))
+        out.append(f'<a href="{_escape(href)}" rel="nofollow">{_escape(text[begin:end])}</a>')
+        start = end
+    out.append(_escape(text[start:]))
+    return Markup("".join(out))
+
+
+def _escape(text: str) -> str:
+    """HTML-escaped text for element content and quoted attributes."""
+    return html.escape(text, quote=True)
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(line=one_line, linked=_linked, cut=lambda text, n: cut(one_line(text), n))
+    env.globals.update(note_chars=NOTE_CHARS)
+    return env.get_template("digest.html.j2")
+
+
+@cache
+def _style() -> str:
+    return (_TEMPLATES / "digest.css").read_text(encoding="utf-8")
+
+
+@cache
+def _style_hash() -> str:
+    digest = hashlib.sha256(_style().encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
