@@ -83,3 +83,55 @@ def test_what_is_not_oai_pmh_is_a_bad_answer(data: bytes):
 ])
 def test_arxivraw_author_lines(line: str, names: tuple[str, ...]):
     assert split_authors(line) == names
+
+
+# -- values from outside are range-checked where they are parsed (as the Atom parser's) ---------
+FIRST_DATE = b"<date>Wed, 23 Jan 2008 21:06:41 GMT</date>"
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    pytest.param(FIRST_DATE, b"<date>Fri, 31 Dec 9999 23:59:59 GMT</date>", id="version-year-9999"),
+    pytest.param(FIRST_DATE, b"<date>Mon, 1 Jan 0001 00:00:00 GMT</date>", id="version-year-1"),
+    pytest.param(b"<datestamp>2008-01-25</datestamp>", b"<datestamp>9999-12-31</datestamp>",
+                 id="datestamp-year-9999"),
+])
+def test_a_record_that_cannot_be_represented_is_dropped_with_a_warning(
+        old: bytes, new: bytes, caplog: pytest.LogCaptureFixture):
+    data = RAW.replace(old, new, 1)
+    assert data != RAW
+    with caplog.at_level("WARNING", logger="bot.fetch.oai"):
+        page = parse_oai(data)
+    assert len(page.records) == 999 and page.dropped == 1
+    assert "0801.3673" not in {r.paper.arxiv_id for r in page.records}
+    assert "OAI record dropped: 0801.3673" in caplog.text
+    assert page.last_datestamp is not None and page.last_datestamp.year < 3000
+
+
+def test_a_record_with_more_versions_than_believable_is_dropped():
+    versions = b"".join(b"<version version='v%d'>%s<size>1kb</size></version>" % (i, FIRST_DATE)
+                        for i in range(1, 10_002))
+    data = RAW.replace(FIRST_DATE, versions[len(b"<version version='v1'>"):-len(b"</version>")]
+                       , 1)
+    page = parse_oai(data)
+    assert page.dropped == 1 and len(page.records) == 999
+
+
+@pytest.mark.parametrize("size", [b"1" + b"0" * 30, b"-1", b"1e6", b"\xd9\xa3"])
+def test_a_list_size_that_is_not_a_count_makes_the_answer_bad(size: bytes):
+    data = RAW.replace(b"completeListSize='907096'", b"completeListSize='" + size + b"'")
+    assert data != RAW
+    with pytest.raises(ArxivBadAnswer, match="completeListSize"):
+        parse_oai(data)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    pytest.param(b"<id>0801.3673</id>", b"<id>not an id</id>", id="id"),
+    pytest.param(FIRST_DATE, b"<date>yesterday</date>", id="version-date"),
+    pytest.param(b"<datestamp>2008-01-25</datestamp>", b"<datestamp>soon</datestamp>",
+                 id="datestamp"),
+])
+def test_a_value_that_is_not_what_it_says_makes_the_answer_bad(old: bytes, new: bytes):
+    data = RAW.replace(old, new, 1)
+    assert data != RAW
+    with pytest.raises(ArxivBadAnswer):
+        parse_oai(data)

@@ -13,10 +13,11 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 from bot.fetch.atom import MAX_COUNT, MAX_VERSION, Unrepresentable, parse_datetime
 from bot.fetch.errors import ArxivBadAnswer
-from bot.fetch.safexml import Extractor, items, parse_xml, value_of, values_of
+from bot.fetch.safexml import Extractor, collapse, items, parse_xml, squeeze, value_of, values_of
 from storage.records import Paper
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,12 @@ class OaiPage:
         return max((r.datestamp for r in self.records), default=None)
 
 
-
-
 _AUTHOR_NAMES = (  # the arXiv format splits names; written back as "Forenames Keyname Suffix"
     '<xsl:for-each select="m:authors/m:author"><xsl:value-of '
     "select=\"normalize-space(concat(m:forenames, ' ', m:keyname, ' ', m:suffix))\"/>"
     "<xsl:text>&#13;</xsl:text></xsl:for-each><xsl:text>&#9;</xsl:text>")
 _COMMON = ("title", "categories", "comments", "journal-ref", "doi", "abstract")
-_FIELDS = ("identifier", "datestamp", "status", "id", "dates", "authors", *_COMMON)
+_FIELDS = ("datestamp", "status", "id", "dates", "authors", *_COMMON)
 _LIST = "/o:OAI-PMH/*"
 
 
@@ -65,7 +64,7 @@ def _extractor(prefix: str, element: str, dates: str, authors: str) -> Extractor
     """First line: error code, error text, token, completeListSize; then one line per
     record with _FIELDS. One program per metadata format keeps every path a plain one."""
     record = "".join([
-        value_of("o:header/o:identifier"), value_of("o:header/o:datestamp"),
+        value_of("o:header/o:datestamp"),
         value_of("o:header/@status"),
         f'<xsl:for-each select="o:metadata/{prefix}:{element}">',
         value_of(f"{prefix}:id"), dates, authors,
@@ -79,6 +78,24 @@ def _extractor(prefix: str, element: str, dates: str, authors: str) -> Extractor
             value_of(f"{_LIST}/o:resumptionToken/@completeListSize")}<xsl:text>&#10;</xsl:text>
           <xsl:for-each select="{_LIST}/o:record">{record}<xsl:text>&#10;</xsl:text>
           </xsl:for-each></xsl:template></xsl:stylesheet>""")
+
+
+_WIDTH = len(_FIELDS)  # a row holds its fields and the empty string after the last tab
+
+
+class _Fields(NamedTuple):
+    datestamp: str
+    status: str
+    id: str
+    dates: str
+    authors: str
+    title: str
+    categories: str
+    comments: str
+    journal_ref: str
+    doi: str
+    abstract: str
+    end: str = ""
 
 
 _RAW = _extractor("r", "arXivRaw", values_of("r:version/r:date"), value_of("r:authors"))
@@ -96,7 +113,10 @@ def parse_oai(data: bytes) -> OaiPage:
     code, message, token, size = head[:4]
     if code:
         return OaiPage((), None, None, error=code, message=message)
-    records = [_record(dict(zip(_FIELDS, row, strict=False)), raw) for row in rows if any(row)]
+    # One tuple per record that has metadata (a deleted record has none); values in C.
+    live = [_Fields._make(row[:_WIDTH + 1]) for row in rows
+            if len(row) > _WIDTH and row[2] and row[1] != "deleted"]
+    records = [_record(fields, raw) for fields in live]
     kept = tuple(r for r in records if r is not None)
     return OaiPage(kept, token or None, _size(size), dropped=len(records) - len(kept))
 
@@ -109,7 +129,7 @@ def _size(text: str) -> int | None:
     return int(text)
 
 
-def _record(fields: dict[str, str], raw: bool) -> OaiRecord | None:
+def _record(fields: _Fields, raw: bool) -> OaiRecord | None:
     try:
         return _read(fields, raw)
     except Unrepresentable as exc:
@@ -117,31 +137,27 @@ def _record(fields: dict[str, str], raw: bool) -> OaiRecord | None:
         return None
 
 
-def _read(fields: dict[str, str], raw: bool) -> OaiRecord | None:
-    if fields.get("status") == "deleted" or not fields.get("id"):
-        return None  # a deleted record has no metadata: nothing to tell anyone
-    arxiv_id = fields["id"]
+def _read(fields: _Fields, raw: bool) -> OaiRecord:
+    arxiv_id = fields.id
     if not _ID.fullmatch(arxiv_id):
         raise ArxivBadAnswer(f"record id is not an arXiv id: {arxiv_id[:100]!r}")
-    stamp = _day(fields.get("datestamp", ""), arxiv_id)
-    dates = items(fields.get("dates", ""))
+    stamp = _day(fields.datestamp, arxiv_id)
+    dates = items(fields.dates)
     if len(dates) > MAX_VERSION:
         raise Unrepresentable(f"{arxiv_id}: {len(dates)} versions")
-    if raw:  # arXivRaw: the version history, v1 first
-        published = _rfc822(dates[0], arxiv_id) if dates else _midnight(stamp, arxiv_id)
-        updated = _rfc822(dates[-1], arxiv_id) if len(dates) > 1 else published
-        authors = split_authors(fields.get("authors", ""))
-    else:  # arXiv format: created [updated] (first and last version on the old server only)
-        published = parse_datetime(dates[0], arxiv_id) if dates else _midnight(stamp, arxiv_id)
-        updated = parse_datetime(dates[-1], arxiv_id) if len(dates) > 1 else published
-        authors = items(fields.get("authors", ""))
-    categories = tuple(dict.fromkeys(fields.get("categories", "").split()))
+    # arXivRaw: the version history, v1 first; the arXiv format: created [updated] (first and
+    # last version on the old server only)
+    read = _rfc822 if raw else parse_datetime
+    published = read(dates[0], arxiv_id) if dates else _midnight(stamp, arxiv_id)
+    updated = read(dates[-1], arxiv_id) if len(dates) > 1 else published
+    categories = tuple(dict.fromkeys(fields.categories.split()))
     paper = Paper(
-        arxiv_id=arxiv_id, version=max(len(dates), 1), title=fields.get("title", ""),
-        abstract=fields.get("abstract", ""), authors=authors, published=published,
+        arxiv_id=arxiv_id, version=max(len(dates), 1), title=fields.title,
+        abstract=fields.abstract, published=published,
+        authors=_names(fields.authors) if raw else items(fields.authors),
         updated=updated, primary_category=categories[0] if categories else "",
-        categories=categories, comment=fields.get("comments", ""),
-        journal_ref=fields.get("journal-ref", ""), doi=fields.get("doi", ""),
+        categories=categories, comment=fields.comments,
+        journal_ref=fields.journal_ref, doi=fields.doi,
     )
     return OaiRecord(paper, stamp, new_submission=len(dates) <= 1)
 
@@ -151,34 +167,50 @@ def _midnight(day: date, arxiv_id: str) -> datetime:
 
 
 def _day(text: str, arxiv_id: str) -> date:
+    """The record's datestamp: one outside 1900–3000 drops the record (it would move the
+    harvest's resume point out of reach)."""
     try:
-        return date.fromisoformat(text[:10])
+        day = date.fromisoformat(text[:10])
     except ValueError:
         raise ArxivBadAnswer(f"{arxiv_id}: invalid datestamp {text[:40]!r}") from None
+    if not 1900 <= day.year < 3000:
+        raise Unrepresentable(f"{arxiv_id}: datestamp {text[:40]!r} is out of range")
+    return day
 
 
 def _rfc822(text: str, arxiv_id: str) -> datetime:
     """arXivRaw's `Wed, 23 Jan 2008 21:06:41 GMT`, read without email.utils (hot path)."""
     try:
         _, day, month, year, clock, *_ = text.replace(",", " ").split()
-        hour, minute, second = clock.split(":")
-        if not 1900 <= int(year) < 3000:
-            raise Unrepresentable(f"{arxiv_id}: version date {text[:40]!r} is out of range")
-        return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute),
-                        int(second), tzinfo=UTC)
+        if len(clock) != 8 or clock[2] != ":" or clock[5] != ":":
+            raise ValueError(clock)
+        in_range = 1900 <= int(year) < 3000
+        if in_range:
+            return datetime(int(year), _MONTHS[month], int(day), int(clock[:2]),
+                            int(clock[3:5]), int(clock[6:]), tzinfo=UTC)
     except (ValueError, KeyError):
         raise ArxivBadAnswer(f"{arxiv_id}: invalid version date {text[:40]!r}") from None
+    # Raised outside the try: Unrepresentable is a ValueError, and this one drops the record
+    raise Unrepresentable(f"{arxiv_id}: version date {text[:40]!r} is out of range")
 
 
 _AFFILIATION = re.compile(r"\([^()]*\)")
-_SEPARATORS = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")
 
 
 def split_authors(text: str) -> tuple[str, ...]:
     """arXivRaw's one free-text author line → names: "A (X, Y), B and C" → (A, B, C).
 
     Affiliations in parentheses are dropped, as the search API does."""
-    while _AFFILIATION.search(text):
-        text = _AFFILIATION.sub(" ", text)
-    names = (" ".join(name.split()) for name in _SEPARATORS.split(text))
-    return tuple(name for name in names if name)
+    return _names(collapse(text))
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """split_authors for a line already collapsed: str methods in C, no regex pass."""
+    if "(" in text:
+        while (bare := _AFFILIATION.sub(" ", text)) != text:
+            text = bare
+        text = squeeze(text)
+    if " and " in text or ",and " in text:
+        text = (text.replace(", and ", ",").replace(",and ", ",").replace(" , ", ",")
+                .replace(" and ", ","))
+    return tuple(name for part in text.split(",") if (name := part.strip(" ")))

@@ -1,7 +1,10 @@
 """Fetch stage: reading an XML answer from arXiv (Atom or OAI-PMH) without trusting it.
 
 No DTD, no entities, no network, no huge trees; an HTML page says what it is. Text is cleaned
-once per page where it can be (bidi controls) and collapsed per value.
+once per page where it can be (bidi controls) and collapsed per value. Two ways to read a
+page's values, whichever measured faster for its shape (bench/bench_parse.py): `Columns`, one
+XPath per field over the whole page (the 100-entry Atom page), and `Extractor`, one XSLT
+program writing every value normalized in C (1,000-record OAI pages, long abstracts).
 """
 
 from __future__ import annotations
@@ -100,10 +103,10 @@ class Extractor:
         if second_look:  # normalize-space() only collapses XML's four kinds of whitespace
             text = text.translate(_BIDI_TABLE)
         rows = [line.split(FIELD) for line in text.split("\n") if line]
-        return [_respace(row) for row in rows] if second_look else rows
+        return [_respace_row(row) for row in rows] if second_look else rows
 
 
-def _respace(row: list[str]) -> list[str]:
+def _respace_row(row: list[str]) -> list[str]:
     """Collapse the Unicode spaces normalize-space() kept, item by item."""
     return [ITEM.join(" ".join(part.split()) for part in value.split(ITEM)) for value in row]
 
@@ -123,11 +126,94 @@ def items(value: str) -> tuple[str, ...]:
     return tuple(item for item in value.split(ITEM) if item)
 
 
-def text_of(element: etree._Element, references: bool) -> str:
-    """An element's whole text, collapsed."""
-    text = element.text if len(element) == 0 else "".join(element.itertext())
-    if not text:
-        return ""
-    if references:
-        text = text.translate(_BIDI_TABLE)
-    return " ".join(text.split())
+class Columns:
+    """The values of a page read column by column: one compiled XPath per field selects that
+    field of every record at once (tag-targeted, in C), and the elements are matched to their
+    record by parent, so the per-record work left in Python is reading `.text`. A record that
+    lacks a field gets "" (or no item); when a field repeats, the first one counts."""
+
+    def __init__(self, records: list[etree._Element], second_look: bool) -> None:
+        self.records = records
+        self._index: dict[etree._Element, int] | None = None
+        self._clean = _respace if second_look else squeeze
+
+    def first(self, found: list[etree._Element], depth: int = 1) -> list[str]:
+        """One collapsed text per record, `found` being `depth` levels below the records."""
+        clean = self._clean
+        return self._first([clean(_whole(e) if len(e) else e.text or "") for e in found],
+                           found, depth)
+
+    def first_attribute(self, found: list[etree._Element], name: str,
+                        depth: int = 1) -> list[str]:
+        return self._first([self._clean(e.get(name) or "") for e in found], found, depth)
+
+    def every(self, found: list[etree._Element], depth: int = 1) -> list[list[str]]:
+        """Every collapsed text per record, in document order."""
+        clean = self._clean
+        return self.group([clean(_whole(e) if len(e) else e.text or "") for e in found],
+                          found, depth)
+
+    def every_attribute(self, found: list[etree._Element], name: str,
+                        depth: int = 1) -> list[list[str]]:
+        return self.group([self._clean(e.get(name) or "") for e in found], found, depth)
+
+    def group(self, values: list[str], found: list[etree._Element],
+              depth: int) -> list[list[str]]:
+        """`values` (one per element of `found`) gathered by the record they are in."""
+        column: list[list[str]] = [[] for _ in self.records]
+        for position, value in zip(self.positions(found, depth), values, strict=True):
+            column[position].append(value)
+        return column
+
+    def positions(self, found: list[etree._Element], depth: int) -> list[int]:
+        """The record each element of `found` is in, `depth` levels up."""
+        owners = self._owners(found, depth)
+        if owners == self.records:
+            return list(range(len(owners)))
+        return self._positions(owners)
+
+    def _owners(self, found: list[etree._Element], depth: int) -> list[etree._Element]:
+        owners = [e.getparent() for e in found]
+        for _ in range(depth - 1):
+            owners = [e.getparent() for e in owners]
+        return owners
+
+    def _positions(self, owners: list[etree._Element]) -> list[int]:
+        if self._index is None:
+            self._index = {record: i for i, record in enumerate(self.records)}
+        return [self._index[owner] for owner in owners]
+
+    def _first(self, values: list[str], found: list[etree._Element], depth: int) -> list[str]:
+        owners = self._owners(found, depth)
+        if owners == self.records:  # the common case: each record has it exactly once
+            return values
+        column = [""] * len(self.records)
+        for position, value in zip(reversed(self._positions(owners)), reversed(values),
+                                   strict=True):
+            column[position] = value  # backwards: the first one written last wins
+        return column
+
+
+def _whole(element: etree._Element) -> str:
+    """The string value of an element with children (a leaf's is its .text)."""
+    return "".join(element.xpath("descendant::text()"))
+
+
+def squeeze(text: str) -> str:
+    """XPath's normalize-space(): runs of XML whitespace become one space, ends stripped.
+    Built from str.replace passes, which run in C (split/join costs an object per word)."""
+    text = text.strip(" \n\t\r")
+    if "\n" in text:
+        text = text.replace("\n", " ")
+    if "\t" in text:
+        text = text.replace("\t", " ")
+    if "\r" in text:
+        text = text.replace("\r", " ")
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text
+
+
+def _respace(text: str) -> str:
+    """The second look: bidi controls written as references dropped, Unicode spaces too."""
+    return collapse(text)
