@@ -1,4 +1,5 @@
-"""Benchmark of the render stage: the README digest of 100 keywords × 100 papers.
+"""Benchmark of the render stage: the README digest of 100 keywords × 100 papers, and the
+Atom feeds of the same keywords (one per keyword and all.atom).
 
 Run from the repository root: `python -m bench.bench_digest`. Target: median render ≤ 200 ms.
 """
@@ -12,6 +13,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from bot.render.digest import DigestSection, render_digest
+from bot.render.feeds import public_feeds
 from storage.records import Paper
 
 KEYWORDS = 100
@@ -68,6 +70,16 @@ def _median_ms(render: object) -> tuple[float, str]:
     return statistics.median(times), text
 
 
+def _cpu_ms(render: object) -> str:
+    """Median process CPU time: on a loaded machine it moves less than wall time."""
+    times = []
+    for _ in range(RUNS):
+        start = time.process_time()
+        render()  # type: ignore[operator]
+        times.append((time.process_time() - start) * 1000)
+    return f"{statistics.median(times):.1f} ms"
+
+
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)  # the fitted run warns on every render
     sections = _sections()
@@ -78,6 +90,10 @@ def main() -> None:
           f"(target {TARGET_MS} ms: {verdict}); {len(text.encode()):,} bytes")
     ms, text = _median_ms(lambda: render_digest(sections, updated=today, max_bytes=MAX_BYTES))
     print(f"render fitted to {MAX_BYTES:,} bytes: median {ms:.1f} ms; {len(text.encode()):,} bytes")
+    feeds_ms, feeds = _median_ms(lambda: public_feeds(sections, "https://papers.example.org"))
+    size = sum(len(f.body) for f in feeds.values())  # type: ignore[attr-defined]
+    print(f"public Atom feeds ({len(feeds)}: {KEYWORDS} keywords + all.atom): median "  # type: ignore[arg-type]
+          f"{feeds_ms:.1f} ms; {size:,} bytes; CPU {_cpu_ms(lambda: public_feeds(sections, ''))}")
 
 
 if __name__ == "__main__":
