@@ -208,18 +208,16 @@ def terminal_progress() -> TerminalProgress:
 @cli.command()
 @click.pass_obj
 def digest(ctx: Context) -> None:
-    """Rewrite the README digest (and the HTML page) from the store, without the network."""
-    from bot.render.files import write_problem
-    from bot.render.job import outputs, write_digest_sync
+    """Rewrite the README digest (and the HTML page, the feed files) from the store, without
+    the network."""
+    from bot.render.job import output_problem, outputs, write_digest_sync
 
     with operator_errors():
         files = outputs(ctx.cfg)
     if not files:
-        fail("the digest is off ([digest] path and html_path are empty)")
+        fail("the digest is off ([digest] path, html_path and feeds_dir are empty)")
     for path in files:
-        page = path == ctx.cfg.digest.html_path
-        if problem := write_problem(path, what="the digest page" if page else "the digest",
-                                    key="html_path" if page else "path"):
+        if problem := output_problem(ctx.cfg, path):
             fail(problem)  # before the store opens: a refused digest leaves nothing behind
 
     def work(store: Store) -> list[Path]:

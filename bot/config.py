@@ -62,6 +62,7 @@ class DigestConfig:
     abstract_chars: int = 600
     max_bytes: int = 500_000
     html_path: Path | None = None  # the digest as a page, also served at /; "" (default): off
+    feeds_dir: Path | None = None  # the public Atom feeds as static files; "" (default): off
 
 
 class AddressError(ValueError):
@@ -405,6 +406,7 @@ def load_config(path: Path, *, named_by: str | None = None) -> Config:
     cfg.storage.path = _resolve(base, cfg.storage.path)
     cfg.digest.path = None if digest_off else _resolve(base, cfg.digest.path or Path("README.md"))
     cfg.digest.html_path = _optional_path(base, raw.get("digest"), "html_path")
+    cfg.digest.feeds_dir = _optional_path(base, raw.get("digest"), "feeds_dir")
     if cfg.email.ca_file:
         cfg.email.ca_file = str(_resolve(base, Path(cfg.email.ca_file)))
     _check_values(cfg, path)

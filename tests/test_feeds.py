@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
 import lxml.etree
 import pytest
 
+from bot.config import Config
 from bot.render.digest import DigestSection
 from bot.render.feeds import (
     ALL,
@@ -25,6 +26,12 @@ from bot.render.feeds import (
     slug,
     write_feeds,
 )
+from bot.render.job import write_digest_sync
+from storage import polls
+from storage.store import AsyncStore
+from tests.conftest import Clock, KeywordFactory, PaperFactory
+from tests.fakes.arxiv_server import FakeArxiv
+from tests.fakes.daemon import run_cli, write_config
 from tests.test_digest import all_sections, hostile_papers, paper, seed_sections
 from tests.test_hostile_data import KEYWORD, MARKUP, PAPERS, RTL
 
@@ -215,3 +222,95 @@ def test_write_feeds_writes_changes_only_and_removes_feeds_no_longer_public(
     write_feeds(directory, fewer)
     assert {p.name for p in directory.iterdir()} == {f"{n}.atom" for n in fewer}
     assert not list(directory.glob(".*"))  # no temporary file left behind
+
+
+# --- feeds_dir from the store: `daily-papers digest`, a cycle, never a private keyword ----------
+
+
+def feeds_config(tmp_path: Path, api_url: str, feeds_dir: str = "site/feeds") -> Path:
+    return write_config(tmp_path, f"""[arxiv]
+api_url = "{api_url}"
+keywords = ["graph neural networks", 'ti:"protein folding" AND cat:q-bio.BM']
+schedule = "interval"
+request_interval = 0.02
+[storage]
+path = "papers.db"
+[digest]
+path = "README.md"
+html_path = "site/index.html"
+feeds_dir = "{feeds_dir}"
+[web]
+public_url = "https://lab.example.org/papers"
+""")
+
+
+PROTEIN = slug('ti:"protein folding" AND cat:q-bio.BM')
+
+
+async def test_digest_writes_the_feed_files_beside_the_page(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()  # the page's folder; the feeds' own is made
+    config = feeds_config(tmp_path, "http://127.0.0.1:9/")
+    code, out, err = await run_cli(config, "digest")
+    assert code == 0, err
+    feeds = tmp_path / "site" / "feeds"
+    assert out.splitlines() == [f"{tmp_path}/README.md: written",
+                                f"{tmp_path}/site/index.html: written", f"{feeds}: written"]
+    assert sorted(p.name for p in feeds.iterdir()) == sorted(
+        ["all.atom", "graph-neural-networks.atom", f"{PROTEIN}.atom"])
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert 'href="feeds/graph-neural-networks.atom"' in page  # the page links the files
+    parsed = feedparser.parse((feeds / "graph-neural-networks.atom").read_bytes())
+    assert not parsed.bozo
+    assert parsed.feed.id == "https://lab.example.org/papers/feeds/graph-neural-networks.atom"
+    code, out, _ = await run_cli(config, "digest")
+    assert out.splitlines()[-1] == f"{feeds}: unchanged"
+
+
+async def test_a_cycle_rewrites_the_feed_files_with_the_new_papers(
+        tmp_path: Path, fake_arxiv: FakeArxiv, paper: PaperFactory) -> None:
+    fake_arxiv.add(paper(about="graph neural networks", title="Graph <b>Networks</b> & Friends"))
+    (tmp_path / "site").mkdir()
+    config = feeds_config(tmp_path, fake_arxiv.url, feeds_dir="public/feeds")
+    code, _, err = await run_cli(config, "run", "--once")
+    assert code == 0, err
+    feeds = tmp_path / "public" / "feeds"
+    parsed = feedparser.parse((feeds / "graph-neural-networks.atom").read_bytes())
+    assert [e.title for e in parsed.entries] == ["Graph <b>Networks</b> & Friends"]
+    fake_arxiv.add(paper(about="graph neural networks", title="Graph networks, again", days=0.5))
+    code, _, err = await run_cli(config, "run", "--once")
+    assert code == 0, err
+    everything = feedparser.parse((feeds / "all.atom").read_bytes())
+    assert [e.title for e in everything.entries] == ["Graph networks, again",
+                                                     "Graph <b>Networks</b> & Friends"]
+    assert not list(feeds.glob(".*"))
+
+
+async def test_private_keywords_never_reach_the_feed_files(
+        tmp_path: Path, store: AsyncStore, add_keyword: KeywordFactory, paper: PaperFactory,
+        clock: Clock) -> None:
+    cfg = Config()
+    cfg.arxiv.keywords = ["graph neural networks"]
+    cfg.digest.path = None
+    cfg.digest.feeds_dir = tmp_path / "feeds"
+    for text, public in (("graph neural networks", True), ("secret project words", False)):
+        kw = await add_keyword(text, in_config=public)
+        await store.call(polls.commit_poll, kw, [paper(about=text)], baseline=True,
+                         now=clock.now(), max_papers=100,
+                         notify_floor=clock.now() - timedelta(days=14), total_results=1)
+    changed = await store.run(lambda s: write_digest_sync(s, cfg, clock.now()))
+    assert changed == [tmp_path / "feeds"]
+    assert sorted(p.name for p in (tmp_path / "feeds").iterdir()) == [
+        "all.atom", "graph-neural-networks.atom"]
+    assert not [p for p in (tmp_path / "feeds").iterdir() if b"secret" in p.read_bytes()]
+
+
+async def test_an_unwritable_feeds_dir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "feeds").write_text("a file, not a folder")
+    config = feeds_config(tmp_path, "http://127.0.0.1:9/")
+    code, out, err = await run_cli(config, "digest")
+    assert code == 2 and out == "", (out, err)
+    assert err.splitlines() == [f"error: {tmp_path}/site/feeds/all.atom: the Atom feeds cannot be "
+                                f"written: {tmp_path}/site/feeds is not a folder; or change "
+                                "[digest] feeds_dir"]
+    assert not (tmp_path / "papers.db").exists()

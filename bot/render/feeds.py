@@ -8,10 +8,10 @@ bench/bench_digest.py); tests check the output with feedparser and lxml.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import bot
 from bot.fetch.keywords import KeywordError, parse_keyword
-from bot.render.digest import DigestSection
+from bot.render.digest import DigestRefused, DigestSection
+from bot.render.files import replace_file, unwritable
 from storage.records import Paper
 
 CONTENT_TYPE = "application/atom+xml; charset=utf-8"
@@ -310,10 +311,42 @@ def private_feed(url: str, public_url: str, keywords: Sequence[str],
     return render_feed(head, [p for p, _ in rows], labels={p.arxiv_id: k for p, k in rows})
 
 
+class FeedsRefused(DigestRefused):
+    """[digest] feeds_dir cannot be written; the message is the operator's line."""
+
+
+def write_feed_files(directory: Path, sections: Sequence[DigestSection],
+                     public_url: str) -> int:
+    """[digest] feeds_dir: every public feed as a static file; how many files changed."""
+    try:
+        return write_feeds(directory, public_feeds(sections, public_url))
+    except OSError as exc:
+        raise FeedsRefused(feeds_unwritable(directory, exc)) from None
+
+
+def feeds_unwritable(directory: Path, exc: OSError) -> str:
+    return unwritable(directory / ALL_FILE, exc, what="the Atom feeds", key="feeds_dir")
+
+
+def feeds_problem(directory: Path) -> str | None:
+    """Why the feeds could not be written in `directory` (asked before anything is done); None
+    when it looks writable. A missing folder is made, so its nearest existing parent counts."""
+    if directory.exists() and not directory.is_dir():
+        return feeds_unwritable(directory, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return feeds_unwritable(directory, OSError(errno.EACCES, os.strerror(errno.EACCES)))
+    return None
+
+
+ALL_FILE = f"{ALL}.atom"
+
+
 def write_feeds(directory: Path, feeds: Mapping[str, Rendered]) -> int:
     """Write each feed as `{name}.atom` atomically (temporary file + rename); a feed whose file
     already holds the same bytes is left alone. Returns how many files changed. Files of
-    keywords no longer public are removed, so a stale feed is never published."""
+    keywords no longer public are removed, so a stale feed is never published: the folder
+    is Daily Papers' own."""
     directory.mkdir(parents=True, exist_ok=True)
     changed = 0
     for name, feed in feeds.items():
@@ -321,7 +354,7 @@ def write_feeds(directory: Path, feeds: Mapping[str, Rendered]) -> int:
         with contextlib.suppress(OSError):
             if target.read_bytes() == feed.body:
                 continue
-        _replace(target, feed.body)
+        replace_file(target, feed.body)
         changed += 1
     wanted = {f"{name}.atom" for name in feeds}
     for stale in directory.glob("*.atom"):
@@ -329,18 +362,3 @@ def write_feeds(directory: Path, feeds: Mapping[str, Rendered]) -> int:
             stale.unlink(missing_ok=True)
             changed += 1
     return changed
-
-
-def _replace(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

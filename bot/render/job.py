@@ -1,5 +1,5 @@
 """Feeding the render stage from the store: the curated keywords' windows, in config order, read
-once for the Markdown digest and the HTML page."""
+once for the Markdown digest, the HTML page and the static Atom feeds."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from bot.render.digest import (
     section_views,
     write_digest,
 )
+from bot.render.feeds import feeds_problem, write_feed_files
+from bot.render.files import write_problem
 from bot.render.page import feeds_href, render_page, write_page
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
@@ -57,14 +59,25 @@ async def write_digest_from_store(store: AsyncStore, cfg: Config, now: datetime)
 
 
 def outputs(cfg: Config) -> list[Path]:
-    """The files the render stage keeps ([digest] path, html_path)."""
-    return [p for p in (cfg.digest.path, cfg.digest.html_path) if p is not None]
+    """The files the render stage keeps ([digest] path, html_path; the feeds_dir folder)."""
+    d = cfg.digest
+    return [p for p in (d.path, d.html_path, d.feeds_dir) if p is not None]
+
+
+def output_problem(cfg: Config, path: Path) -> str | None:
+    """Why one of `outputs` cannot be written, in the operator's words; None when it can."""
+    d = cfg.digest
+    if path == d.feeds_dir:
+        return feeds_problem(path)
+    if path == d.html_path:
+        return write_problem(path, what="the digest page", key="html_path")
+    return write_problem(path, what="the digest", key="path")
 
 
 def write_outputs(sections: Sequence[DigestSection], cfg: Config, now: datetime) -> list[Path]:
-    """The Markdown digest and the HTML page from the same rows, each written whole or left
-    as it was; the paths that changed. One that cannot be written does not keep the other
-    from being written: its refusal is raised after."""
+    """The Markdown digest, the HTML page and the feed files from the same rows, each written
+    whole or left as it was; the paths that changed. One that cannot be written does not keep
+    the others from being written: its refusal is raised after."""
     views = section_views(sections, cfg.arxiv.max_papers, cfg.digest.abstract_chars)
     changed: list[Path] = []
     refused: list[DigestRefused] = []
@@ -78,9 +91,13 @@ def write_outputs(sections: Sequence[DigestSection], cfg: Config, now: datetime)
     if d.html_path is not None:
         with _collect(refused):
             html = render_page(views, updated=now.date(), max_papers=cfg.arxiv.max_papers,
-                               feeds=feeds_href(d.html_path, None, cfg.web.public_url))
+                               feeds=feeds_href(d.html_path, d.feeds_dir, cfg.web.public_url))
             if write_page(d.html_path, html):
                 changed.append(d.html_path)
+    if d.feeds_dir is not None:
+        with _collect(refused):
+            if write_feed_files(d.feeds_dir, sections, cfg.web.public_url):
+                changed.append(d.feeds_dir)
     if refused:
         raise refused[0]
     return changed
