@@ -9,10 +9,13 @@ import re
 import resource
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from tests.fakes.clocked import FileClock
+
+T = TypeVar("T")
 
 BASE_ENV_DROP = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
                  "SLACK_APP_TOKEN", "SMTP_PASSWORD", "DAILY_PAPERS_SECRET", "DAILY_PAPERS_CONFIG",
@@ -116,18 +119,25 @@ class DaemonProcess:
                     return m
             return None
 
-        async def waiter() -> re.Match[str]:
+        return await self.wait_until(found, timeout, f"no log line matched {pattern!r}")
+
+    async def wait_until(self, predicate: Callable[[], T | None], timeout: float = 30,
+                         what: str = "condition not met") -> T:
+        """The first true value of `predicate()`, asked again at every log line (for state
+        outside the log, such as the database: a busy daemon logs at least every cycle)."""
+
+        async def waiter() -> T:
             async with self._changed:
-                while not (m := found()):
+                while not (value := predicate()):
                     if self._reader is not None and self._reader.done():
-                        raise AssertionError(f"process ended before {pattern!r}:\n{self.log}")
+                        raise AssertionError(f"process ended before: {what}:\n{self.log}")
                     await self._changed.wait()
-                return m
+                return value
 
         try:
             return await asyncio.wait_for(waiter(), timeout)
         except TimeoutError:
-            raise AssertionError(f"no log line matched {pattern!r}:\n{self.log}") from None
+            raise AssertionError(f"{what} within {timeout} s:\n{self.log}") from None
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         assert self.proc
