@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 10.0
 STOP_GRACE = 8.0
+LEASE_GRACE = 1.0  # s a stop waits to give the lease back (a dead holder's is taken at once)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -85,8 +86,8 @@ class Daemon:
                 app = App(self.cfg, self.secrets, astore, client, self.now, stop)
                 return await self._run_app(app, once=once)
         finally:
-            with contextlib.suppress(Exception):
-                await astore.call(lease.release, self.holder)
+            with contextlib.suppress(Exception):  # a busy store: the next start takes it over
+                await asyncio.wait_for(astore.call(lease.release, self.holder), LEASE_GRACE)
             await astore.close()
 
     def _install_signals(self, stop: asyncio.Event) -> None:
@@ -178,8 +179,8 @@ class Daemon:
 
     async def _forever(self, app: App, dispatcher: Dispatcher) -> None:
         async with asyncio.TaskGroup() as tg:
+            serving = tg.create_task(dispatcher.run(), name="dispatcher")
             tasks = [
-                tg.create_task(dispatcher.run(), name="dispatcher"),
                 tg.create_task(self._heartbeat(app), name="heartbeat"),
                 tg.create_task(self._poller(app, dispatcher), name="poller"),
             ]
@@ -187,6 +188,7 @@ class Daemon:
             log.info("stopping")
             for task in tasks:
                 task.cancel()
+            await dispatcher.stop(serving)  # the sends in flight are answered and marked
 
     async def _poller(self, app: App, dispatcher: Dispatcher) -> None:
         try:  # a fan-out a crash or a stop interrupted goes on before anything is polled

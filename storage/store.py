@@ -6,10 +6,13 @@ One thread owns the daemon's connection; async code sends it callables through A
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import queue
 import secrets as pysecrets
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +22,11 @@ from storage import database
 from storage.database import write
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+CLOSE_GRACE = 2.0  # s `AsyncStore.close` waits for the call in progress before interrupting it
+INTERRUPT_GRACE = 1.0  # s it then waits for the interrupted call to give up
 
 
 class Store:
@@ -43,6 +51,11 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def interrupt(self) -> None:
+        """Abort the statement running now, from any thread: its transaction rolls back, as
+        after a kill. (A wait for another process's lock is not a statement: it goes on.)"""
+        self.db.conn.interrupt()
 
     def setting(self, key: str) -> str | None:
         row = next(self.db.query("SELECT value FROM settings WHERE key = ?", [key]), None)
@@ -76,11 +89,43 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+class StoreThread(Executor):
+    """One thread runs every store call, in order. Unlike a ThreadPoolExecutor's worker it is a
+    daemon thread: a call stuck waiting for another process's lock never keeps a stopping
+    process alive (the interpreter joins a pool's workers at exit)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue())
+        self._thread = threading.Thread(target=self._work, name="store", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._calls.put((future, lambda: fn(*args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._calls.put(None)
+        if wait:
+            self._thread.join()
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():  # cancelled while queued
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+
 class AsyncStore:
     """Runs store calls on the one thread that owns the connection."""
 
     def __init__(self, path: Path) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._pool = StoreThread()
         self._path = path
         self.store: Store | None = None
 
@@ -107,9 +152,20 @@ class AsyncStore:
         """Store.replaced, asked from the event loop: a stat, never queued behind store work."""
         return self.store.replaced() if self.store is not None else None
 
-    async def close(self) -> None:
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Close once the call in progress ends, but a stop never waits long for it (SIGTERM
+        within 10 s): past `grace` its statement is interrupted and rolls back; a call still
+        waiting for another process's lock is left to the thread, which does not hold the
+        process. Either way nothing half-written remains: a transaction commits or not."""
         if self.store is not None:
             store = self.store
-            await self._submit(store.close)
+            closing = asyncio.wrap_future(self._pool.submit(store.close))
+            done, _ = await asyncio.wait({closing}, timeout=grace)
+            if not done:
+                store.interrupt()
+                done, _ = await asyncio.wait({closing}, timeout=INTERRUPT_GRACE)
+            if not done:
+                log.warning("the store is still busy (waiting for another process's lock); "
+                            "stopping without waiting for it, its transaction rolls back")
             self.store = None
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False)

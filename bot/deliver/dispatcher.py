@@ -28,6 +28,7 @@ YIELD_AFTER = 0.05  # s: a recipient that must wait longer for its own limit giv
 MAX_IDLE = 60.0  # re-check the outbox at least this often (rows written by the CLI)
 FAULT_BACKOFF = (1.0, 60.0)  # s: first and longest wait between writes tried on a store fault
 EXIT_TRIES = 3  # `run --once`: owed marks tried this many times before the process ends
+SEND_GRACE = 3.0  # s a stop gives the sends in flight for the service's answer and their marks
 
 
 class Dispatcher:
@@ -42,6 +43,7 @@ class Dispatcher:
         self.faults = faults or StoreFaults(log)
         self._wake = {name: asyncio.Event() for name in self.notifiers}
         self.broken: dict[str, str] = {}  # channel → why it stopped
+        self.stopping = False  # set by `stop`: no message starts any more
         self.answers = Answers(store, now, digest_period, self.broken)
 
     def wake(self) -> None:
@@ -53,6 +55,27 @@ class Dispatcher:
         async with asyncio.TaskGroup() as tg:
             for name in self.notifiers:
                 tg.create_task(self._serve(name), name=f"dispatch-{name}")
+
+    async def stop(self, serving: asyncio.Future[None], grace: float = SEND_GRACE) -> None:
+        """A clean stop repeats nothing: no message starts any more, those in flight get
+        `grace` seconds for the service's answer (cancelled, a message the service read would
+        go again at the next start), and the marks owed for accepted ones are written."""
+        self.stopping = True
+        self.wake()
+        deadline = asyncio.get_running_loop().time() + grace
+        await asyncio.wait({serving}, timeout=grace)
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        for name in self.notifiers:
+            left = deadline - asyncio.get_running_loop().time()
+            if not self.answers.owed.get(name):
+                continue
+            try:
+                await asyncio.wait_for(self.answers.settle(name), max(left, 0.5))
+            except (sqlite3.Error, TimeoutError):
+                log.error("%s: %d accepted messages could not be marked sent before the stop; "
+                          "the next start sends them again", name,
+                          len(self.answers.owed.get(name, {})))
 
     async def drain(self) -> int:
         """Send everything due now on every channel (for `run --once`); returns messages sent.
@@ -73,7 +96,7 @@ class Dispatcher:
     async def _serve(self, name: str) -> None:
         event = self._wake[name]
         pause = 0.0
-        while name not in self.broken:
+        while name not in self.broken and not self.stopping:
             event.clear()
             try:
                 await self._settle(name)
@@ -134,7 +157,7 @@ class Dispatcher:
         notifier = self.notifiers[name]
         out = SendOut(notifier, partial(self._serve_subscriber, notifier))
         try:
-            while name not in self.broken:
+            while name not in self.broken and not self.stopping:
                 out.start_ready()
                 if out.wants_more():
                     out.refill(await self.store.call(outbox.due_subscribers, name, self.now(),
@@ -143,6 +166,7 @@ class Dispatcher:
                 if out.finished:
                     break
                 out.collect(await out.wait())
+            await out.finish()  # stopped or broken: the sends in flight end and are recorded
         except sqlite3.Error:
             await out.finish()  # sends in flight end and record their answers (owed marks)
             raise
@@ -158,7 +182,7 @@ class Dispatcher:
             messages = await self._pack(notifier, sub)
         sent = 0
         for i, message in enumerate(messages):
-            if notifier.channel in self.broken:  # a refusal of our token ends the round
+            if notifier.channel in self.broken or self.stopping:  # token refused, or a stop
                 break
             if notifier.ready_in(sub) > YIELD_AFTER:
                 return sent, messages[i:]
