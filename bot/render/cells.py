@@ -40,10 +40,19 @@ def cell(text: str) -> str:
     return _escape(one_line(str(text)))
 
 
+def line_cell(text: str) -> str:
+    """`cell` of a text already on one line (made once for every rendering of a paper)."""
+    return _escape(text)
+
+
 def linked_cell(text: str) -> str:
     """Like `cell`, with every web address (http, https, ftp, www.) an explicit link whose
     href is the address exactly as written."""
-    text = one_line(str(text))
+    return linked_line_cell(one_line(str(text)))
+
+
+def linked_line_cell(text: str) -> str:
+    """`linked_cell` of a text already on one line."""
     if not _has_trigger(text):
         return _escape(text)
     out: list[str] = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from bot.render.cells import cell, linked_cell
+from bot.render.cells import cell, line_cell, linked_cell, linked_line_cell
 from bot.render.files import replace_file, unwritable
 from notifiers.text import cut, one_line
 from storage.records import Paper
@@ -53,13 +53,29 @@ BodyRenderer = Callable[..., str]
 """Called as `render(max_bytes=n)`; returns a digest body of at most n UTF-8 bytes."""
 
 
+@dataclass(frozen=True, slots=True)
+class PaperLines:
+    """A paper's texts on one line, made once for every rendering that shows it (the Markdown
+    digest, the HTML page; a paper in two sections too)."""
+
+    title: str  # the arXiv id when the title is empty
+    authors: str  # "A, B, C et al. (N authors)"
+    comment: str
+    date: str  # the first version's, as a UTC date
+
+    @classmethod
+    def of(cls, p: Paper) -> PaperLines:
+        return cls(one_line(p.title or p.arxiv_id), one_line(p.authors_short()),
+                   one_line(p.comment), _utc(p.published).date().isoformat())
+
+
 @dataclass(slots=True)
 class Row:
     """One paper's line of the Markdown table; its cells are made once, and only the abstract's
     again when the fitting shortens it, so sizes are known without re-rendering."""
 
     paper: Paper
-    date: str
+    lines: PaperLines
     abstract_chars: int  # 0: no abstract
     _cells: tuple[str, str] | None = None  # title (with authors) and comment
     _fixed_size: int = 0  # UTF-8 bytes of the line without its abstract, newline included
@@ -69,7 +85,7 @@ class Row:
     @property
     def line(self) -> str:
         title, comment = self._cells or self._make_cells()
-        return f"| {title} | {self.date} | {self.abstract} | {comment} |"
+        return f"| {title} | {self.lines.date} | {self.abstract} | {comment} |"
 
     @property
     def abstract(self) -> str:
@@ -83,7 +99,7 @@ class Row:
         if self._text is None:
             chars = self.abstract_chars
             text = self.paper.abstract
-            self._text = one_line(_cut(text, chars)) if chars and text else ""
+            self._text = _cut(text, chars) if chars and text else ""
         return self._text
 
     @property
@@ -97,12 +113,13 @@ class Row:
         self._abstract = self._text = None
 
     def copy(self) -> Row:
-        return Row(self.paper, self.date, self.abstract_chars, self._cells, self._fixed_size,
+        return Row(self.paper, self.lines, self.abstract_chars, self._cells, self._fixed_size,
                    self._abstract, self._text)
 
     def _make_cells(self) -> tuple[str, str]:
-        self._cells = cells = (_title_cell(self.paper), _comment_cell(self.paper.comment))
-        self._fixed_size = (_size(cells[0]) + _size(self.date) + _size(cells[1])
+        self._cells = cells = (_title_cell(self.paper, self.lines),
+                               _comment_cell(self.paper.comment, self.lines.comment))
+        self._fixed_size = (_size(cells[0]) + _size(self.lines.date) + _size(cells[1])
                             + len("|  |  |  |  |\n"))
         return cells
 
@@ -220,30 +237,42 @@ def _template() -> jinja2.Template:
 
 
 def _cut(text: str, limit: int) -> str:
-    """`cut` on the text as one line; most texts are short enough to skip both."""
-    return text if len(text) <= limit else cut(one_line(text), limit)
+    """`cut` on the text as one line.
+
+    `cut` of a longer text reads only its first `limit` characters, so when the text starts
+    with that much plain one-line text (the usual abstract), only that head is examined."""
+    if len(text) <= limit:
+        return one_line(text)
+    head = text[: limit + 2]
+    if len(text) > len(head) and head.isprintable() and "  " not in head and head[0] != " ":
+        return cut(head, limit)  # one_line(text) starts with exactly this head
+    return one_line(cut(one_line(text), limit))  # once more: a dropped control character
+    # between two spaces leaves both
 
 
 # The cells of a table row. Plain Python rather than a template macro: they run for every row
 # of every section, and the fitting re-makes single abstracts while it measures them.
 
 
-def _title_cell(p: Paper) -> str:
-    title = f"**[{cell(p.title or p.arxiv_id)}]({p.abs_url})**"
+def _title_cell(p: Paper, lines: PaperLines) -> str:
+    title = f"**[{line_cell(lines.title)}]({p.abs_url})**"
     if p.authors:
-        title += f"<br><sub>{cell(p.authors_short())}</sub>"
+        title += f"<br><sub>{line_cell(lines.authors)}</sub>"
     return title
 
 
 def _abstract_cell(text: str) -> str:
-    return f"<details><summary>Show</summary><p>{linked_cell(text)}</p></details>" if text else ""
+    if not text:
+        return ""
+    return f"<details><summary>Show</summary><p>{linked_line_cell(text)}</p></details>"
 
 
-def _comment_cell(comment: str) -> str:
+def _comment_cell(comment: str, line: str) -> str:
+    """Folded behind its first words when the comment as written is long."""
     if len(comment) > COMMENT_INLINE_CHARS:
-        return (f"<details><summary>{cell(_cut(comment, SUMMARY_CHARS))}</summary>"
-                f"<p>{linked_cell(comment)}</p></details>")
-    return linked_cell(comment)
+        return (f"<details><summary>{line_cell(one_line(cut(line, SUMMARY_CHARS)))}</summary>"
+                f"<p>{linked_line_cell(line)}</p></details>")
+    return linked_line_cell(line)
 
 
 @cache
@@ -262,12 +291,16 @@ def section_views(
     """Each section's newest `max_papers` rows, and its heading's anchor."""
     anchors = _Anchors()
     views = []
+    lines: dict[tuple[str, int], PaperLines] = {}
     for section in sections:
         keyword = one_line(section.keyword)
-        rows = [
-            Row(p, _utc(p.published).date().isoformat(), abstract_chars)
-            for p in _newest(section.papers, max_papers)
-        ]
+        rows = []
+        for p in _newest(section.papers, max_papers):
+            key = (p.arxiv_id, p.version)
+            made = lines.get(key)
+            if made is None:
+                made = lines[key] = PaperLines.of(p)
+            rows.append(Row(p, made, abstract_chars))
         views.append(SectionView(keyword, anchors.add(keyword), section.note, rows))
     return views
 

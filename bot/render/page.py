@@ -95,17 +95,17 @@ def _item(row: Row) -> Markup:
     """One paper's list item. Python rather than the template: it runs for every row of every
     section (10,000 for 100 keywords); each text is escaped as Jinja's autoescape would
     (`&<>"'`), without making a Markup object of every piece."""
-    p = row.paper
-    meta = f"<time>{row.date}</time>"
+    p, lines = row.paper, row.lines
+    meta = f"<time>{lines.date}</time>"
     if p.authors:
-        meta += f" · {_escape(one_line(p.authors_short()))}"
-    item = (f'<li><a class="title" href="{_escape(p.abs_url)}">'
-            f'{_escape(one_line(p.title or p.arxiv_id))}</a>\n<p class="meta">{meta}</p>\n')
+        meta += f" · {_escape(lines.authors)}"
+    item = (f'<li><a class="title" href="{_escape(p.abs_url)}">{_escape(lines.title)}</a>\n'
+            f'<p class="meta">{meta}</p>\n')
     if row.abstract_text:
         item += (f"<details><summary>Abstract</summary><p>{_linked(row.abstract_text)}</p>"
                  "</details>\n")
-    if p.comment:
-        item += f'<p class="comment">{_linked(one_line(p.comment))}</p>\n'
+    if lines.comment:
+        item += f'<p class="comment">{_linked(lines.comment)}</p>\n'
     return Markup(item + "</li>")
 
 
