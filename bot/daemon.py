@@ -140,11 +140,12 @@ class Daemon:
 
     def _web_needed(self, started: list[Face]) -> bool:
         """The web server runs for faces with routes (Slack in HTTP mode, email's unsubscribe
-        pages) or when config.toml has a [web] section (/healthz, /metrics)."""
+        pages) or when config.toml has a [web] section (/healthz, /metrics); the Atom feeds
+        and the page are served whenever it runs, and /feed says when it does not."""
         if any(face.routes() for face in started) or "web" in self.cfg.written:
             return True
         log.info("web server off: no channel needs it; add a [web] section to config.toml "
-                 "for /healthz and /metrics")
+                 "for /healthz, /metrics and the Atom feeds")
         return False
 
     async def _start_channel(self, app: App, dispatcher: Dispatcher, name: str,
