@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,18 +64,29 @@ def window(db: Database, keyword_id: int, limit: int | None = None) -> list[Pape
     return [paper_from_row(r) for r in db.query(sql, params)]
 
 
-def subscriber_window(db: Database, subscriber_id: int,
-                      limit: int) -> list[tuple[Paper, list[str]]]:
-    """The newest papers of the windows of a subscriber's keywords (its private feed), newest
-    first by first-version date, each once with the display texts of its keywords."""
+def newest_of(db: Database, keyword_ids: Sequence[int],
+              limit: int) -> list[tuple[Paper, list[str]]]:
+    """The newest papers of these keywords' windows together (all.atom, a reader's private
+    feed), newest first by first-version date, each once with its keywords' display texts."""
+    if not keyword_ids:
+        return []
     columns = ", ".join("p." + c.strip() for c in PAPER_COLUMNS.split(","))
+    marks = ", ".join("?" * len(keyword_ids))
     rows = db.query(
         f"""SELECT {columns}, json_group_array(k.display) AS labels
-            FROM subscriptions s JOIN keyword_papers kp ON kp.keyword_id = s.keyword_id
-            JOIN papers p ON p.arxiv_id = kp.arxiv_id JOIN keywords k ON k.id = s.keyword_id
-            WHERE s.subscriber_id = ? GROUP BY p.arxiv_id
-            ORDER BY p.published DESC, p.arxiv_id DESC LIMIT ?""", [subscriber_id, limit])
+            FROM keyword_papers kp JOIN papers p ON p.arxiv_id = kp.arxiv_id
+            JOIN keywords k ON k.id = kp.keyword_id
+            WHERE kp.keyword_id IN ({marks}) GROUP BY p.arxiv_id
+            ORDER BY p.published DESC, p.arxiv_id DESC LIMIT ?""", [*keyword_ids, limit])
     return [(paper_from_row(r), sorted(json.loads(r["labels"]))) for r in rows]
+
+
+def subscriber_window(db: Database, subscriber_id: int,
+                      limit: int) -> list[tuple[Paper, list[str]]]:
+    """A subscriber's private feed: the newest papers of its keywords' windows."""
+    ids = [r["keyword_id"] for r in db.query(
+        "SELECT keyword_id FROM subscriptions WHERE subscriber_id = ?", [subscriber_id])]
+    return newest_of(db, ids, limit)
 
 
 def newest_published(db: Database, keyword_id: int, now: datetime) -> datetime | None:

@@ -22,7 +22,8 @@ from bot.faces.feed_tokens import feed_tokens
 from bot.faces.unsubscribe import Signer
 from bot.fetch.arxiv import ArxivClient
 from bot.logs import redactor
-from bot.render.feeds import slug
+from bot.render.feeds import public_feeds, slug
+from bot.render.job import digest_sections
 from storage import polls
 from storage import subscribers as sub_repo
 from storage.records import Keyword, Paper, Subscriber
@@ -256,3 +257,15 @@ def test_feed_tokens_never_reach_the_log() -> None:
     token = feed_tokens("k" * 16, PUBLIC).token(Subscriber(7, "email", "a@example.org"))
     line = redactor().redact(f"GET /feeds/s/{token}.atom 200")
     assert token not in line and line == "GET /feeds/s/[redacted] 200"
+
+
+async def test_served_feeds_are_the_feed_files_byte_for_byte(
+        app: App, base: str, http: httpx.AsyncClient, stored: dict[str, list[Paper]]) -> None:
+    """all.atom is served from one query of the newest 500, the files from the digest's rows:
+    the same document either way (so a reader may switch between them)."""
+    sections = await app.store.run(lambda s: digest_sections(s, app.cfg))
+    files = public_feeds(sections, PUBLIC)
+    for name, feed in files.items():
+        served = await http.get(f"{base}/feeds/{name}.atom")
+        assert served.content == feed.body, name
+        assert served.headers["etag"] == feed.etag

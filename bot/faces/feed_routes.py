@@ -17,6 +17,7 @@ from bot.faces.feed_tokens import FeedTokens, feed_tokens
 from bot.faces.unsubscribe import InvalidToken
 from bot.render.feeds import (
     ALL,
+    ALL_ENTRIES,
     CONTENT_TYPE,
     PRIVATE_ENTRIES,
     Rendered,
@@ -25,7 +26,7 @@ from bot.render.feeds import (
     public_feed,
     slug,
 )
-from bot.render.job import digest_sections
+from bot.render.job import digest_sections, public_newest
 from storage import papers as paper_repo
 from storage import subscribers as sub_repo
 from storage.records import Paper, Subscriber
@@ -92,14 +93,15 @@ class FeedRoutes:
         cfg = self.app.cfg
         if name != ALL and name not in self.slugs():
             return not_found()
-        texts = None if name == ALL else [self.slugs()[name]]
-        sections = await self.app.store.run(lambda s: digest_sections(s, cfg, texts))
         if name == ALL:
-            feed = await asyncio.to_thread(all_feed, sections, cfg.web.public_url)
-        elif sections:
-            feed = await asyncio.to_thread(public_feed, sections[0], cfg.web.public_url)
-        else:  # a keyword that has never been polled
+            rows = await self.app.store.run(lambda s: public_newest(s, cfg, ALL_ENTRIES))
+            feed = await asyncio.to_thread(all_feed, rows, cfg.web.public_url)
+            return answer(request, feed)
+        texts = [self.slugs()[name]]
+        sections = await self.app.store.run(lambda s: digest_sections(s, cfg, texts))
+        if not sections:  # a keyword that has never been polled
             return not_found()
+        feed = await asyncio.to_thread(public_feed, sections[0], cfg.web.public_url)
         return answer(request, feed)
 
 

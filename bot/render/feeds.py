@@ -268,15 +268,16 @@ def all_head(public_url: str) -> FeedHead:
 
 
 def everything(sections: Sequence[DigestSection],
-               limit: int = ALL_ENTRIES) -> tuple[list[Paper], dict[str, list[str]]]:
-    """The newest papers of all the sections together, each once, with the keywords it is in."""
+               limit: int = ALL_ENTRIES) -> list[tuple[Paper, list[str]]]:
+    """The newest papers of all the sections together, each once, with the keywords it is in
+    (sorted, as storage's newest_of gives them to the served all.atom)."""
     labels: dict[str, list[str]] = {}
     papers: dict[str, Paper] = {}
     for section in sections:
         for paper in section.papers:
             papers.setdefault(paper.arxiv_id, paper)
             labels.setdefault(paper.arxiv_id, []).append(section.keyword)
-    return newest_first(papers.values())[:limit], labels
+    return [(p, sorted(labels[p.arxiv_id])) for p in newest_first(papers.values())[:limit]]
 
 
 def public_feed(section: DigestSection, public_url: str,
@@ -286,18 +287,19 @@ def public_feed(section: DigestSection, public_url: str,
                        entries)
 
 
-def all_feed(sections: Sequence[DigestSection], public_url: str,
+def all_feed(rows: Sequence[tuple[Paper, Sequence[str]]], public_url: str,
              entries: Entries | None = None) -> Rendered:
-    """/feeds/all.atom: every [arxiv] keyword's newest papers together."""
-    papers, labels = everything(sections)
-    return render_feed(all_head(public_url), papers, entries, labels)
+    """/feeds/all.atom: every [arxiv] keyword's newest papers together (`everything`, or
+    storage's newest_of), each with its keywords."""
+    return render_feed(all_head(public_url), [p for p, _ in rows], entries,
+                       {p.arxiv_id: k for p, k in rows})
 
 
 def public_feeds(sections: Sequence[DigestSection], public_url: str) -> dict[str, Rendered]:
     """Every public feed by its name (slug, and ALL), each paper's entry rendered once."""
     entries = Entries()
     feeds = {slug(s.keyword): public_feed(s, public_url, entries) for s in sections}
-    feeds[ALL] = all_feed(sections, public_url, entries)
+    feeds[ALL] = all_feed(everything(sections), public_url, entries)
     return feeds
 
 

@@ -24,27 +24,38 @@ from bot.render.files import write_problem
 from bot.render.page import feeds_href, render_page, write_page
 from storage import keywords as kw_repo
 from storage import papers as paper_repo
+from storage.records import Keyword, Paper
 from storage.store import AsyncStore, Store
 
 
-def digest_sections(store: Store, cfg: Config,
-                    texts: Sequence[str] | None = None) -> list[DigestSection]:
-    """Only `[arxiv] keywords` are public (`texts`: some of them); subscriber keywords stay
-    private."""
-    sections = []
-    seen: set[int] = set()
+def public_keywords(store: Store, cfg: Config, texts: Sequence[str] | None = None) -> list[Keyword]:
+    """Only `[arxiv] keywords` are public (`texts`: some of them), in config order, each once;
+    subscriber keywords stay private."""
+    found: dict[int, Keyword] = {}
     for text in cfg.arxiv.keywords if texts is None else texts:
         try:
             canonical = parse_keyword(text).canonical
         except KeywordError:
             continue
         kw = kw_repo.by_canonical(store.db, canonical)
-        if kw is None or kw.id in seen:
-            continue
-        seen.add(kw.id)
-        window = paper_repo.window(store.db, kw.id, cfg.arxiv.max_papers)
-        sections.append(DigestSection(keyword=kw.display, papers=window, note=kw.rejected))
-    return sections
+        if kw is not None:
+            found.setdefault(kw.id, kw)
+    return list(found.values())
+
+
+def digest_sections(store: Store, cfg: Config,
+                    texts: Sequence[str] | None = None) -> list[DigestSection]:
+    """Each public keyword's window (see public_keywords)."""
+    return [DigestSection(keyword=kw.display, note=kw.rejected,
+                          papers=paper_repo.window(store.db, kw.id, cfg.arxiv.max_papers))
+            for kw in public_keywords(store, cfg, texts)]
+
+
+def public_newest(store: Store, cfg: Config, limit: int) -> list[tuple[Paper, list[str]]]:
+    """The newest papers of every public keyword together (all.atom), without reading every
+    window whole."""
+    ids = [kw.id for kw in public_keywords(store, cfg)]
+    return paper_repo.newest_of(store.db, ids, limit)
 
 
 def write_digest_sync(store: Store, cfg: Config, now: datetime) -> list[Path]:
