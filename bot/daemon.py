@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 10.0
 STOP_GRACE = 8.0
-LEASE_GRACE = 1.0  # s a stop waits to give the lease back (a dead holder's is taken at once)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -85,10 +84,8 @@ class Daemon:
                                    contact=self.cfg.arxiv.contact) as client:
                 app = App(self.cfg, self.secrets, astore, client, self.now, stop)
                 return await self._run_app(app, once=once)
-        finally:
-            with contextlib.suppress(Exception):  # a busy store: the next start takes it over
-                await asyncio.wait_for(astore.call(lease.release, self.holder), LEASE_GRACE)
-            await astore.close()
+        finally:  # the lease is given back if the store lets it (a dead holder's is taken over)
+            await astore.close(last=lambda s: lease.release(s.db, self.holder))
 
     def _install_signals(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ import logging
 import os
 import queue
 import secrets as pysecrets
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -152,14 +153,26 @@ class AsyncStore:
         """Store.replaced, asked from the event loop: a stat, never queued behind store work."""
         return self.store.replaced() if self.store is not None else None
 
-    async def close(self, grace: float = CLOSE_GRACE) -> None:
-        """Close once the call in progress ends, but a stop never waits long for it (SIGTERM
-        within 10 s): past `grace` its statement is interrupted and rolls back; a call still
-        waiting for another process's lock is left to the thread, which does not hold the
-        process. Either way nothing half-written remains: a transaction commits or not."""
+    async def close(self, grace: float = CLOSE_GRACE,
+                    last: Callable[[Store], object] | None = None) -> None:
+        """Close once the call in progress ends (after `last`, a final call whose failure is
+        only logged), but a stop never waits long for it (SIGTERM within 10 s): past `grace`
+        its statement is interrupted and rolls back; a call still waiting for another
+        process's lock is left to the thread, which does not hold the process. Either way
+        nothing half-written remains: a transaction commits or not."""
         if self.store is not None:
             store = self.store
-            closing = asyncio.wrap_future(self._pool.submit(store.close))
+
+            def finish() -> None:
+                try:
+                    if last is not None:
+                        last(store)
+                except sqlite3.Error as exc:
+                    log.warning("before closing the store: %s", exc)
+                finally:
+                    store.close()
+
+            closing = asyncio.wrap_future(self._pool.submit(finish))
             done, _ = await asyncio.wait({closing}, timeout=grace)
             if not done:
                 store.interrupt()

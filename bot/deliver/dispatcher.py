@@ -44,6 +44,9 @@ class Dispatcher:
         self._wake = {name: asyncio.Event() for name in self.notifiers}
         self.broken: dict[str, str] = {}  # channel → why it stopped
         self.stopping = False  # set by `stop`: no message starts any more
+        self._sending = 0  # messages handed to a notifier whose answer is not recorded yet
+        self._quiet = asyncio.Event()  # set while _sending is 0
+        self._quiet.set()
         self.answers = Answers(store, now, digest_period, self.broken)
 
     def wake(self) -> None:
@@ -63,7 +66,9 @@ class Dispatcher:
         self.stopping = True
         self.wake()
         deadline = asyncio.get_running_loop().time() + grace
-        await asyncio.wait({serving}, timeout=grace)
+        quiet = asyncio.ensure_future(self._quiet.wait())  # nothing in flight: only reads left
+        await asyncio.wait({serving, quiet}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        quiet.cancel()
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         for name in self.notifiers:
@@ -186,12 +191,23 @@ class Dispatcher:
                 break
             if notifier.ready_in(sub) > YIELD_AFTER:
                 return sent, messages[i:]
-            delivery = await notifier.send(sub, message)
-            metrics.DELIVERIES.labels(notifier.channel, delivery.outcome.value).inc()
-            if not await self.answers.apply(notifier, sub, message, delivery):
+            if not await self._send(notifier, sub, message):
                 break
             sent += 1
         return sent, []
+
+    async def _send(self, notifier: Notifier, sub: Subscriber, message: Message) -> bool:
+        """One message and the record of its answer, counted while in flight (see `stop`)."""
+        self._sending += 1
+        self._quiet.clear()
+        try:
+            delivery = await notifier.send(sub, message)
+            metrics.DELIVERIES.labels(notifier.channel, delivery.outcome.value).inc()
+            return await self.answers.apply(notifier, sub, message, delivery)
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._quiet.set()
 
     async def _pack(self, notifier: Notifier, sub: Subscriber) -> list[Message]:
         """The subscriber's due rows as messages; a rendering bug fails them, not the channel."""
