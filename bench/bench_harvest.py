@@ -6,7 +6,10 @@ Records are the 1,000 real arXivRaw records of tests/fixtures/oai three times ov
 keywords are phrases and boolean queries drawn from their titles (real arXiv vocabulary), each
 with a baseline, one subscriber per 10 keywords. The local OAI-PMH server runs in a thread of
 this process (its own time is not counted; its memory is in the RSS). Prints the harvest's
-wall time, the matching and store time within it, new outbox rows and peak RSS.
+wall time, the matching and store time within it, the (keyword, paper) records it owes
+subscribers and peak RSS; with `--expand`, apart from the harvest, the time the fan-out then
+takes to expand those records into outbox rows (the dispatcher's work, in short transactions:
+slow today when one harvest owes more records than a batch holds rows).
 Goal: 30,000 keywords × 3,000 records in ≤ 30 s, RSS ≤ 300 MB.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import random
 import re
 import resource
@@ -32,6 +36,7 @@ from bot.fetch.matcher import Matcher
 from bot.fetch.oai import parse_oai
 from bot.poll.harvest import harvest
 from bot.poll.keyword import PollSettings
+from storage import fanout
 from storage import keywords as kw_repo
 from storage.database import to_db
 from storage.store import AsyncStore, Store
@@ -106,7 +111,7 @@ def prepare(path: Path, texts: list[str]) -> None:
     store.close()
 
 
-async def run(n: int, papers: list) -> None:
+async def run(n: int, papers: list, expand: bool) -> None:
     texts = keyword_texts(papers, n)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
@@ -126,6 +131,11 @@ async def run(n: int, papers: list) -> None:
             report = await harvest(client, store, keywords, oai_url=fake.url, sets=[],
                                    settings=PollSettings(100, 14), now=lambda: NOW)
             wall = time.perf_counter() - t0
+        owed = await store.call(fanout.owed)
+        t0 = time.perf_counter()
+        while expand and (await store.call(fanout.expand, lambda _subscriber: NOW)).more:
+            pass
+        expanded = time.perf_counter() - t0
         rows = await store.call(lambda db: db.execute("SELECT count(*) FROM outbox").fetchone()[0])
         await store.close()
         done.set()
@@ -134,17 +144,21 @@ async def run(n: int, papers: list) -> None:
     matched = len(report.new_papers)
     print(f"{n:>6,} keywords x {report.records:,} records: harvest {wall:.1f} s "
           f"(matching {sum(match.samples):.1f} s, store {sum(commit.samples):.1f} s, "
-          f"{report.pages} pages); {matched:,} keywords got new papers, {rows:,} outbox rows; "
-          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"{report.pages} pages); {matched:,} keywords got new papers, {owed:,} records owed; "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
+          + (f"then fan-out: {rows:,} outbox rows in {expanded:.1f} s; " if expand else "")
+          + f"load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keywords", default="1000,10000,30000")
+    parser.add_argument("--expand", action="store_true",
+                        help="also expand the owed records into outbox rows, timed apart")
     args = parser.parse_args()
     papers = records()
     for n in (int(x) for x in args.keywords.split(",")):
-        asyncio.run(run(n, papers))
+        asyncio.run(run(n, papers, args.expand))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -32,10 +32,16 @@ class Expanded:
 
 def record(db: Database, keyword_id: int, papers: Sequence[Paper], now: datetime) -> None:
     """Inside the poll's transaction: these papers are new for this keyword."""
+    record_many(db, {keyword_id: papers}, now)
+
+
+def record_many(db: Database, new: Mapping[int, Sequence[Paper]], now: datetime) -> None:
+    """`record` for many keywords at once (a harvest page), in the order given."""
+    stamp = to_db(now)
     db.conn.executemany(
         """INSERT OR IGNORE INTO fanout (keyword_id, arxiv_id, created_at, next_subscriber)
            VALUES (?, ?, ?, 0)""",
-        [(keyword_id, p.arxiv_id, to_db(now)) for p in papers])
+        [(keyword_id, p.arxiv_id, stamp) for keyword_id, papers in new.items() for p in papers])
 
 
 def owed(db: Database) -> int:

@@ -176,3 +176,55 @@ async def test_no_records_is_a_quiet_day_not_a_failure(
     report = await harvest(client, store, [kw], oai_url=oai.url, sets=["cs", "math"],
                            settings=SETTINGS, now=clock.now)
     assert report.quiet_sets == ["cs", "math"] and report.new_papers == {}
+
+
+def test_a_harvest_page_writes_what_search_polls_of_its_keywords_would_write(
+        tmp_path, paper: PaperFactory, clock: Clock):
+    """The page is written set by set; the result must be row for row what one search poll
+    per matched keyword writes: seen set, windows trimmed to max_papers, keyword state and
+    what is owed, with a paper seen before, a paper for two keywords and one too old."""
+    from storage.polls import commit_harvest_page, commit_poll
+    from storage.store import Store
+
+    now, floor, keep = clock.now(), clock.now() - timedelta(days=14), 3
+    old = {t: [paper(days=30 + i, about=t) for i in range(keep)] for t in ("alpha", "beta")}
+    seen_again = old["alpha"][0]
+    both = paper(days=0.5, about="alpha beta")
+    page = {"alpha": [both, paper(days=0.4, about="alpha"), seen_again],
+            "beta": [both, *(paper(days=0.1 * i, about="beta") for i in range(1, 5))],
+            "gamma": [paper(days=40, about="gamma")]}  # older than the floor: never new
+    written = []
+    for name in ("harvest", "search"):
+        store = Store(tmp_path / f"{name}.db")
+        db = store.db
+        keywords = {}
+        for text in page:
+            kw, _ = kw_repo.ensure(db, text, text, f"ti:{text}", now, max_keywords=10)
+            commit_poll(db, kw, old.get(text, []), baseline=True, now=now, max_papers=keep,
+                        notify_floor=floor, total_results=7)
+            keywords[text] = kw_repo.get(db, kw.id)
+        matches = {keywords[t]: ps for t, ps in page.items()}
+        if name == "harvest":
+            new = commit_harvest_page(db, matches, now=now, max_papers=keep, notify_floor=floor,
+                                      set_spec="cs", datestamp=None)
+        else:
+            new = {}
+            for kw, ps in matches.items():
+                found, _ = commit_poll(db, kw, ps, baseline=False, now=now, max_papers=keep,
+                                       notify_floor=floor, total_results=kw.last_total or 0)
+                if found:
+                    new[kw.id] = found
+        tables = {table: sorted(tuple(r) for r in db.conn.execute(f"SELECT * FROM {table}"))
+                  for table in ("keyword_seen", "keyword_papers", "keywords", "papers")}
+        tables["fanout"] = list(db.conn.execute(
+            "SELECT keyword_id, arxiv_id, created_at FROM fanout ORDER BY id"))
+        written.append((new, tables))
+        store.close()
+    (harvested, by_harvest), (searched, by_search) = written
+    assert harvested == searched
+    assert [p.arxiv_id for p in harvested[1]] == [both.arxiv_id, page["alpha"][1].arxiv_id]
+    assert len(harvested[2]) == 5 and 3 not in harvested
+    for table, rows in by_search.items():
+        assert by_harvest[table] == rows, table
+    window = [r for r in by_harvest["keyword_papers"] if r[0] == 2]
+    assert len(window) == keep  # beta's window: its 3 newest of 3 old + 5 new
