@@ -17,7 +17,7 @@ from bot.deliver.answers import Answers
 from bot.deliver.schedule import DigestPeriod
 from bot.deliver.sendout import SendOut
 from bot.logs import StoreFaults
-from notifiers.base import Message, Notifier
+from notifiers.base import Delivery, Message, Notifier, Outcome
 from storage import database, outbox
 from storage.records import Subscriber
 from storage.store import AsyncStore
@@ -201,13 +201,28 @@ class Dispatcher:
         self._sending += 1
         self._quiet.clear()
         try:
-            delivery = await notifier.send(sub, message)
+            delivery = await self._attempt(notifier, sub, message)
             metrics.DELIVERIES.labels(notifier.channel, delivery.outcome.value).inc()
             return await self.answers.apply(notifier, sub, message, delivery)
         finally:
             self._sending -= 1
             if not self._sending:
                 self._quiet.set()
+
+    @staticmethod
+    async def _attempt(notifier: Notifier, sub: Subscriber, message: Message) -> Delivery:
+        """The notifier's answer. An exception (a library's bug, an answer no client can read)
+        may come after the service took the message: its rows end failed, never sent again,
+        and the channel and the daemon go on (before: the daemon ended, and each restart sent
+        the same message again before ending once more)."""
+        try:
+            return await notifier.send(sub, message)
+        except Exception as exc:
+            log.exception("%s: sending %d papers to %s failed unexpectedly (a bug, please "
+                          "report it); they are marked failed, not sent again",
+                          notifier.channel, len(message.rows), sub.address)
+            return Delivery(Outcome.FAILED, f"unexpected error: {type(exc).__name__}",
+                            counts_against_recipient=False)
 
     async def _pack(self, notifier: Notifier, sub: Subscriber) -> list[Message]:
         """The subscriber's due rows as messages; a rendering bug fails them, not the channel."""
