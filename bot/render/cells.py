@@ -45,6 +45,28 @@ def line_cell(text: str) -> str:
     return _escape(text)
 
 
+# Counting what escaping adds: every escaped character is ASCII, so the UTF-8 bytes with all
+# others deleted are exactly the characters that grow; most grow by the same number of bytes.
+_ESCAPED = bytes(ord(char) for char, _ in _CELL_ESCAPES)
+_OTHERS = bytes(b for b in range(256) if b not in _ESCAPED)
+_GROWTH = 4
+_ODD_GROWTH = tuple((char.encode(), len(entity) - 1 - _GROWTH)
+                    for char, entity in _CELL_ESCAPES if len(entity) - 1 != _GROWTH)
+
+
+def line_cell_bytes(text: str) -> int | None:
+    """The UTF-8 bytes of `linked_line_cell(text)`, counted without making it; None when the
+    text holds a web address or an autolink trigger (make the cell to know)."""
+    if _has_trigger(text):
+        return None
+    raw = text.encode("utf-8", "surrogateescape")
+    escaped = raw.translate(None, _OTHERS)
+    n = len(raw) + _GROWTH * len(escaped)
+    for char, odd in _ODD_GROWTH:
+        n += escaped.count(char) * odd
+    return n
+
+
 def linked_cell(text: str) -> str:
     """Like `cell`, with every web address (http, https, ftp, www.) an explicit link whose
     href is the address exactly as written."""

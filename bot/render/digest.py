@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from bot.render.cells import cell, line_cell, linked_cell, linked_line_cell
+from bot.render.cells import cell, line_cell, line_cell_bytes, linked_cell, linked_line_cell
 from bot.render.files import replace_file, unwritable
 from notifiers.text import cut, one_line
 from storage.records import Paper
@@ -81,6 +81,7 @@ class Row:
     _fixed_size: int = 0  # UTF-8 bytes of the line without its abstract, newline included
     _abstract: str | None = None  # the abstract cell at abstract_chars
     _text: str | None = None  # the abstract as one line cut at abstract_chars (the page's too)
+    _bytes: int = -1  # `size`, once known
 
     @property
     def line(self) -> str:
@@ -104,17 +105,33 @@ class Row:
 
     @property
     def size(self) -> int:
+        """UTF-8 bytes of the line with its newline; the abstract's cell is counted, not
+        made, when it holds no web address (most rows the fitting measures are left out)."""
+        if self._bytes < 0:
+            if self._cells is None:
+                self._make_cells()
+            counted = None
+            if self._abstract is None and self.abstract_text:
+                counted = line_cell_bytes(self.abstract_text)
+            self._bytes = self._fixed_size + (_size(self.abstract) if counted is None
+                                              else counted + _DETAILS_BYTES)
+        return self._bytes
+
+    def least_size(self) -> int:
+        """At most `size`: the abstract counted before escaping."""
         if self._cells is None:
             self._make_cells()
-        return self._fixed_size + _size(self.abstract)
+        text = self.abstract_text
+        return self._fixed_size + (_size(text) + _DETAILS_BYTES if text else 0)
 
     def shorten(self, abstract_chars: int) -> None:
         self.abstract_chars = abstract_chars
         self._abstract = self._text = None
+        self._bytes = -1
 
     def copy(self) -> Row:
         return Row(self.paper, self.lines, self.abstract_chars, self._cells, self._fixed_size,
-                   self._abstract, self._text)
+                   self._abstract, self._text, self._bytes)
 
     def _make_cells(self) -> tuple[str, str]:
         self._cells = cells = (_title_cell(self.paper, self.lines),
@@ -160,12 +177,14 @@ def render_views(views: list[SectionView], *, updated: date, max_papers: int = 1
     if isinstance(updated, datetime):
         updated = updated.astimezone(UTC).date()
     render = partial(_render, updated=updated.isoformat(), max_papers=max_papers)
-    text = render(views)
     if max_bytes is None:
-        return text
-    size = _size(text)
-    if size <= max_bytes:
-        return text
+        return render(views)
+    size = _size_if_over(views, render, max_bytes)
+    if size is None:  # it may well fit: render it and see
+        text = render(views)
+        size = _size(text)
+        if size <= max_bytes:
+            return text
     return _fit(views, render, abstract_chars, max_bytes, size)
 
 
@@ -267,6 +286,9 @@ def _abstract_cell(text: str) -> str:
     return f"<details><summary>Show</summary><p>{linked_line_cell(text)}</p></details>"
 
 
+_DETAILS_BYTES = len(_abstract_cell("x")) - 1
+
+
 def _comment_cell(comment: str, line: str) -> str:
     """Folded behind its first words when the comment as written is long."""
     if len(comment) > COMMENT_INLINE_CHARS:
@@ -346,6 +368,24 @@ def _size(text: str) -> int:
 
 
 # --- keeping under max_bytes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Blank:
+    line: str = ""
+
+
+def _size_if_over(views: list[SectionView], render: Callable[[list[SectionView]], str],
+                  budget: int) -> int | None:
+    """The digest's UTF-8 bytes, counted without making a row the fitting would leave out, when
+    even its least possible size (escaping only adds) is over `budget`; else None."""
+    blank = _Blank()
+    frame = _size(render([SectionView(v.keyword, v.anchor, v.note,
+                                      [blank] * len(v.rows), v.hidden)  # type: ignore[list-item]
+                          for v in views]))  # the newline after each row is the frame's
+    rows = [r for v in views for r in v.rows]
+    least = frame + sum(r.least_size() - 1 for r in rows)
+    return frame + sum(r.size - 1 for r in rows) if least > budget else None
 
 
 def _fit(
