@@ -4,7 +4,9 @@ a settable clock, and factories for papers, keywords and subscribers."""
 from __future__ import annotations
 
 import itertools
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,8 +23,36 @@ from storage.records import Keyword, Paper, Subscriber
 from storage.store import AsyncStore
 from tests.fakes.arxiv_server import FakeArxiv
 
+# Compiled modules are kept even where the environment says not to (PYTHONDONTWRITEBYTECODE):
+# without them every xdist worker compiles and assertion-rewrites the test modules again (4 s of
+# CPU each) and every `daily-papers` process the tests start compiles the project's modules.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 REQUEST_INTERVAL = 0.02
 BACKOFF_BASE = 0.005
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long scenarios first, so that with xdist they start at once and the short tests fill the
+    workers' ends. The longest (a `timeout` mark above the default) go to even places: xdist
+    hands out tests two at a time, so each of them starts on a worker of its own."""
+    default = float(config.getini("timeout") or 0)
+
+    def longest(item: pytest.Item) -> bool:
+        mark = item.get_closest_marker("timeout")
+        seconds = (mark.args[0] if mark.args else mark.kwargs.get("timeout")) if mark else None
+        return seconds is not None and float(seconds) > default
+
+    first = [item for item in items if longest(item)]
+    slow = [item for item in items if not longest(item) and item.get_closest_marker("slow")]
+    rest = [item for item in items if not longest(item) and not item.get_closest_marker("slow")]
+    ordered: list[pytest.Item] = []
+    for item in first:
+        ordered.append(item)
+        if slow:
+            ordered.append(slow.pop(0))
+    items[:] = ordered + slow + rest
 
 
 def sent_papers(db: Database, subscriber_id: int) -> list[str]:

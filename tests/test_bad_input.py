@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -41,7 +40,7 @@ from storage import subscribers as sub_repo
 from storage.records import Paper
 from storage.store import AsyncStore, Store
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.fakes.daemon import DaemonProcess, free_port, run_cli, write_config
 from tests.fakes.slack_server import FakeSlack, slack_escape, slack_signature
 
 TEXTS = 10_000  # commands that must reach the command logic
@@ -370,12 +369,6 @@ path = ""
 
 SECRET = "fuzz-signing-secret-0123456789abcdef"
 CHANNEL = "C0BADINPUT"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

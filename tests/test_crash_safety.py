@@ -1,15 +1,19 @@
 """Crash safety of the whole pipeline (fetch → diff/store → outbox → deliver): the real daemon is
-SIGKILLed at a random moment of a cycle that has new papers for 300 subscribers on Telegram,
+SIGKILLed at a random moment of a cycle that has new papers for 120 subscribers on Telegram,
 Slack and email, then restarted. Nothing may be lost, at most `max_in_flight` messages per
 channel and kill may arrive twice, and the database must stay intact. It runs at the default
-`max_in_flight = 1` (20 rounds) and at 4 (8 rounds, to keep the suite's run time).
+`max_in_flight = 1` (10 rounds) and at 4 (6 rounds).
 
+Each setting kills once while the poll's arXiv answer is in flight and otherwise once in each
+equal stretch of the send-out (a random moment inside it, the stretches in random order): every
+part of a send-out is hit with a few kills, where uniformly random moments needed many more.
 `CRASH_SEED=n` replays one sequence of kill moments; the seed is printed either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -35,10 +39,10 @@ from tests.fakes.telegram_server import FakeTelegram
 
 pytestmark = pytest.mark.slow
 
-PER_CHANNEL = 100
+PER_CHANNEL = 40
+DELIVERIES = 2 * 3 * PER_CHANNEL  # (recipient, paper) pairs of one run: two papers each
 KEYWORD = "crash safe delivery"
 TOKEN = "424242:crash-test-token"
-POLL_SHARE = 0.15  # share of kills aimed at the poll itself (arXiv answer in flight)
 
 TELEGRAM_CHATS = [str(5_000 + n) for n in range(PER_CHANNEL)]
 SLACK_CHANNELS = [f"C0CRASH{n:04d}" for n in range(PER_CHANNEL)]
@@ -69,7 +73,18 @@ class Setting:
     runs: int  # kills, one per run
 
 
-SETTINGS = [Setting(max_in_flight=1, runs=20), Setting(max_in_flight=4, runs=8)]
+SETTINGS = [Setting(max_in_flight=1, runs=10), Setting(max_in_flight=4, runs=6)]
+
+
+def kill_plan(runs: int, rng: random.Random) -> list[int | None]:
+    """When each run's kill comes: None while the poll waits for arXiv (one run), else after
+    that many of the run's deliveries arrived, one random moment in each of `runs - 1` equal
+    stretches of the send-out, in random order."""
+    bounds = [1 + i * (DELIVERIES - 1) // (runs - 1) for i in range(runs)]  # 1 … DELIVERIES
+    plan: list[int | None] = [rng.randrange(lo, hi) for lo, hi in itertools.pairwise(bounds)]
+    plan.append(None)
+    rng.shuffle(plan)
+    return plan
 
 
 def config_text(arxiv: FakeArxiv, telegram: FakeTelegram, slack: FakeSlack,
@@ -279,11 +294,11 @@ async def kill_during_poll(w: World, daemon: DaemonProcess, papers: tuple[Paper,
 
 async def kill_during_sendout(w: World, daemon: DaemonProcess, papers: tuple[Paper, ...],
                               after: int) -> str:
-    """Publish, and kill once `after` of the 600 (recipient, paper) deliveries arrived."""
+    """Publish, and kill once `after` of the run's (recipient, paper) deliveries arrived."""
     w.arxiv.add(*papers)
     await w.tally.until(lambda: w.tally.delivered(papers) >= after, timeout=60)
     await daemon.kill()
-    return f"after {w.tally.delivered(papers)} of {2 * 3 * PER_CHANNEL} deliveries"
+    return f"after {w.tally.delivered(papers)} of {DELIVERIES} deliveries"
 
 
 @pytest.mark.timeout(600)  # a long scenario on a busy machine; every wait in it is bounded
@@ -294,7 +309,7 @@ async def test_sigkill_at_random_moments_loses_nothing(world: World) -> None:
     width = w.setting.max_in_flight
     seed = int(os.environ.get("CRASH_SEED") or random.SystemRandom().randrange(1 << 32))
     print(f"\ncrash safety: CRASH_SEED={seed}")
-    rng = random.Random(seed)
+    plan = kill_plan(w.setting.runs, random.Random(seed))
     daemon = await w.start()
     await daemon.wait_for_log(r"cycle: 1 keywords polled, 1 ok", timeout=60)  # the baseline
     published: list[Paper] = []
@@ -306,11 +321,10 @@ async def test_sigkill_at_random_moments_loses_nothing(world: World) -> None:
         runs.update(dict.fromkeys((p.arxiv_id for p in papers), run))
         w.tally.watch(papers)
         before = w.tally.duplicates(runs)
-        if rng.random() < POLL_SHARE:
+        if (after := plan[run]) is None:
             moment = await kill_during_poll(w, daemon, papers)
         else:
-            moment = await kill_during_sendout(w, daemon, papers,
-                                               rng.randint(1, 2 * 3 * PER_CHANNEL - 1))
+            moment = await kill_during_sendout(w, daemon, papers, after)
         kills += 1
         check_database(w.db)
         daemon = await w.start()

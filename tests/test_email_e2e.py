@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import pytest
 
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import die_with_parent
+from tests.fakes.daemon import die_with_parent, free_port
 from tests.fakes.smtp_server import FakeSMTP, ReceivedMail
 
 pytestmark = pytest.mark.slow
@@ -31,12 +30,6 @@ USER, PASSWORD = "papers@example.org", "smtp-pass-1234"
 SECRET = "e2e-unsubscribe-key-0123456789"
 ALICE = "alice@example.org"  # subscribed from the shell
 BOB = "bob@example.org"  # subscribed in config.toml
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def new_paper(n: int, *, days: float = 0.0) -> Paper:

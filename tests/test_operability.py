@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv, Fault
-from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.fakes.daemon import DaemonProcess, free_port, run_cli, write_config
 from tests.fakes.smtp_server import FakeSMTP
 
 pytestmark = pytest.mark.slow
@@ -33,12 +32,6 @@ LISTENING = r"web server listening on (http://[\w.:-]+)"
 
 
 # -- shared helpers ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def paper(n: int, about: str = KEYWORDS[0], *, days: float = 1.0) -> Paper:
     """A paper whose title matches the phrase `about` on the fake arXiv."""
     published = (datetime.now(UTC) - timedelta(days=days, minutes=n)).replace(microsecond=0)

@@ -4,7 +4,6 @@ in status, /healthz and `run --once`, and harvest mode end to end with the real 
 from __future__ import annotations
 
 import json
-import socket
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from storage.polls import commit_poll
 from storage.records import Paper
 from storage.store import Store
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.fakes.daemon import DaemonProcess, free_port, run_cli, write_config
 from tests.fakes.oai_server import FakeOai
 
 SATURDAY = datetime(2026, 3, 7, 15, 0, tzinfo=UTC)  # 10:00 in New York
@@ -127,12 +126,6 @@ def test_healthz_arxiv_state_quiet_ok_and_unreachable(tmp_path: Path):
 
 
 # -- the real process --------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def config(fake: FakeArxiv, port: int = 0, keywords: list[str] | None = None,
            extra: str = "") -> str:
     words = json.dumps(keywords or ["graph neural networks"])

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 from bot.faces.slack import WORKING
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import die_with_parent
+from tests.fakes.daemon import die_with_parent, free_port
 from tests.fakes.slack_server import (
     FakeSlack,
     SlackPost,
@@ -39,12 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "8f14e45fceea167a5a36dedd4bea2543"
 CHANNEL = "C0PAPERS1"
 KEYWORD = "vision language model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def new_paper(n: int, *, title: str | None = None) -> Paper:

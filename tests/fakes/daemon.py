@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
+import random
 import re
 import resource
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,6 +35,29 @@ def die_with_parent() -> None:
     A pytest worker killed by its timeout would otherwise leave a polling daemon behind that
     slows every later test on the machine."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# Below Linux's ephemeral range (32768-60999): no client connection of a test running beside
+# this one is ever given such a port, so it is still free when the daemon binds it seconds later.
+PORTS = range(20_000, 32_000)
+_ports = random.SystemRandom()  # not `random`: hypothesis seeds that one inside its tests
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 for a process the test starts, free now (see PORTS).
+
+    A port the kernel picks with bind(0) comes from the ephemeral range, where the connections
+    of parallel tests take ports too: one of them could hold it when the daemon binds."""
+    while True:
+        port = _ports.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                continue
+            return port
 
 
 def process_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
