@@ -378,14 +378,15 @@ class _Blank:
 def _size_if_over(views: list[SectionView], render: Callable[[list[SectionView]], str],
                   budget: int) -> int | None:
     """The digest's UTF-8 bytes, counted without making a row the fitting would leave out, when
-    even its least possible size (escaping only adds) is over `budget`; else None."""
+    even the least possible size of its rows (escaping only adds) is over `budget`; else None."""
+    rows = [r for v in views for r in v.rows]
+    if sum(r.least_size() - 1 for r in rows) <= budget:
+        return None  # the frame (headings, a newline per row) is small: near enough to render
     blank = _Blank()
     frame = _size(render([SectionView(v.keyword, v.anchor, v.note,
                                       [blank] * len(v.rows), v.hidden)  # type: ignore[list-item]
                           for v in views]))  # the newline after each row is the frame's
-    rows = [r for v in views for r in v.rows]
-    least = frame + sum(r.least_size() - 1 for r in rows)
-    return frame + sum(r.size - 1 for r in rows) if least > budget else None
+    return frame + sum(r.size - 1 for r in rows)
 
 
 def _fit(
