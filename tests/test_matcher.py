@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.fetch.arxiv import ArxivClient
 from bot.fetch.keywords import parse_keyword
 from bot.fetch.matcher import Matcher, QueryError, compile_query
 from storage.records import Paper
-from tests.fakes.arxiv_server import matches_query, seed_corpus
+from tests.fakes.arxiv_server import FakeArxiv, matches_query, seed_corpus
 
 WHEN = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -122,3 +123,17 @@ def test_the_fakes_index_answers_as_its_scan(query: str, papers: list[Paper]):
 
     expected = [p.arxiv_id for p in papers if matches_query(query, p)]
     assert [p.arxiv_id for p in CorpusIndex(papers).search(query)] == expected
+
+
+async def test_matching_agrees_with_the_fake_arxiv_answering_through_the_client(
+        papers: list[Paper], fake_arxiv: FakeArxiv, arxiv_client: ArxivClient):
+    """The same table asked of the running fake arXiv (the search path: query string sent,
+    served, parsed) and of the local matcher: the same papers for every keyword."""
+    fake_arxiv.add(*papers)
+    keywords = [(i, parse_keyword(text).query) for i, text in enumerate(KEYWORDS)]
+    found = Matcher(keywords).match(papers)
+    for i, query in keywords:
+        feed = await arxiv_client.fetch(query, 0, 2000)
+        assert feed.total_results == len(feed.entries)  # one page holds every answer
+        assert {p.arxiv_id for p in found.get(i, [])} == {p.arxiv_id for p in feed.entries}, (
+            KEYWORDS[i])

@@ -21,10 +21,12 @@ from storage.store import Store
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import DaemonProcess, free_port, run_cli, write_config
 from tests.fakes.oai_server import FakeOai
+from tests.fakes.telegram_server import FakeTelegram
 
 SATURDAY = datetime(2026, 3, 7, 15, 0, tzinfo=UTC)  # 10:00 in New York
 THURSDAY = Announcement(date(2026, 3, 5))  # 20:00 EST = 01:00 UTC Friday
 SUNDAY = Announcement(date(2026, 3, 8))  # 20:00 EDT (DST began that morning) = 00:00 UTC
+TELEGRAM_TOKEN = "123456:RHYTHM-e2e-token"
 QUERY = 'ti:"graph neural networks" OR abs:"graph neural networks"'
 
 
@@ -141,9 +143,16 @@ def gnn_paper(n: int, published: datetime) -> Paper:
 
 
 async def test_a_quiet_saturday_sends_nothing_and_says_why(tmp_path: Path):
-    env = {"DAILY_PAPERS_NOW": SATURDAY.isoformat()}
-    async with FakeArxiv(papers=[gnn_paper(1, THURSDAY.closes - timedelta(hours=3))]) as fake:
-        cfg = write_config(tmp_path, config(fake))
+    env = {"DAILY_PAPERS_NOW": SATURDAY.isoformat(), "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN}
+    async with FakeArxiv(papers=[gnn_paper(1, THURSDAY.closes - timedelta(hours=3))]) as fake, \
+            FakeTelegram(token=TELEGRAM_TOKEN) as telegram:
+        cfg = write_config(tmp_path, config(
+            fake, extra=f'[telegram]\napi_url = "{telegram.base_url}"'))
+        for digest in ("instant", "daily 09:00"):  # a reader of each kind, the digest due
+            code, _, err = await run_cli(cfg, "subscribe", "--telegram", f"4{len(digest)}",
+                                         "--digest", digest, "--timezone", "America/New_York",
+                                         "graph neural networks", env=env)
+            assert code == 0, err
         code, out, err = await run_cli(cfg, "run", "--once", env=env)
         assert code == 0, err
         assert "no announcement since Thursday 2026-03-05 20:00 New York time" in out
@@ -151,6 +160,7 @@ async def test_a_quiet_saturday_sends_nothing_and_says_why(tmp_path: Path):
         code, out, err = await run_cli(cfg, "run", "--once", env=env)  # nothing new: quiet
         assert code == 0 and "0 new papers" in out and "no announcement since" in out
         code, status, _ = await run_cli(cfg, "status", env=env)
+    assert telegram.sent == []  # no empty digest, no "nothing today" message
     assert "arXiv announces Sunday to Thursday at 20:00 New York time" in status
     assert "today (Saturday in New York) has no announcement" in status
     assert "next Sunday 20:00 New York time (2026-03-08)" in status
