@@ -117,6 +117,13 @@ class Row:
                                               else counted + _DETAILS_BYTES)
         return self._bytes
 
+    @property
+    def fixed_size(self) -> int:
+        """`size` without an abstract."""
+        if self._cells is None:
+            self._make_cells()
+        return self._fixed_size
+
     def least_size(self) -> int:
         """At most `size`: the abstract counted before escaping."""
         if self._cells is None:
@@ -426,9 +433,12 @@ class _Shrinker:
 
         Returns the bytes still in excess.
         """
-        rows = (r for v in self.views for r in v.rows if r.paper.abstract)
+        rows = [r for v in self.views for r in v.rows if r.paper.abstract]
+        levels = _levels(self.abstract_chars)
+        if levels and sum(r.size - r.fixed_size for r in rows) < excess:
+            return self._remove_all(rows, levels, excess)
         oldest_first = sorted(rows, key=lambda r: (_utc(r.paper.published), r.paper.arxiv_id))
-        for level in _levels(self.abstract_chars):
+        for level in levels:
             for row in oldest_first:
                 if excess <= 0:
                     return excess
@@ -439,6 +449,16 @@ class _Shrinker:
                     self.shortened += 1
                 else:
                     self.removed += 1
+        return excess
+
+    def _remove_all(self, rows: list[Row], levels: list[int], excess: int) -> int:
+        """Every abstract removed, as the steps would end when even that is not enough (each
+        row's steps save at most its whole abstract): the few-sentence step is not measured."""
+        for row in rows:
+            excess -= row.size - row.fixed_size
+            row.shorten(0)
+        self.shortened += len(rows) * (len(levels) - 1)
+        self.removed += len(rows)
         return excess
 
     def leave_out_rows(self, excess: int) -> int | None:
