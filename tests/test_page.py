@@ -13,9 +13,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bot.config import Config
-from bot.render.digest import section_views
+from bot.faces.digest_page import DigestPageRoute
+from bot.render.digest import DigestSection, section_views
 from bot.render.feeds import slug
 from bot.render.job import write_digest_sync
 from bot.render.page import feeds_href, render_page
@@ -41,6 +44,19 @@ def page() -> str:
 
 def test_page_golden() -> None:
     assert_golden("digest.html", page())
+
+
+def test_a_hostile_keyword_and_note_stay_text() -> None:
+    keyword = "hostile <!here> & | {{kw}} $x$ </h2><script>alert(1)</script>"
+    section = DigestSection(keyword, [], note="<img src=x onerror=alert(1)> {% raw %}")
+    html = render_page(section_views([section], 100, 600), updated=UPDATED, max_papers=100,
+                       feeds="feeds/")
+    escaped = ("hostile &lt;!here&gt; &amp; | {{kw}} $x$ &lt;/h2&gt;&lt;script&gt;alert(1)"
+               "&lt;/script&gt;")
+    assert f"<h2>{escaped}</h2>" in html
+    assert f'title="Daily Papers: {escaped}"' in html
+    assert "&lt;img src=x onerror=alert(1)&gt; {% raw %}" in html
+    assert "<script" not in html and "<img" not in html
 
 
 def test_feed_links_follow_feeds_dir_or_the_public_url(tmp_path: Path) -> None:
@@ -247,6 +263,19 @@ public_url = "http://127.0.0.1:{port}"
                 assert resp.status == 304
             async with http.get(f"{base}/feeds/graph-neural-networks.atom") as resp:
                 assert resp.status == 200  # the page's feed link answers
+
+
+async def test_root_before_the_page_is_written_says_so(tmp_path: Path) -> None:
+    server = web.Application()
+    server.add_routes(DigestPageRoute(tmp_path / "index.html").routes())
+    async with TestServer(server, host="127.0.0.1", port=0) as running, \
+            aiohttp.ClientSession() as http:
+        async with http.get(running.make_url("/")) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "300"
+            assert "not written yet" in await resp.text()
+        (tmp_path / "index.html").write_text("<!DOCTYPE html><title>x</title>")
+        async with http.head(running.make_url("/")) as resp:
+            assert resp.status == 200 and "ETag" in resp.headers
 
 
 async def test_root_is_404_when_the_page_is_off(tmp_path: Path) -> None:
