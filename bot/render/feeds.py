@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import cached_property
 from operator import attrgetter
 from pathlib import Path
 
@@ -213,7 +214,7 @@ class Rendered:
     body: bytes
     updated: datetime  # the newest change of any entry; NEVER when it has none
 
-    @property
+    @cached_property
     def etag(self) -> str:
         return f'"{hashlib.sha256(self.body).hexdigest()[:32]}"'
 
