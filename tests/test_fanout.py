@@ -22,7 +22,7 @@ from storage import fanout, outbox
 from storage import keywords as kw_repo
 from storage import subscribers as sub_repo
 from storage.database import migrate, write
-from storage.polls import commit_poll
+from storage.polls import commit_harvest_page, commit_poll
 from storage.records import Keyword, Paper
 from storage.schema import MIGRATIONS
 from storage.store import Store
@@ -122,6 +122,29 @@ def test_the_poll_writes_one_record_per_new_paper_and_the_expansion_the_rows(sto
     want[("1003", "2611.00002")] = ([mp.id], "pending", "2026-11-20T12:00:00.000000Z")
     assert rows(db) == want
     assert sum(batches) == len(want) and max(batches) <= 40  # no giant transaction
+    assert fanout.owed(db) == 0
+
+
+def test_a_harvest_sized_fan_out_is_written_in_batches_of_its_size_not_one_reader_each(
+        store: Store):
+    """A harvest page owes many records (here 1,000: 200 keywords × 5 papers) to readers who
+    each want a few of them: a batch takes readers until their rows fill it."""
+    db = store.db
+    keywords = [keyword(db, f"topic {n}") for n in range(200)]
+    for n, kw in enumerate(keywords):
+        sub = sub_repo.ensure(db, "telegram", str(5000 + n), NOW)
+        sub_repo.subscribe(db, sub, kw, "user", NOW)
+    matches = {kw: [dataclasses.replace(paper(1), arxiv_id=f"2611.{100 + 5 * n + i:05d}")
+                    for i in range(5)] for n, kw in enumerate(keywords)}
+    commit_harvest_page(db, matches, now=NOW, max_papers=100, notify_floor=FLOOR,
+                        set_spec="cs", datestamp=None)
+    assert fanout.owed(db) == 1000
+    batches = []
+    while (batch := fanout.expand(db, lambda _sub: NOW, rows=100)).more:
+        batches.append(batch.written)
+    batches.append(batch.written)
+    assert sum(batches) == 1000 and len(rows(db)) == 1000
+    assert len(batches) <= 11 and max(batches) <= 100  # 10 batches of 20 readers, not 200
     assert fanout.owed(db) == 0
 
 
