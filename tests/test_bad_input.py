@@ -516,7 +516,7 @@ async def test_a_replayed_command_changes_nothing_more(
     assert status == 200 and json.loads(again)["text"].startswith("Already subscribed to")
     unsubscribe = d.signed("unsubscribe graph neural networks")
     assert json.loads((await d.post(*unsubscribe))[1])["text"].startswith("Unsubscribed from")
-    await d.fake.wait_for(lambda: len(d.fake.posts) == 2, timeout=20)
+    await d.fake.wait_for(lambda: len(d.fake.posts) == 2, timeout=60)
     for replay in (subscribe, unsubscribe, subscribe):
         status, refused = await d.post(*replay)
         assert status == 401 and json.loads(refused) == {"error": "replayed request"}

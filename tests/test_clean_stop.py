@@ -45,7 +45,7 @@ async def test_sigterm_while_telegram_holds_a_message_marks_it_and_the_next_star
             telegram.stall(chat)
         news = paper(100, 0.5)
         arxiv.add(news)
-        await telegram.wait_for(lambda: telegram.stalls_waiting == 1, timeout=20)
+        await telegram.wait_for(lambda: telegram.stalls_waiting == 1, timeout=60)
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGTERM)
         await daemon.wait_for_log(r"stopping")

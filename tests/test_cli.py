@@ -94,7 +94,7 @@ async def test_a_command_waits_while_another_process_writes_and_says_so(tmp_path
             stderr=asyncio.subprocess.PIPE, env=process_env(), cwd=tmp_path)
         try:
             assert proc.stderr is not None
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(60):
                 while b"the database is busy" not in (line := await proc.stderr.readline()):
                     assert line, "the CLI ended without saying it waits"
         finally:

@@ -148,7 +148,7 @@ async def daemon(s: Setup) -> AsyncIterator[Daemon]:
     finally:
         if proc.returncode is None:
             proc.terminate()
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):
             code = await proc.wait()
         await pump
     assert code == 0, "\n".join(d.lines)

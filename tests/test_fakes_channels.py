@@ -246,7 +246,7 @@ async def test_telegram_membership_and_migration_updates_reach_handlers(
         await app.updater.start_polling(timeout=5)
         telegram.push_my_chat_member(42)
         telegram.push_migration(-55, -1000000000055)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(60):
             await both.wait()
         with pytest.raises(ChatMigrated):
             await app.bot.send_message(-55, "to the old group")

@@ -121,12 +121,12 @@ async def full_run(w: World, *options: str) -> None:
             await daemon.wait_for_log(r"cycle: 1 keywords polled, 1 ok")
             n = 10 + len(w.arxiv.papers)
             w.arxiv.add(paper(n, days=0.1))
-            await w.telegram.wait_sent(sent[0] + 1, CHAT, timeout=20)
-            await w.slack.wait_posts(sent[1] + 1, CHANNEL, timeout=20)
-            await w.smtp.wait_messages(sent[2] + 1, timeout=20)
+            await w.telegram.wait_sent(sent[0] + 1, CHAT, timeout=60)
+            await w.slack.wait_posts(sent[1] + 1, CHANNEL, timeout=60)
+            await w.smtp.wait_messages(sent[2] + 1, timeout=60)
 
             w.telegram.push_command(CHAT, "/list")
-            await w.telegram.wait_sent(sent[0] + 2, CHAT, timeout=20)
+            await w.telegram.wait_sent(sent[0] + 2, CHAT, timeout=60)
             body, headers = w.slack.signed_command_request(
                 SECRETS["SLACK_SIGNING_SECRET"], "/papers", "list", channel_id=CHANNEL)
             assert await post(f"{base}/slack/events", body, headers) == 200

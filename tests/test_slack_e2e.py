@@ -93,7 +93,7 @@ class Daemon:
     async def stop(self) -> int:
         if self.proc.returncode is None:
             self.proc.terminate()
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(60):
             return await self.proc.wait()
 
 
@@ -207,7 +207,7 @@ async def subscribed(d: Daemon, fake: FakeSlack, arxiv: FakeArxiv) -> None:
     assert status == 200, ack
     assert ack["response_type"] == "ephemeral"
     assert "Subscribed to 'vision language model'" in ack["text"]
-    await fake.wait_for(lambda: len(fake.responses) >= 1, timeout=20)
+    await fake.wait_for(lambda: len(fake.responses) >= 1, timeout=60)
     assert "First look done for 'vision language model'" in fake.responses[0].body["text"]
 
 
@@ -224,7 +224,7 @@ async def test_subscribe_list_and_exactly_one_digest(tmp_path: Path, fakes: Any)
         assert listing["text"].startswith("1 keyword followed here:\n• vision language model")
 
         arxiv.add(new_paper(1))
-        await fake.wait_for(lambda: len(digests(fake)) >= 1, timeout=20)
+        await fake.wait_for(lambda: len(digests(fake)) >= 1, timeout=60)
         await d.cycles(2)  # two more cycles: nothing is sent twice
         (digest,) = digests(fake)
         assert digest.blocks[0]["text"]["text"] == "1 new paper · vision language model"
@@ -340,7 +340,7 @@ async def test_a_command_is_acknowledged_in_time_while_another_process_holds_the
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        await fake.wait_for(lambda: len(fake.responses) >= 1, timeout=20)
+        await fake.wait_for(lambda: len(fake.responses) >= 1, timeout=60)
         assert "Subscribed to 'vision language model'" in fake.responses[0].body["text"]
         status, listing = await command(d, fake, "/list")
         assert listing["text"].startswith("1 keyword followed here:\n• vision language model")
@@ -393,7 +393,7 @@ async def test_removed_bot_pauses_the_channel_until_it_comes_back(
         else:
             _, ack = await command(d, fake, "/papers", "list")
             assert ack["text"].startswith("Welcome back")
-        await fake.wait_for(lambda: len(digests(fake)) == 1, timeout=20)
+        await fake.wait_for(lambda: len(digests(fake)) == 1, timeout=60)
         assert papers_shown(digests(fake)) == ["https://arxiv.org/abs/2599.00001"]
 
 
@@ -411,7 +411,7 @@ keywords = ["Vision Language Model"]
         assert "Vision Language Model" in listing["text"] and "(from the config)" in listing["text"]
         await d.wait_log("1 ok")  # the baseline of the configured keyword
         arxiv.add(new_paper(1))
-        await fake.wait_for(lambda: len(digests(fake, "C0CONFIG1")) == 1, timeout=20)
+        await fake.wait_for(lambda: len(digests(fake, "C0CONFIG1")) == 1, timeout=60)
         assert fake.posts_to("C0ELSEWHERE") == []
 
 

@@ -93,7 +93,7 @@ async def test_a_full_disk_during_a_send_out_pauses_delivery_and_sends_nothing_t
             telegram.stall(chat)  # the first send of the send-out waits for our signal
         news = paper(100, 0.5)
         arxiv.add(news)
-        await telegram.wait_for(lambda: telegram.stalls_waiting == 1, timeout=20)
+        await telegram.wait_for(lambda: telegram.stalls_waiting == 1, timeout=60)
         disk_full(pid, db)
         filled = time.monotonic()
         for chat in CHATS:
@@ -144,7 +144,7 @@ async def test_a_lock_held_past_the_busy_timeout_during_a_send_out_repeats_nothi
             telegram.stall(chat)
         news = paper(200, 0.5)
         arxiv.add(news)
-        await telegram.wait_for(lambda: telegram.stalls_waiting == 1, timeout=20)
+        await telegram.wait_for(lambda: telegram.stalls_waiting == 1, timeout=60)
         other = sqlite3.connect(config.parent / "papers.db", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:
@@ -175,16 +175,16 @@ async def test_commands_during_a_full_disk_get_a_clear_answer_and_one_log_line(
         disk_full(daemon.proc.pid, db)
         for chat in (7, 8):
             telegram.push_command(chat, "/subscribe graph neural networks")
-            await telegram.wait_sent(1, chat, timeout=20)
+            await telegram.wait_sent(1, chat, timeout=60)
             assert telegram.messages_to(chat)[0].visible_text.startswith(
                 "Sorry, Daily Papers cannot save changes right now")
         telegram.push_command(7, "/list")  # reading still works
-        await telegram.wait_sent(2, 7, timeout=20)
+        await telegram.wait_sent(2, 7, timeout=60)
         assert telegram.messages_to(7)[1].visible_text.startswith("No keywords are followed")
         disk_freed(daemon.proc.pid)
         await daemon.wait_for_log(r"the store writes again after \d+ s", timeout=30)
         telegram.push_command(7, "/subscribe graph neural networks")
-        await telegram.wait_sent(3, 7, timeout=20)
+        await telegram.wait_sent(3, 7, timeout=60)
         assert telegram.messages_to(7)[2].visible_text.startswith("Subscribed to")
         assert await daemon.stop() == 0
     lines = [line for line in daemon.lines if "commands not saved" in line]
@@ -215,13 +215,13 @@ async def test_run_once_stops_delivering_on_a_store_fault_and_marks_what_was_acc
             for chat in CHATS:
                 telegram.stall(chat)
             drain = asyncio.create_task(dispatcher.drain())
-            await telegram.wait_for(lambda: telegram.stalls_waiting == 1, timeout=10)
+            await telegram.wait_for(lambda: telegram.stalls_waiting == 1, timeout=60)
             other = sqlite3.connect(db_path, isolation_level=None)
             other.execute("BEGIN IMMEDIATE")  # past the (lowered) busy timeout
             for chat in CHATS:
                 telegram.unstall(chat)
-            await telegram.wait_sent(1, timeout=10)
-            async with asyncio.timeout(10):
+            await telegram.wait_sent(1, timeout=60)
+            async with asyncio.timeout(60):
                 while not dispatcher.faults.active:  # the mark was refused
                     await asyncio.sleep(0.01)
             assert len(dispatcher.answers.owed["telegram"]) == 1

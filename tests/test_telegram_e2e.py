@@ -159,7 +159,7 @@ async def listening(telegram: FakeTelegram, daemon: Daemon) -> None:
     await daemon.start()
     telegram.push_command(SENTINEL, "/help")
     try:
-        await telegram.wait_sent(len(telegram.messages_to(SENTINEL)) + 1, SENTINEL, timeout=20)
+        await telegram.wait_sent(len(telegram.messages_to(SENTINEL)) + 1, SENTINEL, timeout=60)
     except AssertionError:
         print("\n".join(daemon.output))
         raise
@@ -195,7 +195,7 @@ async def subscribe(telegram: FakeTelegram, chat: int, keyword: str, *, replies:
     """Subscribe through the bot; wait for the reply and (a new keyword's) first look."""
     before = len(telegram.messages_to(chat))
     telegram.push_command(chat, f"/subscribe {keyword}", **options)  # type: ignore[arg-type]
-    await telegram.wait_sent(before + replies, chat, timeout=20)
+    await telegram.wait_sent(before + replies, chat, timeout=60)
 
 
 # -- scenarios --------------------------------------------------------------------------------
@@ -239,10 +239,10 @@ async def test_a_blocked_chat_is_deactivated_and_not_tried_again(
     await subscribe(telegram, 43, KEYWORD, replies=1)
     telegram.block(42)
     await publish_between_cycles(arxiv, QUERY, paper(901, "Video anomaly detection first"))
-    await telegram.wait_for(lambda: bool(titled(telegram, 43, "first")), timeout=20)
+    await telegram.wait_for(lambda: bool(titled(telegram, 43, "first")), timeout=60)
     await telegram.wait_for(lambda: any(c.status == 403 for c in telegram.calls_to("sendMessage")))
     await publish_between_cycles(arxiv, QUERY, paper(902, "Video anomaly detection second"))
-    await telegram.wait_for(lambda: bool(titled(telegram, 43, "second")), timeout=20)
+    await telegram.wait_for(lambda: bool(titled(telegram, 43, "second")), timeout=60)
     await next_cycle(arxiv, QUERY)
     tries = [c for c in telegram.calls_to("sendMessage") if c.chat_id == 42 and c.status == 403]
     assert len(tries) == 1
@@ -261,7 +261,7 @@ async def test_flood_control_delays_but_loses_nothing(
     telegram.fail(Failure.retry_after(1), chat_id=42)
     title = "Video anomaly detection under flood control"
     await publish_between_cycles(arxiv, QUERY, paper(903, title))
-    await telegram.wait_for(lambda: bool(titled(telegram, 42, title)), timeout=20)
+    await telegram.wait_for(lambda: bool(titled(telegram, 42, title)), timeout=60)
     refused = [c for c in telegram.calls_to("sendMessage") if c.status == 429]
     assert len(refused) == 1
     (delivered,) = [m for m in telegram.messages_to(42) if title in m.visible_text]
@@ -278,7 +278,7 @@ async def test_a_group_that_became_a_supergroup_keeps_its_subscription(
     telegram.fail(Failure.migrated(-100055), chat_id=-55, times=None)  # no service message seen
     title = "Video anomaly detection in supergroups"
     await publish_between_cycles(arxiv, QUERY, paper(904, title))
-    await telegram.wait_for(lambda: bool(titled(telegram, -100055, title)), timeout=20)
+    await telegram.wait_for(lambda: bool(titled(telegram, -100055, title)), timeout=60)
     telegram.push_command(-100055, "/list", chat_type="supergroup")
     await telegram.wait_sent(2, -100055)
     assert telegram.messages_to(-100055)[1].visible_text.startswith(
@@ -320,7 +320,7 @@ async def test_a_command_during_a_big_send_out_is_answered_first(
     await telegram.wait_sent(30, timeout=30)
     telegram.push_command(7, "/subscribe graph neural networks")
     queued_before = len(telegram.sent)
-    await telegram.wait_sent(1, 7, timeout=20)
+    await telegram.wait_sent(1, 7, timeout=60)
     reply_at = next(i for i, m in enumerate(telegram.sent) if m.chat_id == 7)
     # Send-outs go at 30 a second: 60 of them would be two seconds.
     assert reply_at - queued_before < 60, f"reply came after {reply_at - queued_before} sends"
@@ -343,7 +343,7 @@ async def test_a_flood_wait_of_an_hour_during_a_send_out_leaves_no_command_unans
     await listening(telegram, daemon)
     telegram.fail(Failure.retry_after(3600))  # the next sendMessage: the send-out's first
     await publish_between_cycles(arxiv, QUERY, paper(907, "Video anomaly detection, paused"))
-    await telegram.wait_for(lambda: any(c.status == 429 for c in telegram.calls), timeout=20)
+    await telegram.wait_for(lambda: any(c.status == 429 for c in telegram.calls), timeout=60)
 
     telegram.fail(Failure.retry_after(3), chat_id=7)
     telegram.push_command(7, "/list")
@@ -351,8 +351,8 @@ async def test_a_flood_wait_of_an_hour_during_a_send_out_leaves_no_command_unans
                                         for c in telegram.calls), timeout=10)
     asked = time.monotonic()
     telegram.push_command(8, "/help")
-    await telegram.wait_sent(1, 8, timeout=10)
-    await telegram.wait_sent(1, 7, timeout=10)
+    await telegram.wait_sent(1, 8, timeout=60)
+    await telegram.wait_sent(1, 7, timeout=60)
     (refused,) = [c for c in telegram.calls if c.chat_id == 7 and c.status == 429]
     (to_7,), (to_8,) = telegram.messages_to(7), telegram.messages_to(8)
     assert to_8.at < to_7.at and to_7.at - refused.at >= 3.0

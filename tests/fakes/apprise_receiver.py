@@ -89,7 +89,7 @@ class AppriseReceiver:
     def posts_to(self, path: str) -> list[Post]:
         return [p for p in self.posts if p.path == "/" + path.strip("/")]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
         """Return once `predicate()` holds; re-checked after every recorded request."""
         await self._changes.wait_for(predicate, timeout, lambda: (
             f"posts: {[(p.path, p.status, p.title) for p in self.posts[-10:]]}; "

@@ -166,13 +166,13 @@ class FakeSlack:
 
     # -- waiting and inspection --------------------------------------------------------------
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
         """Return once `predicate()` holds; re-checked after every recorded request."""
         await self._changes.wait_for(predicate, timeout, lambda: (
             f"last calls: {[(c.method, c.channel, c.error) for c in self.calls[-10:]]}; "
             f"posts: {len(self.posts)}; responses: {len(self.responses)}"))
 
-    async def wait_posts(self, count: int, channel: str | None = None, timeout: float = 10) -> None:
+    async def wait_posts(self, count: int, channel: str | None = None, timeout: float = 60) -> None:
         await self.wait_for(lambda: len(self.posts_to(channel)) >= count, timeout)
 
     def posts_to(self, channel: str | None) -> list[SlackPost]:
@@ -327,7 +327,7 @@ class FakeSlack:
         return body, headers
 
     async def send_slash_command(
-        self, payload: dict[str, Any] | None = None, timeout: float = 10, **fields: Any
+        self, payload: dict[str, Any] | None = None, timeout: float = 60, **fields: Any
     ) -> dict[str, Any]:
         """Deliver a slash command over the Socket Mode connection and return the ack's
         payload ({} for an empty ack). Builds the payload from `fields` when none is given."""

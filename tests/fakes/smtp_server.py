@@ -218,13 +218,13 @@ class FakeSMTP:
 
     # -- waiting and inspection --------------------------------------------------------------
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
         """Return once `predicate()` holds; re-checked after every connection, reply or mail."""
         await self._changes.wait_for(predicate, timeout, lambda: (
             f"messages: {len(self.messages)}, connections: {self.connections}, "
             f"refusals: {self.refusals[-5:]}"))
 
-    async def wait_messages(self, count: int, timeout: float = 10) -> None:
+    async def wait_messages(self, count: int, timeout: float = 60) -> None:
         await self.wait_for(lambda: len(self.messages) >= count, timeout)
 
     def messages_to(self, address: str) -> list[ReceivedMail]:

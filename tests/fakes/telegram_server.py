@@ -267,17 +267,17 @@ class FakeTelegram:
 
     # -- waiting -----------------------------------------------------------------------------
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
         """Return once `predicate()` holds; re-checked after every request or pushed update."""
         await self._changes.wait_for(predicate, timeout, lambda: (
             f"last calls: {[(c.method, c.chat_id, c.status) for c in self.calls[-10:]]}; "
             f"sent: {[(m.chat_id, m.visible_text[:60]) for m in self.sent[-5:]]}"))
 
-    async def wait_sent(self, count: int, chat_id: int | None = None, timeout: float = 10) -> None:
+    async def wait_sent(self, count: int, chat_id: int | None = None, timeout: float = 60) -> None:
         """Wait until at least `count` messages were accepted (for one chat if given)."""
         await self.wait_for(lambda: len(self._sent_to(chat_id)) >= count, timeout)
 
-    async def wait_updates_fetched(self, timeout: float = 10) -> None:
+    async def wait_updates_fetched(self, timeout: float = 60) -> None:
         """Wait until the bot confirmed every pushed update (its next getUpdates offset)."""
         await self.wait_for(lambda: not self._updates, timeout)
 
