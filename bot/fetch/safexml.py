@@ -203,12 +203,9 @@ def squeeze(text: str) -> str:
     """XPath's normalize-space(): runs of XML whitespace become one space, ends stripped.
     Built from str.replace passes, which run in C (split/join costs an object per word)."""
     text = text.strip(" \n\t\r")
-    if "\n" in text:
-        text = text.replace("\n", " ")
-    if "\t" in text:
-        text = text.replace("\t", " ")
-    if "\r" in text:
-        text = text.replace("\r", " ")
+    for space in "\n\t\r":
+        if space in text:
+            text = text.replace(space, " ")
     while "  " in text:
         text = text.replace("  ", " ")
     return text

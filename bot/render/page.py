@@ -126,15 +126,13 @@ def _linked(text: str) -> str:
 def _escape(text: str) -> str:
     """Text for element content and double-quoted attributes, as autoescape makes it; the
     characters a text rarely holds are looked for before anything is copied."""
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    if '"' in text:
-        text = text.replace('"', "&#34;")
+    for char, entity in _ENTITIES:
+        if char in text:
+            text = text.replace(char, entity)
     return text
+
+
+_ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"))  # "&" first
 
 
 @cache
