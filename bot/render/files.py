@@ -30,22 +30,23 @@ def unwritable(path: Path, exc: OSError, *, what: str = "the digest", key: str =
 def write_problem(path: Path, *, what: str = "the digest", key: str = "path") -> str | None:
     """Why the file could not be written at `path`, asked before anything else is done (so
     a command that would fail leaves no database behind); None when it looks writable."""
+    code = _refusal(Path(path).resolve())
+    if code is None:
+        return None
+    return unwritable(Path(path), OSError(code, os.strerror(code)), what=what, key=key)
 
-    def _unwritable(path: Path, exc: OSError) -> str:
-        return unwritable(path, exc, what=what, key=key)
 
-    target = Path(path).resolve()
+def _refusal(target: Path) -> int | None:
+    """The errno writing `target` would meet, foreseen from the file system."""
     parent = target.parent
     if target.is_dir():
-        return _unwritable(Path(path), OSError(errno.EISDIR, "Is a directory"))
+        return errno.EISDIR
     if not parent.exists():
-        missing = errno.ENOTDIR if any(p.is_file() for p in parent.parents) else errno.ENOENT
-        return _unwritable(Path(path), OSError(missing, os.strerror(missing)))
+        return errno.ENOTDIR if any(p.is_file() for p in parent.parents) else errno.ENOENT
     if not parent.is_dir():
-        return _unwritable(Path(path), OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+        return errno.ENOTDIR
     if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        code = errno.EROFS if _read_only(parent) else errno.EACCES
-        return _unwritable(Path(path), OSError(code, os.strerror(code)))
+        return errno.EROFS if _read_only(parent) else errno.EACCES
     return None
 
 
