@@ -18,6 +18,7 @@ from sqlite_utils import Database
 from bot.fetch.arxiv import ArxivClient
 from bot.fetch.keywords import parse_keyword
 from storage import keywords as kw_repo
+from storage import polls
 from storage import subscribers as sub_repo
 from storage.records import Keyword, Paper, Subscriber
 from storage.store import AsyncStore
@@ -167,6 +168,18 @@ def add_keyword(store: AsyncStore, clock: Clock) -> KeywordFactory:
         return await store.call(kw_repo.get, kw.id)  # type: ignore[return-value]
 
     return make
+
+
+@pytest.fixture
+async def public_and_private_papers(store: AsyncStore, add_keyword: KeywordFactory,
+                                    paper: PaperFactory, clock: Clock) -> None:
+    """One paper under the public keyword "graph neural networks" (in config.toml) and one
+    under "secret project words", a keyword that exists only because someone subscribed."""
+    for text, public in (("graph neural networks", True), ("secret project words", False)):
+        kw = await add_keyword(text, in_config=public)
+        await store.call(polls.commit_poll, kw, [paper(about=text)], baseline=True,
+                         now=clock.now(), max_papers=100,
+                         notify_floor=clock.now() - timedelta(days=14), total_results=1)
 
 
 SubscriberFactory = Callable[..., Awaitable[Subscriber]]

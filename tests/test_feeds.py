@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import feedparser
@@ -27,9 +27,8 @@ from bot.render.feeds import (
     write_feeds,
 )
 from bot.render.job import write_digest_sync
-from storage import polls
 from storage.store import AsyncStore
-from tests.conftest import Clock, KeywordFactory, PaperFactory
+from tests.conftest import Clock, PaperFactory
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import run_cli, write_config
 from tests.test_digest import all_sections, hostile_papers, paper, seed_sections
@@ -286,17 +285,12 @@ async def test_a_cycle_rewrites_the_feed_files_with_the_new_papers(
 
 
 async def test_private_keywords_never_reach_the_feed_files(
-        tmp_path: Path, store: AsyncStore, add_keyword: KeywordFactory, paper: PaperFactory,
-        clock: Clock) -> None:
+        tmp_path: Path, store: AsyncStore, clock: Clock, public_and_private_papers: None
+) -> None:
     cfg = Config()
     cfg.arxiv.keywords = ["graph neural networks"]
     cfg.digest.path = None
     cfg.digest.feeds_dir = tmp_path / "feeds"
-    for text, public in (("graph neural networks", True), ("secret project words", False)):
-        kw = await add_keyword(text, in_config=public)
-        await store.call(polls.commit_poll, kw, [paper(about=text)], baseline=True,
-                         now=clock.now(), max_papers=100,
-                         notify_floor=clock.now() - timedelta(days=14), total_results=1)
     changed = await store.run(lambda s: write_digest_sync(s, cfg, clock.now()))
     assert changed == [tmp_path / "feeds"]
     assert sorted(p.name for p in (tmp_path / "feeds").iterdir()) == [

@@ -8,7 +8,6 @@ change of the page.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -22,10 +21,9 @@ from bot.render.digest import DigestSection, section_views
 from bot.render.feeds import slug
 from bot.render.job import write_digest_sync
 from bot.render.page import feeds_href, render_page
-from storage import polls
 from storage.store import AsyncStore
 from tests.browser import chromium, needs_chromium
-from tests.conftest import Clock, KeywordFactory, PaperFactory
+from tests.conftest import Clock, PaperFactory
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import DaemonProcess, run_cli, write_config
 from tests.test_digest import UPDATED, all_sections, assert_golden
@@ -212,17 +210,12 @@ async def test_a_cycle_writes_the_page_and_keeps_the_readme_when_the_page_fails(
 
 
 async def test_private_keywords_never_reach_the_page(
-        tmp_path: Path, store: AsyncStore, add_keyword: KeywordFactory, paper: PaperFactory,
-        clock: Clock) -> None:
+        tmp_path: Path, store: AsyncStore, clock: Clock, public_and_private_papers: None
+) -> None:
     cfg = Config()
     cfg.arxiv.keywords = ["graph neural networks"]
     cfg.digest.path = None
     cfg.digest.html_path = tmp_path / "index.html"
-    for text, public in (("graph neural networks", True), ("secret project words", False)):
-        kw = await add_keyword(text, in_config=public)
-        await store.call(polls.commit_poll, kw, [paper(about=text)], baseline=True,
-                         now=clock.now(), max_papers=100,
-                         notify_floor=clock.now() - timedelta(days=14), total_results=1)
     changed = await store.run(lambda s: write_digest_sync(s, cfg, clock.now()))
     assert changed == [tmp_path / "index.html"]
     html = (tmp_path / "index.html").read_text()
