@@ -24,7 +24,7 @@ from storage.records import Paper, Subscriber
 from storage.store import Store
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.clocked import FileClock
-from tests.fakes.daemon import DaemonProcess, write_config
+from tests.fakes.daemon import DaemonProcess, e2e_config_head, write_config
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_slack_e2e import command, digests, free_port, papers_shown
@@ -52,19 +52,7 @@ BASELINE = [paper(i, f"Video anomaly detection baseline {i}", hours_ago=24 * i)
 
 
 def config(tmp: Path, arxiv: FakeArxiv, channel: str, port: int = 0) -> Path:
-    return write_config(tmp, f"""
-[arxiv]
-api_url = "{arxiv.url}"
-keywords = []
-schedule = "interval"
-poll_interval = 1
-request_interval = 0
-timeout = 10
-[storage]
-path = "papers.db"
-[digest]
-path = ""
-{channel}
+    return write_config(tmp, f"""{e2e_config_head(arxiv.url)}{channel}
 [web]
 host = "127.0.0.1"
 port = {port}

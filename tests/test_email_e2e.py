@@ -19,7 +19,7 @@ import pytest
 
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import die_with_parent, free_port
+from tests.fakes.daemon import die_with_parent, e2e_config_head, free_port
 from tests.fakes.smtp_server import FakeSMTP, ReceivedMail
 
 pytestmark = pytest.mark.slow
@@ -73,21 +73,7 @@ class Setup:
 def write_config(tmp: Path, arxiv: FakeArxiv, smtp: FakeSMTP, port: int) -> Path:
     ca = smtp.write_ca(tmp / "smtp-ca.pem")
     path = tmp / "config.toml"
-    path.write_text(f"""
-[arxiv]
-api_url = "{arxiv.url}"
-keywords = []
-poll_interval = 3600
-schedule = "interval"
-request_interval = 0
-timeout = 10
-
-[storage]
-path = "papers.db"
-
-[digest]
-path = ""
-
+    path.write_text(f"""{e2e_config_head(arxiv.url, poll_interval=3600)}
 {smtp.email_table(f"Daily Papers <{USER}>", ca_file=ca.name)}
 [[email.subscribers]]
 address = "{BOB}"

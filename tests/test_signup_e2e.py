@@ -18,7 +18,7 @@ import pytest
 
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.clocked import FileClock
-from tests.fakes.daemon import DaemonProcess, write_config
+from tests.fakes.daemon import DaemonProcess, e2e_config_head, write_config
 from tests.fakes.smtp_server import FakeSMTP, ReceivedMail
 from tests.test_cadence_e2e import BASELINE, KEYWORD, cycle_that_queued, paper
 from tests.test_slack_e2e import free_port
@@ -32,19 +32,7 @@ LINK = re.compile(r"(http://\S+/subscribe/confirm\?t=\S+)")
 
 
 def config(tmp: Path, arxiv: FakeArxiv, smtp: FakeSMTP, port: int) -> Path:
-    return write_config(tmp, f"""
-[arxiv]
-api_url = "{arxiv.url}"
-keywords = []
-schedule = "interval"
-poll_interval = 1
-request_interval = 0
-timeout = 10
-[storage]
-path = "papers.db"
-[digest]
-path = ""
-{smtp.email_table()}
+    return write_config(tmp, f"""{e2e_config_head(arxiv.url)}{smtp.email_table()}
 [web]
 host = "127.0.0.1"
 port = {port}

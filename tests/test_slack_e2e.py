@@ -23,7 +23,7 @@ import pytest
 from bot.faces.slack import WORKING
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import die_with_parent, free_port
+from tests.fakes.daemon import die_with_parent, e2e_config_head, free_port
 from tests.fakes.slack_server import (
     FakeSlack,
     SlackPost,
@@ -100,21 +100,7 @@ class Daemon:
 def write_config(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, port: int,
                  slack_extra: str = "") -> Path:
     path = tmp / "config.toml"
-    path.write_text(f"""
-[arxiv]
-api_url = "{arxiv.url}"
-keywords = []
-poll_interval = 1
-schedule = "interval"
-request_interval = 0
-timeout = 10
-
-[storage]
-path = "papers.db"
-
-[digest]
-path = ""
-
+    path.write_text(f"""{e2e_config_head(arxiv.url)}
 [slack]
 api_url = "{slack.api_url}"
 {slack_extra}

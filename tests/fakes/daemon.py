@@ -75,6 +75,25 @@ def write_config(directory: Path, text: str) -> Path:
     return path
 
 
+def e2e_config_head(arxiv_url: str, *, poll_interval: int = 1) -> str:
+    """The [arxiv], [storage] and [digest] tables the end-to-end tests share: the local arXiv on
+    an interval schedule with no spacing between requests, the store beside config.toml and no
+    README digest; the test appends its channel's tables."""
+    return f"""
+[arxiv]
+api_url = "{arxiv_url}"
+keywords = []
+schedule = "interval"
+poll_interval = {poll_interval}
+request_interval = 0
+timeout = 10
+[storage]
+path = "papers.db"
+[digest]
+path = ""
+"""
+
+
 async def run_cli(config: Path, *args: str, env: Mapping[str, str] | None = None,
                   timeout: float = 180) -> tuple[int, str, str]:
     """Run one CLI command to completion; (exit code, stdout, stderr)."""
