@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import heapq
 import os
 import re
 import unicodedata
@@ -99,8 +100,11 @@ _CONTROLS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x1F)])  # all b
 
 
 def _clean(text: str) -> bool:
-    """No character XML cannot carry but the separator: checked on the UTF-8 bytes, where the
-    C loops of bytes.translate and `in` run many times faster than a regular expression."""
+    """No character XML cannot carry but the separator. ASCII text (arXiv's, nearly always)
+    only needs its control characters looked for, each a C scan; other text is checked on its
+    UTF-8 bytes, where bytes.translate and `in` run many times faster than a regular expression."""
+    if text.isascii():
+        return not any(c in text for c in _CONTROL_CHARS)
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate
@@ -109,16 +113,18 @@ def _clean(text: str) -> bool:
             and b"\xef\xbf\xbe" not in data and b"\xef\xbf\xbf" not in data)
 
 
+_CONTROL_CHARS = _CONTROLS.decode("ascii")
+
+
 def _when(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    return moment.isoformat(timespec="seconds")[:19] + "Z"
+    return moment.isoformat()[:19] + "Z"  # "YYYY-MM-DDTHH:MM:SS" starts it, whatever follows
 
 
 def _categories(paper: Paper) -> list[str]:
     """The primary category first, each once."""
-    seen = dict.fromkeys(c for c in (paper.primary_category, *paper.categories) if c)
-    return list(seen)
+    return list(dict.fromkeys(filter(None, (paper.primary_category, *paper.categories))))
 
 
 def _texts(paper: Paper) -> list[str]:
@@ -128,15 +134,22 @@ def _texts(paper: Paper) -> list[str]:
             *paper.authors[:MAX_AUTHORS]]
 
 
+_CATEGORIES = ('<category term="', f'" scheme="{ARXIV_NS}"/><category term="',
+               f'" scheme="{ARXIV_NS}"/>')  # what goes before, between and after the terms
+_AUTHORS = ("<author><name>", "</name></author><author><name>", "</name></author>")
+
+
 def _entry(paper: Paper, x: list[str]) -> str:
     """One paper's <entry> from its texts, escaped (`x`, as _texts lists them); identified by
     its versionless abs URL so a reader never shows it twice; `published` is the first
-    version's date, `updated` the latest version's."""
+    version's date, `updated` the latest version's. Lists are joined in one call each: this
+    runs for every paper of every feed."""
     arxiv_id, title, abstract, comment, journal_ref, doi = x[:6]
-    n_categories = len(x) - 6 - min(len(paper.authors), MAX_AUTHORS)
-    categories = "".join(f'<category term="{c}" scheme="{ARXIV_NS}"/>'
-                         for c in x[6:6 + n_categories])
-    authors = "".join(f"<author><name>{a}</name></author>" for a in x[6 + n_categories:])
+    n_authors = min(len(paper.authors), MAX_AUTHORS)
+    end = len(x) - n_authors
+    categories = (f"{_CATEGORIES[0]}{_CATEGORIES[1].join(x[6:end])}{_CATEGORIES[2]}"
+                  if end > 6 else "")
+    authors = f"{_AUTHORS[0]}{_AUTHORS[1].join(x[end:])}{_AUTHORS[2]}" if n_authors else ""
     if len(paper.authors) > MAX_AUTHORS:
         authors += f"<author><name>et al. ({len(paper.authors)} authors)</name></author>"
     extra = ""
@@ -146,11 +159,10 @@ def _entry(paper: Paper, x: list[str]) -> str:
         extra += f"<arxiv:journal_ref>{journal_ref}</arxiv:journal_ref>\n"
     if doi:
         extra += f"<arxiv:doi>{doi}</arxiv:doi>\n"
-    url = f"https://arxiv.org/abs/{arxiv_id}"
     return (
-        f"<entry>\n<id>{url}</id>\n"
+        f"<entry>\n<id>https://arxiv.org/abs/{arxiv_id}</id>\n"
         f'<title type="text">{title}</title>\n'
-        f'<link rel="alternate" type="text/html" href="{url}"/>\n'
+        f'<link rel="alternate" type="text/html" href="https://arxiv.org/abs/{arxiv_id}"/>\n'
         f'<link rel="related" type="application/pdf" title="pdf" '
         f'href="https://arxiv.org/pdf/{arxiv_id}v{paper.version}"/>\n'
         f"{authors}\n<published>{_when(paper.published)}</published>\n"
@@ -178,15 +190,19 @@ class Entries:
 
     def _prepare(self, papers: Sequence[Paper]) -> None:
         """Render the papers not rendered yet, their texts escaped in one batch."""
+        done = self._done
         missing = list({(p.arxiv_id, p.version): p for p in papers
-                        if (p.arxiv_id, p.version) not in self._done}.values())
-        pieces = [_texts(p) for p in missing]
-        escaped = _x_all([t for texts in pieces for t in texts])
-        at = 0
-        for paper, texts in zip(missing, pieces, strict=True):
-            self._done[(paper.arxiv_id, paper.version)] = _entry(
-                paper, escaped[at:at + len(texts)])
-            at += len(texts)
+                        if (p.arxiv_id, p.version) not in done}.values())
+        texts: list[str] = []
+        ends: list[int] = []
+        for p in missing:
+            texts += _texts(p)
+            ends.append(len(texts))
+        escaped = _x_all(texts)
+        start = 0
+        for paper, end in zip(missing, ends, strict=True):
+            done[(paper.arxiv_id, paper.version)] = _entry(paper, escaped[start:end])
+            start = end
 
 
 def _labelled(entry: str, keywords: Sequence[str]) -> str:
@@ -225,7 +241,10 @@ class Rendered:
 
 def newest_first(papers: Iterable[Paper]) -> list[Paper]:
     """By first-version date, then id: the order of the digest."""
-    return sorted(papers, key=attrgetter("published", "arxiv_id"), reverse=True)
+    return sorted(papers, key=_NEWEST, reverse=True)
+
+
+_NEWEST = attrgetter("published", "arxiv_id")
 
 
 def render_feed(head: FeedHead, papers: Sequence[Paper], entries: Entries | None = None,
@@ -278,7 +297,8 @@ def everything(sections: Sequence[DigestSection],
         for paper in section.papers:
             papers.setdefault(paper.arxiv_id, paper)
             labels.setdefault(paper.arxiv_id, []).append(section.keyword)
-    return [(p, sorted(labels[p.arxiv_id])) for p in newest_first(papers.values())[:limit]]
+    newest = heapq.nlargest(limit, papers.values(), key=_NEWEST)  # newest_first(...)[:limit]
+    return [(p, sorted(labels[p.arxiv_id])) for p in newest]
 
 
 def public_feed(section: DigestSection, public_url: str,
