@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from linkify_it import LinkifyIt
 
+from bot.render.escaping import replace_each
 from notifiers.text import one_line
 
 # Entities rather than backslashes: GitHub does not process Markdown escapes inside the raw
@@ -59,12 +60,42 @@ def line_cell_bytes(text: str) -> int | None:
     text holds a web address or an autolink trigger (make the cell to know)."""
     if _has_trigger(text):
         return None
+    return _escaped_bytes(text)
+
+
+def _escaped_bytes(text: str) -> int:
+    """The UTF-8 bytes of `_escape(text)` for a text without autolink triggers."""
     raw = text.encode("utf-8", "surrogateescape")
     escaped = raw.translate(None, _OTHERS)
     n = len(raw) + _GROWTH * len(escaped)
     for char, odd in _ODD_GROWTH:
         n += escaped.count(char) * odd
     return n
+
+
+def line_cells(texts: list[str]) -> list[str]:
+    """`line_cell` of many texts at once (every title of the digest, say)."""
+    escaped = replace_each(texts, _ALL_ESCAPES)
+    return [_escape(t) for t in texts] if escaped is None else escaped
+
+
+def linked_line_cells(texts: list[str]) -> list[str]:
+    """`linked_line_cell` of many texts at once; those with a web address are made alone."""
+    linked = [_has_trigger(t) for t in texts]
+    cells = line_cells([("" if link else t) for t, link in zip(texts, linked, strict=True)])
+    for i, link in enumerate(linked):
+        if link:
+            cells[i] = linked_line_cell(texts[i])
+    return cells
+
+
+def linked_line_cells_bytes(texts: list[str]) -> int:
+    """The UTF-8 bytes of `linked_line_cell` of all the texts together: counted in one batch
+    for those without a web address or autolink trigger, made for the others."""
+    plain = [t for t in texts if not _has_trigger(t)]
+    made = (linked_line_cell(t) for t in texts if _has_trigger(t))
+    return _escaped_bytes("".join(plain)) + sum(len(c.encode("utf-8", "surrogateescape"))
+                                                 for c in made)
 
 
 def linked_cell(text: str) -> str:
@@ -111,8 +142,13 @@ def _escape(text: str) -> str:
         if char in text:
             text = text.replace(char, entity)
     if _has_trigger(text):  # shown as written, but GitHub's autolinks do not see them
-        text = text.replace("://", "&#58;//").replace("www.", "www&#46;")
+        for trigger, written in _TRIGGERS:
+            text = text.replace(trigger, written)
     return text
+
+
+_TRIGGERS = (("://", "&#58;//"), ("www.", "www&#46;"))
+_ALL_ESCAPES = (*_CELL_ESCAPES, *_TRIGGERS)  # as `_escape` makes them, in its order
 
 
 def _has_trigger(text: str) -> bool:

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import jinja2
 
-from bot.render.cells import cell, line_cell, line_cell_bytes, linked_cell, linked_line_cell
+from bot.render.cells import (
+    cell,
+    line_cell_bytes,
+    line_cells,
+    linked_cell,
+    linked_line_cell,
+    linked_line_cells,
+    linked_line_cells_bytes,
+)
 from bot.render.files import replace_file, unwritable
 from notifiers.text import cut, one_line
 from storage.records import Paper
@@ -124,13 +132,6 @@ class Row:
             self._make_cells()
         return self._fixed_size
 
-    def least_size(self) -> int:
-        """At most `size`: the abstract counted before escaping."""
-        if self._cells is None:
-            self._make_cells()
-        text = self.abstract_text
-        return self._fixed_size + (_size(text) + _DETAILS_BYTES if text else 0)
-
     def shorten(self, abstract_chars: int) -> None:
         self.abstract_chars = abstract_chars
         self._abstract = self._text = None
@@ -140,12 +141,54 @@ class Row:
         return Row(self.paper, self.lines, self.abstract_chars, self._cells, self._fixed_size,
                    self._abstract, self._text, self._bytes)
 
+    def without_abstract(self) -> Row:
+        """A copy shortened to no abstract at all (its cells made: see make_cells)."""
+        return Row(self.paper, self.lines, 0, self._cells, self._fixed_size, "", "",
+                   self._fixed_size)
+
     def _make_cells(self) -> tuple[str, str]:
-        self._cells = cells = (_title_cell(self.paper, self.lines),
-                               _comment_cell(self.paper.comment, self.lines.comment))
-        self._fixed_size = (_size(cells[0]) + _size(self.lines.date) + _size(cells[1])
-                            + len("|  |  |  |  |\n"))
-        return cells
+        make_cells([self])
+        return self._cells  # type: ignore[return-value]
+
+
+def make_cells(rows: Sequence[Row]) -> None:
+    """The title and comment cells of the rows that have none yet, and their sizes: their
+    texts escaped in one batch (10,000 rows for 100 keywords)."""
+    todo = [r for r in rows if r._cells is None]
+    texts: list[str] = []
+    comments: list[str] = []
+    for r in todo:
+        lines = r.lines
+        texts += (lines.title, lines.authors, _summary(r.paper.comment, lines.comment))
+        comments.append(lines.comment)
+    escaped = line_cells(texts)
+    linked = linked_line_cells(comments)
+    for i, r in enumerate(todo):
+        title, authors, summary = escaped[3 * i:3 * i + 3]
+        title = f"**[{title}]({r.paper.abs_url})**"
+        if r.paper.authors:
+            title += f"<br><sub>{authors}</sub>"
+        comment = linked[i]
+        if summary:
+            comment = f"<details><summary>{summary}</summary><p>{comment}</p></details>"
+        r._cells = (title, comment)
+        r._fixed_size = _size(title) + _size(r.lines.date) + _size(comment) + _ROW_FRAME
+
+
+_ROW_FRAME = len("|  |  |  |  |\n")
+
+
+def make_abstracts(rows: Sequence[Row]) -> None:
+    """The abstract cells of the rows that have none yet, escaped in one batch."""
+    todo = [r for r in rows if r._abstract is None]
+    for r, text in zip(todo, linked_line_cells([r.abstract_text for r in todo]), strict=True):
+        r._abstract = f"{_DETAILS[0]}{text}{_DETAILS[1]}" if text else ""
+
+
+def _abstracts_bytes(rows: Sequence[Row]) -> int:
+    """`size - fixed_size` of all the rows together, counted without making their cells."""
+    texts = [text for r in rows if (text := r.abstract_text)]
+    return linked_line_cells_bytes(texts) + _DETAILS_BYTES * len(texts)
 
 
 @dataclass(slots=True)
@@ -157,6 +200,12 @@ class SectionView:
     note: str | None
     rows: list[Row]  # newest first
     hidden: int = 0  # oldest rows left out to respect max_bytes
+
+    @property
+    def table(self) -> str:
+        """The Markdown table's rows, one per line (joined here: a template loop over 10,000
+        rows costs more than making them)."""
+        return "\n".join([r.line for r in self.rows])
 
 
 def render_digest(
@@ -184,15 +233,17 @@ def render_views(views: list[SectionView], *, updated: date, max_papers: int = 1
     if isinstance(updated, datetime):
         updated = updated.astimezone(UTC).date()
     render = partial(_render, updated=updated.isoformat(), max_papers=max_papers)
+    rows = [r for v in views for r in v.rows]
+    make_cells(rows)
     if max_bytes is None:
+        make_abstracts(rows)
         return render(views)
-    size = _size_if_over(views, render, max_bytes)
-    if size is None:  # it may well fit: render it and see
-        text = render(views)
-        size = _size(text)
-        if size <= max_bytes:
-            return text
-    return _fit(views, render, abstract_chars, max_bytes, size)
+    abstracts = _abstracts_bytes(rows)
+    size = _frame_size(views, render) + sum(r._fixed_size - 1 for r in rows) + abstracts
+    if size <= max_bytes:
+        make_abstracts(rows)
+        return render(views)
+    return _fit(views, render, abstract_chars, max_bytes, size, abstracts)
 
 
 def write_digest(path: Path, body: str | BodyRenderer, *, max_bytes: int = 500_000) -> bool:
@@ -280,28 +331,21 @@ def _cut(text: str, limit: int) -> str:
 # of every section, and the fitting re-makes single abstracts while it measures them.
 
 
-def _title_cell(p: Paper, lines: PaperLines) -> str:
-    title = f"**[{line_cell(lines.title)}]({p.abs_url})**"
-    if p.authors:
-        title += f"<br><sub>{line_cell(lines.authors)}</sub>"
-    return title
-
-
 def _abstract_cell(text: str) -> str:
     if not text:
         return ""
-    return f"<details><summary>Show</summary><p>{linked_line_cell(text)}</p></details>"
+    return f"{_DETAILS[0]}{linked_line_cell(text)}{_DETAILS[1]}"
 
 
-_DETAILS_BYTES = len(_abstract_cell("x")) - 1
+_DETAILS = ("<details><summary>Show</summary><p>", "</p></details>")
+_DETAILS_BYTES = len("".join(_DETAILS))
 
 
-def _comment_cell(comment: str, line: str) -> str:
-    """Folded behind its first words when the comment as written is long."""
+def _summary(comment: str, line: str) -> str:
+    """A long comment (as written) folds behind its first words; "" when it is short."""
     if len(comment) > COMMENT_INLINE_CHARS:
-        return (f"<details><summary>{line_cell(one_line(cut(line, SUMMARY_CHARS)))}</summary>"
-                f"<p>{linked_line_cell(line)}</p></details>")
-    return linked_line_cell(line)
+        return one_line(cut(line, SUMMARY_CHARS))
+    return ""
 
 
 @cache
@@ -382,18 +426,13 @@ class _Blank:
     line: str = ""
 
 
-def _size_if_over(views: list[SectionView], render: Callable[[list[SectionView]], str],
-                  budget: int) -> int | None:
-    """The digest's UTF-8 bytes, counted without making a row the fitting would leave out, when
-    even the least possible size of its rows (escaping only adds) is over `budget`; else None."""
-    rows = [r for v in views for r in v.rows]
-    if sum(r.least_size() - 1 for r in rows) <= budget:
-        return None  # the frame (headings, a newline per row) is small: near enough to render
+def _frame_size(views: list[SectionView], render: Callable[[list[SectionView]], str]) -> int:
+    """The digest's UTF-8 bytes without its rows' lines (the newline after each row is the
+    frame's)."""
     blank = _Blank()
-    frame = _size(render([SectionView(v.keyword, v.anchor, v.note,
-                                      [blank] * len(v.rows), v.hidden)  # type: ignore[list-item]
-                          for v in views]))  # the newline after each row is the frame's
-    return frame + sum(r.size - 1 for r in rows)
+    return _size(render([SectionView(v.keyword, v.anchor, v.note,
+                                     [blank] * len(v.rows), v.hidden)  # type: ignore[list-item]
+                         for v in views]))
 
 
 def _fit(
@@ -402,15 +441,16 @@ def _fit(
     abstract_chars: int,
     budget: int,
     size: int,
+    abstracts: int,
 ) -> str:
-    """Shrink the oldest rows until the rendered text fits `budget` bytes, or nothing is left."""
-    views = [SectionView(v.keyword, v.anchor, v.note, [r.copy() for r in v.rows], v.hidden)
-             for v in views]  # the caller's views stay whole (the HTML page shows them all)
-    shrink = _Shrinker(views, abstract_chars)
-    shrink.leave_out_rows(shrink.shorten_abstracts(size - budget))
-    text = render(views)
+    """Shrink the oldest rows until the rendered text fits `budget` bytes, or nothing is left.
+    `abstracts`: the bytes all the abstracts' cells add."""
+    shrink = _Shrinker(views, abstract_chars)  # works on copies: the caller's views stay
+    # whole (the HTML page shows them all)
+    shrink.leave_out_rows(shrink.shorten_abstracts(size - budget, abstracts))
+    text = render(shrink.views)
     while _size(text) > budget and shrink.leave_out_rows(1) is not None:
-        text = render(views)  # only when the estimate fell short
+        text = render(shrink.views)  # only when the estimate fell short
     log.warning(
         "digest: %d bytes is over the budget of %d bytes, so it shortened the abstracts of the "
         "%d oldest papers, removed %d abstracts and left out %d oldest rows; now %d bytes",
@@ -423,20 +463,24 @@ class _Shrinker:
     """Makes a digest smaller oldest rows first, keeping track of each row's bytes."""
 
     def __init__(self, views: list[SectionView], abstract_chars: int) -> None:
+        self.originals = views
         self.views = views
         self.abstract_chars = abstract_chars
         self.shortened = self.removed = self.left_out = 0
         self._macros = _macros()
 
-    def shorten_abstracts(self, excess: int) -> int:
-        """Oldest rows first, step abstracts down (to a few sentences, then none).
+    def shorten_abstracts(self, excess: int, abstracts: int) -> int:
+        """Oldest rows first, step abstracts down (to a few sentences, then none), on copies
+        of the views. `abstracts`: the bytes all the abstracts' cells add.
 
         Returns the bytes still in excess.
         """
-        rows = [r for v in self.views for r in v.rows if r.paper.abstract]
         levels = _levels(self.abstract_chars)
-        if levels and sum(r.size - r.fixed_size for r in rows) < excess:
-            return self._remove_all(rows, levels, excess)
+        if levels and abstracts < excess:
+            return self._remove_all(levels, excess - abstracts)
+        self.views = [SectionView(v.keyword, v.anchor, v.note, [r.copy() for r in v.rows],
+                                  v.hidden) for v in self.originals]
+        rows = [r for v in self.views for r in v.rows if r.paper.abstract]
         oldest_first = sorted(rows, key=lambda r: (_utc(r.paper.published), r.paper.arxiv_id))
         for level in levels:
             for row in oldest_first:
@@ -451,14 +495,15 @@ class _Shrinker:
                     self.removed += 1
         return excess
 
-    def _remove_all(self, rows: list[Row], levels: list[int], excess: int) -> int:
+    def _remove_all(self, levels: list[int], excess: int) -> int:
         """Every abstract removed, as the steps would end when even that is not enough (each
         row's steps save at most its whole abstract): the few-sentence step is not measured."""
-        for row in rows:
-            excess -= row.size - row.fixed_size
-            row.shorten(0)
-        self.shortened += len(rows) * (len(levels) - 1)
-        self.removed += len(rows)
+        self.views = [SectionView(v.keyword, v.anchor, v.note,
+                                  [r.without_abstract() for r in v.rows], v.hidden)
+                      for v in self.originals]
+        with_abstract = sum(1 for v in self.views for r in v.rows if r.paper.abstract)
+        self.shortened += with_abstract * (len(levels) - 1)
+        self.removed += with_abstract
         return excess
 
     def leave_out_rows(self, excess: int) -> int | None:

@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from bot.render.cells import web_links
 from bot.render.digest import NOTE_CHARS, DigestRefused, Row, SectionView
+from bot.render.escaping import replace_each
 from bot.render.feeds import ALL, slug
 from bot.render.files import replace_file, unwritable
 from notifiers.text import cut, one_line
@@ -48,10 +49,15 @@ def render_page(views: Sequence[SectionView], *, updated: date, max_papers: int,
     "feeds/" beside the page, or "https://papers.example.org/feeds/"."""
     if isinstance(updated, datetime):
         updated = updated.astimezone(UTC).date()
-    sections = [_PageSection(v.keyword, v.anchor, v.note,
-                             Markup("\n".join([_item(r) for r in v.rows])),
-                             f"{feeds}{slug(v.keyword)}.atom")
-                for v in views]
+    items = _items([r for v in views for r in v.rows])
+    sections = []
+    start = 0
+    for v in views:
+        end = start + len(v.rows)
+        sections.append(_PageSection(v.keyword, v.anchor, v.note,
+                                     Markup("\n".join(items[start:end])),
+                                     f"{feeds}{slug(v.keyword)}.atom"))
+        start = end
     return _template().render(sections=sections, updated=updated.isoformat(),
                               max_papers=max_papers, all_feed=f"{feeds}{ALL}.atom",
                               style=Markup(_style()), policy=Markup(policy()))
@@ -91,27 +97,41 @@ def policy() -> str:
             "form-action 'none'")
 
 
-def _item(row: Row) -> str:
-    """One paper's list item. Python rather than the template: it runs for every row of every
-    section (10,000 for 100 keywords); each text is escaped as Jinja's autoescape would
-    (`&<>"`), without making a Markup object of every piece."""
-    p, lines = row.paper, row.lines
-    meta = f"<time>{lines.date}</time>"
-    if p.authors:
-        meta += f" · {_escape(lines.authors)}"
-    item = (f'<li><a class="title" href="{_escape(p.abs_url)}">{_escape(lines.title)}</a>\n'
-            f'<p class="meta">{meta}</p>\n')
-    if row.abstract_text:
-        item += (f"<details><summary>Abstract</summary><p>{_linked(row.abstract_text)}</p>"
-                 "</details>\n")
-    if lines.comment:
-        item += f'<p class="comment">{_linked(lines.comment)}</p>\n'
-    return item + "</li>"
+def _items(rows: Sequence[Row]) -> list[str]:
+    """Each paper's list item. Python rather than the template: it runs for every row of every
+    section (10,000 for 100 keywords); the texts are escaped as Jinja's autoescape would
+    (`&<>"`) in one batch, those with a web address one by one."""
+    texts: list[str] = []
+    for r in rows:
+        lines, abstract = r.lines, r.abstract_text
+        texts += (r.paper.abs_url, lines.title, lines.authors,
+                  "" if _has_link(abstract) else abstract,
+                  "" if _has_link(lines.comment) else lines.comment)
+    escaped = replace_each(texts, _ENTITIES) or [_escape(t) for t in texts]
+    items = []
+    for i, r in enumerate(rows):
+        url, title, authors, abstract, comment = escaped[5 * i:5 * i + 5]
+        lines = r.lines
+        meta = f"<time>{lines.date}</time>"
+        if r.paper.authors:
+            meta += f" · {authors}"
+        item = (f'<li><a class="title" href="{url}">{title}</a>\n'
+                f'<p class="meta">{meta}</p>\n')
+        if r.abstract_text:
+            if not abstract:
+                abstract = _linked(r.abstract_text)
+            item += f"<details><summary>Abstract</summary><p>{abstract}</p></details>\n"
+        if lines.comment:
+            if not comment:
+                comment = _linked(lines.comment)
+            item += f'<p class="comment">{comment}</p>\n'
+        items.append(item + "</li>")
+    return items
 
 
 def _linked(text: str) -> str:
     """The text escaped, each web address in it a link to exactly that address."""
-    if "://" not in text and "www." not in text:
+    if not _has_link(text):
         return _escape(text)
     out: list[str] = []
     start = 0
@@ -133,6 +153,10 @@ def _escape(text: str) -> str:
 
 
 _ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"))  # "&" first
+
+
+def _has_link(text: str) -> bool:
+    return "://" in text or "www." in text
 
 
 @cache
