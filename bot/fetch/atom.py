@@ -12,7 +12,6 @@ import functools
 import logging
 import re
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 from lxml import etree
 
@@ -76,14 +75,18 @@ def parse_feed(data: bytes) -> Feed:
     paths = _paths(root.tag[1:].split("}")[0], _pick(data, _ARXIV), _pick(data, _OPENSEARCH))
     columns = Columns(paths.entries(root), second_look)
     texts = [columns.first(path(root)) for path in paths.texts.values()]
+    for raw_id, title, summary in zip(*texts[:3], strict=True):
+        if "/api/errors" in raw_id:
+            raise ArxivRejected(summary or title or "error")
     rows = zip(*texts, columns.every(paths.names(root), depth=2),
                columns.every_attribute(paths.categories(root), "term"),
                columns.first_attribute(paths.primary(root), "term"), strict=True)
-    entries = [_Entry(*row) for row in rows]
-    for entry in entries:
-        if "/api/errors" in entry.id:
-            raise ArxivRejected(entry.summary or entry.title or "error")
-    papers = [paper for entry in entries if (paper := _representable(entry)) is not None]
+    papers = []
+    for row in rows:
+        try:
+            papers.append(_paper(*row))
+        except Unrepresentable as exc:
+            log.warning("arXiv entry dropped: %s", exc)
     page = Columns([root], second_look)
     counts = [page.first(path(root))[0] for path in paths.counts]
     return Feed(
@@ -91,22 +94,8 @@ def parse_feed(data: bytes) -> Feed:
         start_index=_count(counts, 1, "startIndex"),
         items_per_page=_count(counts, 2, "itemsPerPage"),
         entries=tuple(papers),
-        dropped=len(entries) - len(papers),
+        dropped=len(columns.records) - len(papers),
     )
-
-
-class _Entry(NamedTuple):
-    id: str
-    title: str
-    summary: str
-    published: str
-    updated: str
-    comment: str
-    journal_ref: str
-    doi: str
-    authors: list[str]
-    categories: list[str]
-    primary_category: str
 
 
 def _pick(data: bytes, uris: tuple[str, ...]) -> str:
@@ -118,24 +107,21 @@ class Unrepresentable(ValueError):
     """An entry value out of any sensible range: the entry is dropped, the page kept."""
 
 
-def _representable(entry: _Entry) -> Paper | None:
-    try:
-        return _paper(entry)
-    except Unrepresentable as exc:
-        log.warning("arXiv entry dropped: %s", exc)
-        return None
-
-
 def split_id(raw: str) -> tuple[str, int]:
     """`http://arxiv.org/abs/astro-ph/0601001v2` → ("astro-ph/0601001", 2); no version means 1."""
-    tail = raw.strip().rsplit("/abs/", 1)[-1]
-    match = _ID.fullmatch(tail)
+    return _split_id(raw.strip())
+
+
+def _split_id(raw: str) -> tuple[str, int]:
+    match = _ID.fullmatch(raw.rpartition("/abs/")[2])
     if match is None:
-        raise ArxivBadAnswer(f"entry id is not an arXiv id: {raw.strip()[:100]!r}")
-    version = match["version"] or "1"
+        raise ArxivBadAnswer(f"entry id is not an arXiv id: {raw[:100]!r}")
+    arxiv_id, version = match.group(1, 2)
+    if version is None:
+        return arxiv_id, 1
     if len(version) > len(str(MAX_VERSION)) or not 1 <= int(version) <= MAX_VERSION:
-        raise Unrepresentable(f"{match['id']}: version {version[:30]} is out of range")
-    return match["id"], int(version)
+        raise Unrepresentable(f"{arxiv_id}: version {version[:30]} is out of range")
+    return arxiv_id, int(version)
 
 
 def _count(counts: list[str], index: int, key: str) -> int:
@@ -165,23 +151,19 @@ def parse_datetime(text: str, arxiv_id: str) -> datetime:
     return value
 
 
-def _paper(entry: _Entry) -> Paper:
-    arxiv_id, version = split_id(entry.id)
-    published = entry.published or entry.updated
-    if not published:
+def _paper(raw_id: str, title: str, summary: str, published_text: str, updated_text: str,
+           comment: str, journal_ref: str, doi: str, names: list[str], terms: list[str],
+           primary: str) -> Paper:
+    """One entry's values (in the order of `_Paths.texts`, then the lists) → a Paper."""
+    arxiv_id, version = _split_id(raw_id)
+    published_text = published_text or updated_text
+    if not published_text:
         raise ArxivBadAnswer(f"entry {arxiv_id} has no date")
-    categories = tuple(dict.fromkeys(term for term in entry.categories if term))
-    return Paper(
-        arxiv_id=arxiv_id,
-        version=version,
-        title=entry.title,
-        abstract=entry.summary,
-        authors=tuple(name for name in entry.authors if name),
-        published=parse_datetime(published, arxiv_id),
-        updated=parse_datetime(entry.updated or published, arxiv_id),
-        primary_category=entry.primary_category or (categories[0] if categories else ""),
-        categories=categories,
-        comment=entry.comment,
-        journal_ref=entry.journal_ref,
-        doi=entry.doi,
-    )
+    published = parse_datetime(published_text, arxiv_id)
+    updated_text = updated_text or published_text
+    updated = (published if updated_text == published_text
+               else parse_datetime(updated_text, arxiv_id))
+    categories = tuple(dict.fromkeys(filter(None, terms)))
+    return Paper(arxiv_id, version, title, summary, tuple(filter(None, names)), published,
+                 updated, primary or (categories[0] if categories else ""), categories,
+                 comment, journal_ref, doi)
