@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from linkify_it import LinkifyIt
 
-from bot.render.escaping import replace_each
+from bot.render.batch import replace_each
 from notifiers.text import one_line
 
 # Entities rather than backslashes: GitHub does not process Markdown escapes inside the raw
@@ -63,6 +63,10 @@ def line_cell_bytes(text: str) -> int | None:
     return _escaped_bytes(text)
 
 
+def _utf8_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 def _escaped_bytes(text: str) -> int:
     """The UTF-8 bytes of `_escape(text)` for a text without autolink triggers."""
     raw = text.encode("utf-8", "surrogateescape")
@@ -79,23 +83,31 @@ def line_cells(texts: list[str]) -> list[str]:
     return [_escape(t) for t in texts] if escaped is None else escaped
 
 
-def linked_line_cells(texts: list[str]) -> list[str]:
-    """`linked_line_cell` of many texts at once; those with a web address are made alone."""
+def linked_line_cells(texts: list[str], ends: list[str] | None = None) -> list[str]:
+    """`linked_line_cell` of many texts at once, each followed by its `end` (a cut's "…",
+    which needs no escaping: the heads of plain text stay ASCII, cheaper to escape); those
+    with a web address are made alone."""
+    ends = ends or [""] * len(texts)
     linked = [_has_trigger(t) for t in texts]
     cells = line_cells([("" if link else t) for t, link in zip(texts, linked, strict=True)])
     for i, link in enumerate(linked):
-        if link:
-            cells[i] = linked_line_cell(texts[i])
+        cells[i] = linked_line_cell(texts[i] + ends[i]) if link else cells[i] + ends[i]
     return cells
 
 
-def linked_line_cells_bytes(texts: list[str]) -> int:
-    """The UTF-8 bytes of `linked_line_cell` of all the texts together: counted in one batch
+def linked_line_cells_bytes(texts: list[str], ends: list[str] | None = None) -> int:
+    """The UTF-8 bytes of `linked_line_cells` of all the texts together: counted in one batch
     for those without a web address or autolink trigger, made for the others."""
-    plain = [t for t in texts if not _has_trigger(t)]
-    made = (linked_line_cell(t) for t in texts if _has_trigger(t))
-    return _escaped_bytes("".join(plain)) + sum(len(c.encode("utf-8", "surrogateescape"))
-                                                 for c in made)
+    ends = ends or [""] * len(texts)
+    plain: list[str] = []
+    made: list[str] = []  # and the ends of the plain texts, which need no escaping
+    for text, end in zip(texts, ends, strict=True):
+        if _has_trigger(text):
+            made.append(linked_line_cell(text + end))
+        else:
+            plain.append(text)
+            made.append(end)
+    return _escaped_bytes("".join(plain)) + _utf8_bytes("".join(made))
 
 
 def linked_cell(text: str) -> str:

@@ -13,21 +13,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache, partial
+from operator import attrgetter
 from pathlib import Path
 
 import jinja2
 
-from bot.render.cells import (
-    cell,
-    line_cell_bytes,
-    line_cells,
-    linked_cell,
-    linked_line_cell,
-    linked_line_cells,
-    linked_line_cells_bytes,
-)
+from bot.render.cells import cell, linked_cell
 from bot.render.files import replace_file, unwritable
-from notifiers.text import cut, one_line
+from bot.render.rows import (
+    Row,
+    abstracts_bytes,
+    cut_line,
+    lines_of,
+    make_abstracts,
+    make_cells,
+    utc,
+)
+from bot.render.rows import utf8_size as _size
+from notifiers.text import one_line
 from storage.records import Paper
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,6 @@ START_MARKER = "<!-- daily-papers:start -->"
 END_MARKER = "<!-- daily-papers:end -->"
 TITLE = "# Daily Papers"
 
-COMMENT_INLINE_CHARS = 40  # longer comments fold behind a summary, as in the reference digest
-SUMMARY_CHARS = 30
 NOTE_CHARS = 300
 SHORT_ABSTRACT_CHARS = 150  # the first step down when the file would be too big
 
@@ -59,136 +60,6 @@ class DigestSection:
 
 BodyRenderer = Callable[..., str]
 """Called as `render(max_bytes=n)`; returns a digest body of at most n UTF-8 bytes."""
-
-
-@dataclass(frozen=True, slots=True)
-class PaperLines:
-    """A paper's texts on one line, made once for every rendering that shows it (the Markdown
-    digest, the HTML page; a paper in two sections too)."""
-
-    title: str  # the arXiv id when the title is empty
-    authors: str  # "A, B, C et al. (N authors)"
-    comment: str
-    date: str  # the first version's, as a UTC date
-
-    @classmethod
-    def of(cls, p: Paper) -> PaperLines:
-        return cls(one_line(p.title or p.arxiv_id), one_line(p.authors_short()),
-                   one_line(p.comment), _utc(p.published).date().isoformat())
-
-
-@dataclass(slots=True)
-class Row:
-    """One paper's line of the Markdown table; its cells are made once, and only the abstract's
-    again when the fitting shortens it, so sizes are known without re-rendering."""
-
-    paper: Paper
-    lines: PaperLines
-    abstract_chars: int  # 0: no abstract
-    _cells: tuple[str, str] | None = None  # title (with authors) and comment
-    _fixed_size: int = 0  # UTF-8 bytes of the line without its abstract, newline included
-    _abstract: str | None = None  # the abstract cell at abstract_chars
-    _text: str | None = None  # the abstract as one line cut at abstract_chars (the page's too)
-    _bytes: int = -1  # `size`, once known
-
-    @property
-    def line(self) -> str:
-        title, comment = self._cells or self._make_cells()
-        return f"| {title} | {self.lines.date} | {self.abstract} | {comment} |"
-
-    @property
-    def abstract(self) -> str:
-        if self._abstract is None:
-            self._abstract = _abstract_cell(self.abstract_text)
-        return self._abstract
-
-    @property
-    def abstract_text(self) -> str:
-        """The abstract on one line, cut at a word boundary at `abstract_chars`."""
-        if self._text is None:
-            chars = self.abstract_chars
-            text = self.paper.abstract
-            self._text = _cut(text, chars) if chars and text else ""
-        return self._text
-
-    @property
-    def size(self) -> int:
-        """UTF-8 bytes of the line with its newline; the abstract's cell is counted, not
-        made, when it holds no web address (most rows the fitting measures are left out)."""
-        if self._bytes < 0:
-            if self._cells is None:
-                self._make_cells()
-            counted = None
-            if self._abstract is None and self.abstract_text:
-                counted = line_cell_bytes(self.abstract_text)
-            self._bytes = self._fixed_size + (_size(self.abstract) if counted is None
-                                              else counted + _DETAILS_BYTES)
-        return self._bytes
-
-    @property
-    def fixed_size(self) -> int:
-        """`size` without an abstract."""
-        if self._cells is None:
-            self._make_cells()
-        return self._fixed_size
-
-    def shorten(self, abstract_chars: int) -> None:
-        self.abstract_chars = abstract_chars
-        self._abstract = self._text = None
-        self._bytes = -1
-
-    def copy(self) -> Row:
-        return Row(self.paper, self.lines, self.abstract_chars, self._cells, self._fixed_size,
-                   self._abstract, self._text, self._bytes)
-
-    def without_abstract(self) -> Row:
-        """A copy shortened to no abstract at all (its cells made: see make_cells)."""
-        return Row(self.paper, self.lines, 0, self._cells, self._fixed_size, "", "",
-                   self._fixed_size)
-
-    def _make_cells(self) -> tuple[str, str]:
-        make_cells([self])
-        return self._cells  # type: ignore[return-value]
-
-
-def make_cells(rows: Sequence[Row]) -> None:
-    """The title and comment cells of the rows that have none yet, and their sizes: their
-    texts escaped in one batch (10,000 rows for 100 keywords)."""
-    todo = [r for r in rows if r._cells is None]
-    texts: list[str] = []
-    comments: list[str] = []
-    for r in todo:
-        lines = r.lines
-        texts += (lines.title, lines.authors, _summary(r.paper.comment, lines.comment))
-        comments.append(lines.comment)
-    escaped = line_cells(texts)
-    linked = linked_line_cells(comments)
-    for i, r in enumerate(todo):
-        title, authors, summary = escaped[3 * i:3 * i + 3]
-        title = f"**[{title}]({r.paper.abs_url})**"
-        if r.paper.authors:
-            title += f"<br><sub>{authors}</sub>"
-        comment = linked[i]
-        if summary:
-            comment = f"<details><summary>{summary}</summary><p>{comment}</p></details>"
-        r._cells = (title, comment)
-        r._fixed_size = _size(title) + _size(r.lines.date) + _size(comment) + _ROW_FRAME
-
-
-_ROW_FRAME = len("|  |  |  |  |\n")
-
-
-def make_abstracts(rows: Sequence[Row]) -> None:
-    """The abstract cells of the rows that have none yet, escaped in one batch."""
-    todo = [r for r in rows if r._abstract is None]
-    for r, text in zip(todo, linked_line_cells([r.abstract_text for r in todo]), strict=True):
-        r._abstract = f"{_DETAILS[0]}{text}{_DETAILS[1]}" if text else ""
-
-
-def _abstracts_bytes(rows: Sequence[Row]) -> int:
-    """`size - fixed_size` of all the rows together, counted without making their cells."""
-    texts = [text for r in rows if (text := r.abstract_text)]
-    return linked_line_cells_bytes(texts) + _DETAILS_BYTES * len(texts)
 
 
 @dataclass(slots=True)
@@ -238,7 +109,7 @@ def render_views(views: list[SectionView], *, updated: date, max_papers: int = 1
     if max_bytes is None:
         make_abstracts(rows)
         return render(views)
-    abstracts = _abstracts_bytes(rows)
+    abstracts = abstracts_bytes(rows)
     size = _frame_size(views, render) + sum(r._fixed_size - 1 for r in rows) + abstracts
     if size <= max_bytes:
         make_abstracts(rows)
@@ -308,44 +179,9 @@ def _template() -> jinja2.Template:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(cell=cell, linked_cell=linked_cell, cut=_cut)
+    env.filters.update(cell=cell, linked_cell=linked_cell, cut=cut_line)
     env.globals.update(note_chars=NOTE_CHARS)
     return env.get_template("digest.md.j2")
-
-
-def _cut(text: str, limit: int) -> str:
-    """`cut` on the text as one line.
-
-    `cut` of a longer text reads only its first `limit` characters, so when the text starts
-    with that much plain one-line text (the usual abstract), only that head is examined."""
-    if len(text) <= limit:
-        return one_line(text)
-    head = text[: limit + 2]
-    if len(text) > len(head) and head.isprintable() and "  " not in head and head[0] != " ":
-        return cut(head, limit)  # one_line(text) starts with exactly this head
-    return one_line(cut(one_line(text), limit))  # once more: a dropped control character
-    # between two spaces leaves both
-
-
-# The cells of a table row. Plain Python rather than a template macro: they run for every row
-# of every section, and the fitting re-makes single abstracts while it measures them.
-
-
-def _abstract_cell(text: str) -> str:
-    if not text:
-        return ""
-    return f"{_DETAILS[0]}{linked_line_cell(text)}{_DETAILS[1]}"
-
-
-_DETAILS = ("<details><summary>Show</summary><p>", "</p></details>")
-_DETAILS_BYTES = len("".join(_DETAILS))
-
-
-def _summary(comment: str, line: str) -> str:
-    """A long comment (as written) folds behind its first words; "" when it is short."""
-    if len(comment) > COMMENT_INLINE_CHARS:
-        return one_line(cut(line, SUMMARY_CHARS))
-    return ""
 
 
 @cache
@@ -363,17 +199,17 @@ def section_views(
 ) -> list[SectionView]:
     """Each section's newest `max_papers` rows, and its heading's anchor."""
     anchors = _Anchors()
+    newest = [_newest(section.papers, max_papers) for section in sections]
+    first: dict[tuple[str, int], Paper] = {}
+    for ps in newest:
+        for p in ps:
+            first.setdefault((p.arxiv_id, p.version), p)
+    papers = list(first.values())
+    lines = dict(zip([(p.arxiv_id, p.version) for p in papers], lines_of(papers), strict=True))
     views = []
-    lines: dict[tuple[str, int], PaperLines] = {}
-    for section in sections:
+    for section, ps in zip(sections, newest, strict=True):
         keyword = one_line(section.keyword)
-        rows = []
-        for p in _newest(section.papers, max_papers):
-            key = (p.arxiv_id, p.version)
-            made = lines.get(key)
-            if made is None:
-                made = lines[key] = PaperLines.of(p)
-            rows.append(Row(p, made, abstract_chars))
+        rows = [Row(p, lines[(p.arxiv_id, p.version)], abstract_chars) for p in ps]
         views.append(SectionView(keyword, anchors.add(keyword), section.note, rows))
     return views
 
@@ -384,12 +220,15 @@ def _newest(papers: Sequence[Paper], limit: int) -> list[Paper]:
     for p in papers:
         if p.arxiv_id not in latest or p.version > latest[p.arxiv_id].version:
             latest[p.arxiv_id] = p
-    ordered = sorted(latest.values(), key=lambda p: (_utc(p.published), p.arxiv_id), reverse=True)
+    try:  # aware datetimes compare as instants, as in UTC
+        ordered = sorted(latest.values(), key=_NEWEST, reverse=True)
+    except TypeError:  # naive ones among them count as UTC
+        ordered = sorted(latest.values(), key=lambda p: (utc(p.published), p.arxiv_id),
+                         reverse=True)
     return ordered[: max(limit, 0)]
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+_NEWEST = attrgetter("published", "arxiv_id")
 
 
 class _Anchors:
@@ -413,9 +252,6 @@ def _kept_in_anchor(c: str) -> bool:
     return c in " -" or category[0] in "LMN" or category == "Pc"
 
 
-def _size(text: str) -> int:
-    """UTF-8 bytes; an ASCII string (most cells) is measured without encoding it."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
 
 
 # --- keeping under max_bytes ----------------------------------------------------------------
@@ -481,7 +317,7 @@ class _Shrinker:
         self.views = [SectionView(v.keyword, v.anchor, v.note, [r.copy() for r in v.rows],
                                   v.hidden) for v in self.originals]
         rows = [r for v in self.views for r in v.rows if r.paper.abstract]
-        oldest_first = sorted(rows, key=lambda r: (_utc(r.paper.published), r.paper.arxiv_id))
+        oldest_first = sorted(rows, key=lambda r: (utc(r.paper.published), r.paper.arxiv_id))
         for level in levels:
             for row in oldest_first:
                 if excess <= 0:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import bot
 from bot.fetch.keywords import KeywordError, parse_keyword
+from bot.render.batch import replace_each
 from bot.render.digest import DigestRefused, DigestSection
-from bot.render.escaping import replace_each
 from bot.render.files import replace_file, unwritable
 from storage.records import Paper
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from bot.render.batch import replace_each
 from bot.render.cells import web_links
-from bot.render.digest import NOTE_CHARS, DigestRefused, Row, SectionView
-from bot.render.escaping import replace_each
+from bot.render.digest import NOTE_CHARS, DigestRefused, SectionView
 from bot.render.feeds import ALL, slug
 from bot.render.files import replace_file, unwritable
+from bot.render.rows import Row, cut_abstracts
 from notifiers.text import cut, one_line
 
 CONTENT_TYPE = "text/html; charset=utf-8"
@@ -101,11 +102,12 @@ def _items(rows: Sequence[Row]) -> list[str]:
     """Each paper's list item. Python rather than the template: it runs for every row of every
     section (10,000 for 100 keywords); the texts are escaped as Jinja's autoescape would
     (`&<>"`) in one batch, those with a web address one by one."""
+    cut_abstracts(rows)
     texts: list[str] = []
     for r in rows:
-        lines, abstract = r.lines, r.abstract_text
+        lines, (head, _) = r.lines, r.abstract_parts
         texts += (r.paper.abs_url, lines.title, lines.authors,
-                  "" if _has_link(abstract) else abstract,
+                  "" if _has_link(head) else head,
                   "" if _has_link(lines.comment) else lines.comment)
     escaped = replace_each(texts, _ENTITIES) or [_escape(t) for t in texts]
     items = []
@@ -117,9 +119,9 @@ def _items(rows: Sequence[Row]) -> list[str]:
             meta += f" · {authors}"
         item = (f'<li><a class="title" href="{url}">{title}</a>\n'
                 f'<p class="meta">{meta}</p>\n')
-        if r.abstract_text:
-            if not abstract:
-                abstract = _linked(r.abstract_text)
+        head, tail = r.abstract_parts
+        if head or tail:
+            abstract = _linked(head + tail) if _has_link(head) else abstract + tail
             item += f"<details><summary>Abstract</summary><p>{abstract}</p></details>\n"
         if lines.comment:
             if not comment:

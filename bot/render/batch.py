@@ -1,0 +1,38 @@
+"""Render stage: the same change to thousands of texts at once (the digest's cells, the page's
+items, the feeds' entries): one C pass over all of them joined instead of a call per text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+SEPARATOR = "\x1f"  # a control character: no one-line text holds it, and XML cannot carry it
+_CONTROLS = "".join(map(chr, (*range(0x00, 0x1F), 0x7F)))  # all but the separator
+
+
+def replace_each(texts: list[str], pairs: Sequence[tuple[str, str]],
+                 accept: Callable[[str], bool] | None = None) -> list[str] | None:
+    """Each text with every (old, new) of `pairs` replaced, in order, as a loop of
+    str.replace over each text would make it; None when a text holds SEPARATOR or the texts
+    joined fail `accept` (the caller escapes each text alone). No `old` or `new` may hold
+    SEPARATOR, so a replacement never reaches across two texts."""
+    if not texts:
+        return []
+    joined = SEPARATOR.join(texts)
+    if joined.count(SEPARATOR) != len(texts) - 1 or (accept and not accept(joined)):
+        return None
+    for old, new in pairs:
+        if old in joined:
+            joined = joined.replace(old, new)
+    return joined.split(SEPARATOR)
+
+
+def all_plain(texts: list[str], *, heads: bool = False) -> bool:
+    """True when every text is ASCII without control characters or two spaces in a row, and
+    none starts (nor, unless they are `heads` of longer texts, ends) with a space: each is one
+    line as it is (see notifiers.text.one_line). A few C scans of all the texts joined instead
+    of str.isprintable on each, which looks every character up in the Unicode tables."""
+    joined = SEPARATOR.join(texts)
+    return (joined.isascii() and joined.count(SEPARATOR) == len(texts) - 1
+            and not any(c in joined for c in _CONTROLS) and "  " not in joined
+            and f"{SEPARATOR} " not in joined and joined[:1] != " "
+            and (heads or (f" {SEPARATOR}" not in joined and joined[-1:] != " ")))

@@ -1,0 +1,256 @@
+"""Render stage: each paper's row as the Markdown digest and the HTML page show it, its texts
+made once per render for both, in batches (10,000 rows for 100 keywords)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.render.batch import all_plain
+from bot.render.cells import (
+    line_cell_bytes,
+    line_cells,
+    linked_line_cells,
+    linked_line_cells_bytes,
+)
+from notifiers.text import _TRAILING, ELLIPSIS, cut, one_line
+from storage.records import Paper
+
+COMMENT_INLINE_CHARS = 40  # longer comments fold behind a summary, as in the reference digest
+SUMMARY_CHARS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class PaperLines:
+    """A paper's texts on one line, made once for every rendering that shows it (the Markdown
+    digest, the HTML page; a paper in two sections too)."""
+
+    title: str  # the arXiv id when the title is empty
+    authors: str  # "A, B, C et al. (N authors)"
+    comment: str
+    date: str  # the first version's, as a UTC date
+
+
+def lines_of(papers: Sequence[Paper]) -> list[PaperLines]:
+    """The PaperLines of each paper; texts already on one line (nearly all) are found so in
+    one batch."""
+    titles = [p.title or p.arxiv_id for p in papers]
+    authors = [p.authors_short() for p in papers]
+    comments = [p.comment for p in papers]
+    if not all_plain([*titles, *authors, *comments]):
+        titles, authors, comments = ([one_line(t) for t in texts]
+                                     for texts in (titles, authors, comments))
+    return [PaperLines(*texts, utc(p.published).isoformat()[:10])
+            for p, *texts in zip(papers, titles, authors, comments, strict=True)]
+
+
+@dataclass(slots=True)
+class Row:
+    """One paper's line of the Markdown table and item of the page; its cells are made once,
+    and only the abstract's again when the fitting shortens it, so sizes are known without
+    re-rendering."""
+
+    paper: Paper
+    lines: PaperLines
+    abstract_chars: int  # 0: no abstract
+    _cells: tuple[str, str] | None = None  # title (with authors) and comment
+    _fixed_size: int = 0  # UTF-8 bytes of the line without its abstract, newline included
+    _abstract: str | None = None  # the abstract cell at abstract_chars
+    _head: str | None = None  # the abstract on one line cut at abstract_chars, but for
+    _tail: str = ""  # the "…" of the cut: the head of plain text stays ASCII (cheaper)
+    _bytes: int = -1  # `size`, once known
+
+    @property
+    def line(self) -> str:
+        title, comment = self._cells or self._make_cells()
+        return f"| {title} | {self.lines.date} | {self.abstract} | {comment} |"
+
+    @property
+    def abstract(self) -> str:
+        if self._abstract is None:
+            make_abstracts([self])
+        return self._abstract  # type: ignore[return-value]
+
+    @property
+    def abstract_parts(self) -> tuple[str, str]:
+        """The abstract on one line, cut at a word boundary at `abstract_chars`, as its head
+        and its end ("…" when cut, else "")."""
+        if self._head is None:
+            cut_abstracts([self])
+        return self._head, self._tail  # type: ignore[return-value]
+
+    @property
+    def abstract_text(self) -> str:
+        return "".join(self.abstract_parts)
+
+    @property
+    def size(self) -> int:
+        """UTF-8 bytes of the line with its newline; the abstract's cell is counted, not
+        made, when it holds no web address (most rows the fitting measures are left out)."""
+        if self._bytes < 0:
+            if self._cells is None:
+                self._make_cells()
+            text = self.abstract_text
+            counted = None
+            if self._abstract is None and text:
+                counted = line_cell_bytes(text)
+            self._bytes = self._fixed_size + (utf8_size(self.abstract) if counted is None
+                                              else counted + DETAILS_BYTES)
+        return self._bytes
+
+    @property
+    def fixed_size(self) -> int:
+        """`size` without an abstract."""
+        if self._cells is None:
+            self._make_cells()
+        return self._fixed_size
+
+    def shorten(self, abstract_chars: int) -> None:
+        self.abstract_chars = abstract_chars
+        self._abstract = self._head = None
+        self._tail = ""
+        self._bytes = -1
+
+    def copy(self) -> Row:
+        return Row(self.paper, self.lines, self.abstract_chars, self._cells, self._fixed_size,
+                   self._abstract, self._head, self._tail, self._bytes)
+
+    def without_abstract(self) -> Row:
+        """A copy shortened to no abstract at all (its cells made: see make_cells)."""
+        return Row(self.paper, self.lines, 0, self._cells, self._fixed_size, "", "", "",
+                   self._fixed_size)
+
+    def _make_cells(self) -> tuple[str, str]:
+        make_cells([self])
+        return self._cells  # type: ignore[return-value]
+
+
+def make_cells(rows: Sequence[Row]) -> None:
+    """The title and comment cells of the rows that have none yet, and their sizes: their
+    texts escaped in one batch."""
+    todo = [r for r in rows if r._cells is None]
+    texts: list[str] = []
+    comments: list[str] = []
+    ends: list[str] = []
+    for r in todo:
+        lines = r.lines
+        summary, end = ends_apart(_summary(r.paper.comment, lines.comment))
+        texts += (lines.title, lines.authors, summary)
+        comments.append(lines.comment)
+        ends.append(end)
+    escaped = line_cells(texts)  # all ASCII, usually: the summaries' "…" kept apart
+    linked = linked_line_cells(comments)
+    for i, r in enumerate(todo):
+        title, authors, summary = escaped[3 * i:3 * i + 3]
+        title = f"**[{title}]({r.paper.abs_url})**"
+        if r.paper.authors:
+            title += f"<br><sub>{authors}</sub>"
+        comment = linked[i]
+        if len(r.paper.comment) > COMMENT_INLINE_CHARS:  # folded even when it shows nothing
+            comment = (f"<details><summary>{summary}{ends[i]}</summary><p>{comment}</p>"
+                       "</details>")
+        r._cells = (title, comment)
+        r._fixed_size = (len(title) if title.isascii() else utf8_size(title)) + (
+            len(comment) if comment.isascii() else utf8_size(comment)) + _FIXED
+
+
+_FIXED = len("|  | YYYY-MM-DD |  |  |\n")  # a row's frame and its date
+_DETAILS = ("<details><summary>Show</summary><p>", "</p></details>")
+DETAILS_BYTES = len("".join(_DETAILS))  # what a folded abstract adds to its text
+
+
+def make_abstracts(rows: Sequence[Row]) -> None:
+    """The abstract cells of the rows that have none yet, escaped in one batch."""
+    todo = [r for r in rows if r._abstract is None]
+    cut_abstracts(todo)
+    heads = [r._head for r in todo]
+    tails = [r._tail for r in todo]
+    for r, text in zip(todo, linked_line_cells(heads, tails), strict=True):  # type: ignore[arg-type]
+        r._abstract = f"{_DETAILS[0]}{text}{_DETAILS[1]}" if text else ""
+
+
+def abstracts_bytes(rows: Sequence[Row]) -> int:
+    """`size - fixed_size` of all the rows together, counted without making their cells."""
+    cut_abstracts(rows)
+    shown = [r for r in rows if r._head or r._tail]
+    heads = [r._head for r in shown]
+    return (linked_line_cells_bytes(heads, [r._tail for r in shown])  # type: ignore[arg-type]
+            + DETAILS_BYTES * len(shown))
+
+
+def _summary(comment: str, line: str) -> str:
+    """A long comment (as written) folds behind its first words; "" when it is short."""
+    if len(comment) > COMMENT_INLINE_CHARS:
+        return one_line(cut(line, SUMMARY_CHARS))
+    return ""
+
+
+# --- cutting abstracts ----------------------------------------------------------------------
+
+
+def cut_abstracts(rows: Sequence[Row]) -> None:
+    """Each row's abstract cut at its abstract_chars (see cut_line), the rows that share a
+    length in one batch."""
+    todo: dict[int, list[Row]] = {}
+    for r in rows:
+        if r._head is None:
+            todo.setdefault(r.abstract_chars, []).append(r)
+    for chars, group in todo.items():
+        parts = _cut_parts([r.paper.abstract if chars else "" for r in group], chars)
+        for r, (head, tail) in zip(group, parts, strict=True):
+            r._head, r._tail = head, tail
+
+
+def cut_line(text: str, limit: int) -> str:
+    """`cut` on the text as one line.
+
+    `cut` of a longer text reads only its first `limit` characters, so when the text starts
+    with that much plain one-line text (the usual abstract), only that head is examined."""
+    if len(text) <= limit:
+        return one_line(text)
+    head = text[: limit + 2]
+    if len(text) > len(head) and head.isprintable() and "  " not in head and head[0] != " ":
+        return cut(head, limit)  # one_line(text) starts with exactly this head
+    return one_line(cut(one_line(text), limit))  # once more: a dropped control character
+    # between two spaces leaves both
+
+
+def _cut_parts(texts: list[str], limit: int) -> list[tuple[str, str]]:
+    """cut_line of each text ("" for ""), as (head, "…") when cut at a word, else (text, "").
+    The texts longer than their head whose heads are plain ASCII, and the short texts already
+    on one line, are found so in one batch each; the rest are cut one by one."""
+    parts = [("", "")] * len(texts)
+    short = [i for i, t in enumerate(texts) if t and len(t) <= limit]
+    long = [i for i, t in enumerate(texts) if len(t) > limit + 2]
+    heads = [texts[i][: limit + 2] for i in long]
+    if limit > 1 and all_plain(heads, heads=True):
+        for i, head in zip(long, heads, strict=True):
+            space = head.rfind(" ", 0, limit)  # as cut(head, limit) finds the last word
+            parts[i] = (head[: space if space > 0 else limit - 1].rstrip(_TRAILING), ELLIPSIS)
+    else:
+        for i in long:
+            parts[i] = ends_apart(cut_line(texts[i], limit))
+    plain = all_plain([texts[i] for i in short])
+    for i in short:
+        parts[i] = ends_apart(texts[i] if plain else one_line(texts[i]))
+    for i, t in enumerate(texts):
+        if limit < len(t) <= limit + 2:
+            parts[i] = ends_apart(cut_line(t, limit))
+    return parts
+
+
+def ends_apart(text: str) -> tuple[str, str]:
+    """The text as (head, "…") when it ends with one, else (text, "")."""
+    return (text[:-1], ELLIPSIS) if text.endswith(ELLIPSIS) else (text, "")
+
+
+def utc(moment: datetime) -> datetime:
+    if moment.tzinfo is UTC:
+        return moment
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def utf8_size(text: str) -> int:
+    """UTF-8 bytes; an ASCII string (most cells) is measured without encoding it."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
