@@ -34,6 +34,13 @@ REQUEST_INTERVAL = 0.02
 BACKOFF_BASE = 0.005
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: two workers per core. Most end-to-end tests wait (for a daemon's cycle, a
+    fake server, a lock's timeout) more than they compute, so two per core keep the cores busy
+    and the waits overlap."""
+    return 2 * len(os.sched_getaffinity(0))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Long scenarios first, so that with xdist they start at once and the short tests fill the
     workers' ends. The longest (a `timeout` mark above the default) go to even places: xdist

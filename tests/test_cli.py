@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from click.testing import CliRunner
 from bot.cli import cli
 from storage.database import connect
 from storage.schema import MIGRATIONS
+from tests.fakes import zygote
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import DaemonProcess, process_env, run_cli, write_config
 
@@ -88,10 +88,10 @@ async def test_a_command_waits_while_another_process_writes_and_says_so(tmp_path
         assert (await run_cli(config, "status"))[0] == 0  # the database exists
         holder = sqlite3.connect(tmp_path / "daily-papers.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", str(config), "subscribe", "--telegram",
-            "42", "vision language model", stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=process_env(), cwd=tmp_path)
+        proc = await zygote.spawn(
+            "bot", "--config", str(config), "subscribe", "--telegram", "42",
+            "vision language model", stdout=zygote.PIPE, stderr=zygote.PIPE, env=process_env(),
+            cwd=tmp_path)
         try:
             assert proc.stderr is not None
             async with asyncio.timeout(60):

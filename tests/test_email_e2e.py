@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,8 +17,9 @@ import aiohttp
 import pytest
 
 from storage.records import Paper
+from tests.fakes import zygote
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import die_with_parent, e2e_config_head, free_port
+from tests.fakes.daemon import e2e_config_head, free_port
 from tests.fakes.smtp_server import FakeSMTP, ReceivedMail
 
 pytestmark = pytest.mark.slow
@@ -56,10 +56,9 @@ class Setup:
 
     async def cli(self, *args: str) -> tuple[int, str]:
         """`python -m bot --config … ARGS`; (exit code, stdout + stderr)."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", str(self.config), *args, cwd=self.tmp,
-            env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, preexec_fn=die_with_parent)
+        proc = await zygote.spawn("bot", "--config", str(self.config), *args, cwd=self.tmp,
+                                  env=self.env, stdin=zygote.DEVNULL, stdout=zygote.PIPE,
+                                  stderr=zygote.STDOUT)
         async with asyncio.timeout(60):
             out, _ = await proc.communicate()
         return proc.returncode or 0, out.decode(errors="replace")
@@ -100,7 +99,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
 
 @dataclass
 class Daemon:
-    proc: asyncio.subprocess.Process
+    proc: zygote.Process
     lines: list[str] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -122,10 +121,8 @@ class Daemon:
 
 @contextlib.asynccontextmanager
 async def daemon(s: Setup) -> AsyncIterator[Daemon]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "--config", str(s.config), "run", cwd=s.tmp, env=s.env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+    proc = await zygote.spawn("bot", "--config", str(s.config), "run", cwd=s.tmp, env=s.env,
+                              stdin=zygote.DEVNULL, stdout=zygote.DEVNULL, stderr=zygote.PIPE)
     d = Daemon(proc)
     pump = asyncio.create_task(d.pump())
     try:

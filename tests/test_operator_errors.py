@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bot.render.digest import unwritable
+from tests.fakes import zygote
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.daemon import (
     DaemonProcess,
@@ -42,9 +43,7 @@ def one_line(code: int, out: str, err: str, *expected: str) -> str:
 
 def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """`daily-papers ARGS` in `cwd` without --config (for the implicit and $-named file)."""
-    done = subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, capture_output=True,
-                          text=True, env=process_env(env), timeout=60,
-                          preexec_fn=die_with_parent)
+    done = zygote.run("bot", *args, cwd=cwd, env=process_env(env), timeout=60)
     return done.returncode, done.stdout, done.stderr
 
 

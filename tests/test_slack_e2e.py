@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -22,8 +21,9 @@ import pytest
 
 from bot.faces.slack import WORKING
 from storage.records import Paper
+from tests.fakes import zygote
 from tests.fakes.arxiv_server import FakeArxiv
-from tests.fakes.daemon import die_with_parent, e2e_config_head, free_port
+from tests.fakes.daemon import e2e_config_head, free_port
 from tests.fakes.slack_server import (
     FakeSlack,
     SlackPost,
@@ -64,7 +64,7 @@ def papers_shown(posts: list[SlackPost]) -> list[str]:
 class Daemon:
     """The running `python -m bot run` process and what it logged."""
 
-    proc: asyncio.subprocess.Process
+    proc: zygote.Process
     url: str
     lines: list[str] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -127,11 +127,8 @@ async def daemon(tmp: Path, arxiv: FakeArxiv, slack: FakeSlack, *, http: bool = 
     if socket_mode:
         env["SLACK_APP_TOKEN"] = slack.app_token
     env["PYTHONPATH"] = str(ROOT)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "--config", str(config), "run",
-        cwd=tmp, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        preexec_fn=die_with_parent)
+    proc = await zygote.spawn("bot", "--config", str(config), "run", cwd=tmp, env=env,
+                              stdin=zygote.DEVNULL, stdout=zygote.DEVNULL, stderr=zygote.PIPE)
     d = Daemon(proc, f"http://127.0.0.1:{port}")
     pump = asyncio.create_task(d._pump())
     try:

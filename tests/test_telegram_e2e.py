@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,8 +20,8 @@ from bot.faces.commands import subscribe_address
 from storage import subscribers as sub_repo
 from storage.records import Paper, Subscriber
 from storage.store import Store
+from tests.fakes import zygote
 from tests.fakes.arxiv_server import FakeArxiv, Fault
-from tests.fakes.daemon import die_with_parent
 from tests.fakes.telegram_server import Failure, FakeTelegram
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,17 +74,15 @@ api_url = "{telegram.base_url}"
 port = 0
 """, encoding="utf-8")
         self.db_path = tmp / "papers.db"
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: zygote.Process | None = None
         self.output: list[str] = []
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
         env.pop("DAILY_PAPERS_CONFIG", None)
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", str(self.config), "run", cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=die_with_parent)
+        self.proc = await zygote.spawn("bot", "--config", str(self.config), "run", cwd=ROOT,
+                                       env=env, stdout=zygote.PIPE, stderr=zygote.STDOUT)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:

@@ -4,16 +4,19 @@ Kept light (no network libraries), so commands that only read the store start fa
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 
+@functools.cache
 def _clock() -> Callable[[], datetime]:
     """The wall clock, or one that starts at $DAILY_PAPERS_NOW (ISO time, UTC if no offset)
     and runs on from there: how a schedule is tried on a chosen day (and end-to-end tests
-    show a Saturday without waiting for one)."""
+    show a Saturday without waiting for one). Read at the first call, not at import: the
+    tests' fork server imports the program before it knows a process's environment."""
     start = os.environ.get("DAILY_PAPERS_NOW", "").strip()
     if not start:
         return lambda: datetime.now(UTC)
@@ -26,8 +29,5 @@ def _clock() -> Callable[[], datetime]:
     return lambda: (when + timedelta(seconds=time.monotonic() - began)).astimezone(UTC)
 
 
-_NOW = _clock()
-
-
 def utcnow() -> datetime:
-    return _NOW()
+    return _clock()()

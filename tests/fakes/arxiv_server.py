@@ -98,6 +98,8 @@ class FakeArxiv:
         self.papers.extend(papers)
 
     def push(self, *faults: int | str | Fault) -> None:
+        if any(_as_fault(f).kind == "gzip_bomb" for f in faults):
+            gzip_bomb()  # made now (a second of CPU), not while a client waits with its timeout
         self.faults.extend(faults)
 
     async def wait_requests(self, count: int) -> None:
@@ -229,8 +231,8 @@ class FakeArxiv:
 
     async def _program_faults(self, request: web.Request) -> web.Response:
         """Standalone mode: POST a JSON list of faults (ints, kinds, or Fault fields)."""
-        for item in await request.json():
-            self.faults.append(Fault(**item) if isinstance(item, dict) else item)
+        self.push(*[Fault(**item) if isinstance(item, dict) else item
+                    for item in await request.json()])
         return web.json_response({"queued": len(self.faults)})
 
     def _indexed(self) -> CorpusIndex:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import random
 import re
-import resource
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from tests.fakes import zygote
 from tests.fakes.clocked import FileClock
+from tests.fakes.zygote import die_with_parent as die_with_parent  # the tests import it here
 
 T = TypeVar("T")
 
@@ -25,17 +24,6 @@ BASE_ENV_DROP = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"
                  "SLACK_APP_TOKEN", "SMTP_PASSWORD", "DAILY_PAPERS_SECRET", "DAILY_PAPERS_CONFIG",
                  "DAILY_PAPERS_METRICS_TOKEN")
 
-
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def die_with_parent() -> None:
-    """In a child process: SIGKILL when the test process ends, however it ends.
-
-    A pytest worker killed by its timeout would otherwise leave a polling daemon behind that
-    slows every later test on the machine."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 # Below Linux's ephemeral range (32768-60999): no client connection of a test running beside
@@ -97,11 +85,8 @@ path = ""
 async def run_cli(config: Path, *args: str, env: Mapping[str, str] | None = None,
                   timeout: float = 180) -> tuple[int, str, str]:
     """Run one CLI command to completion; (exit code, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "--config", str(config), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=process_env(env), cwd=config.parent, preexec_fn=die_with_parent,
-    )
+    proc = await zygote.spawn("bot", "--config", str(config), *args, stdout=zygote.PIPE,
+                              stderr=zygote.PIPE, env=process_env(env), cwd=config.parent)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -120,7 +105,7 @@ BUSY_FACTOR = 6  # a deadline of the process's own time waits at most this much 
 SAMPLE_EVERY = 0.1  # seconds between two readings of the process's run-queue time
 
 
-async def wait_exit(proc: asyncio.subprocess.Process, own_seconds: float) -> None:
+async def wait_exit(proc: asyncio.subprocess.Process | zygote.Process, own_seconds: float) -> None:
     """Wait for the process to end within `own_seconds` of its own time: the wall time since
     the call less the time the machine kept its main thread waiting for a CPU.
 
@@ -154,25 +139,18 @@ class DaemonProcess:
         self.env = {**(env or {}), **(clock.env() if clock else {})}
         self.module = "tests.fakes.clocked" if clock else "bot"  # a clock the test moves
         self.open_files = open_files  # a lower RLIMIT_NOFILE for the process, as systemd sets
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: zygote.Process | None = None
         self.lines: list[str] = []
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> DaemonProcess:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, "--config", str(self.config), *self.args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env=process_env(self.env), cwd=self.config.parent, preexec_fn=self._limits,
-        )
+        self.proc = await zygote.spawn(
+            self.module, "--config", str(self.config), *self.args, stdout=zygote.PIPE,
+            stderr=zygote.STDOUT, env=process_env(self.env), cwd=self.config.parent,
+            open_files=self.open_files)
         self._reader = asyncio.create_task(self._read())
         return self
-
-    def _limits(self) -> None:
-        die_with_parent()
-        if self.open_files is not None:
-            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
     def open_fds(self) -> int:
         """File descriptors the process holds now (Linux)."""
