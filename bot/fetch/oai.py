@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import accumulate, compress, repeat
+from operator import le, sub
 
 from bot.fetch.atom import MAX_COUNT, MAX_VERSION, Unrepresentable, parse_datetime
 from bot.fetch.errors import ArxivBadAnswer
@@ -25,8 +28,13 @@ OAI = "http://www.openarchives.org/OAI/2.0/"
 RAW = "http://arxiv.org/OAI/arXivRaw/"
 ARXIV = "http://arxiv.org/OAI/arXiv/"
 _ID = re.compile(r"\d{4}\.\d{4,5}|[A-Za-z][\w.\-]*/\d{7}")
-_MONTHS = {m: i for i, m in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_IDS = re.compile(rf"(?:{_ID.pattern})(?:\n(?:{_ID.pattern}))*")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# Every date of a dates column as arXivRaw writes it, each ended by ITEM; anything else (and
+# a year out of range) is left to _rfc822, date by date
+_RFC822_COLUMN = re.compile(r"(?:[A-Z][a-z]{2}, [0-9]{1,2} (?:" + "|".join(_MONTH_NAMES)
+                            + r") (?:19|2[0-9])[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT\r)+")
+_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +68,9 @@ _LIST = "/o:OAI-PMH/*"
 
 
 def _extractor(prefix: str, element: str, dates: str, authors: str) -> Extractor:
-    """First line: error code, error text, token, completeListSize; then one line per
-    record with _FIELDS. One program per metadata format keeps every path a plain one."""
+    """First the error code, error text, token and completeListSize; then each record's
+    _FIELDS and a newline as its own value. One program per metadata format keeps every path
+    a plain one."""
     record = "".join([
         value_of("o:header/o:datestamp"),
         value_of("o:header/@status"),
@@ -74,12 +83,14 @@ def _extractor(prefix: str, element: str, dates: str, authors: str) -> Extractor
           xmlns:m="{ARXIV}"><xsl:output method="text" encoding="UTF-8"/>
         <xsl:template match="/">{value_of("/o:OAI-PMH/o:error/@code")}{
             value_of("/o:OAI-PMH/o:error")}{value_of(f"{_LIST}/o:resumptionToken")}{
-            value_of(f"{_LIST}/o:resumptionToken/@completeListSize")}<xsl:text>&#10;</xsl:text>
-          <xsl:for-each select="{_LIST}/o:record">{record}<xsl:text>&#10;</xsl:text>
+            value_of(f"{_LIST}/o:resumptionToken/@completeListSize")}
+          <xsl:for-each select="{_LIST}/o:record">{record}<xsl:text>&#10;&#9;</xsl:text>
           </xsl:for-each></xsl:template></xsl:stylesheet>""")
 
 
-_WIDTH = len(_FIELDS)  # a row holds its fields and the empty string after the last tab
+_WIDTH = len(_FIELDS)
+_HEAD = 4  # error code, error text, token, completeListSize
+_END = "\n"  # the value that ends a record: no value holds a newline (normalize-space())
 
 
 _RAW = _extractor("r", "arXivRaw", values_of("r:version/r:date"), value_of("r:authors"))
@@ -92,12 +103,15 @@ def parse_oai(data: bytes) -> OaiPage:
     if root.tag != f"{{{OAI}}}OAI-PMH":
         raise ArxivBadAnswer(f"not an OAI-PMH answer: root element {root.tag[:80]!r}")
     raw = RAW.encode() in data
-    head, *rows = (_RAW if raw else _ARXIV).rows(root, second_look)
-    head += [""] * (4 - len(head))
-    code, message, token, size = head[:4]
+    values = (_RAW if raw else _ARXIV).values(root, second_look)
+    code, message, token, size = values[:_HEAD]
     if code:
         return OaiPage((), None, None, error=code, message=message)
-    records, dropped = _records(rows, raw)
+    columns = _columns(values)
+    records = _read_columns(columns) if raw else None
+    dropped = 0
+    if records is None:  # the arXiv format, or a page the column checks do not vouch for
+        records, dropped = _records(zip(*columns, strict=True), raw)
     return OaiPage(tuple(records), token or None, _size(size), dropped=dropped)
 
 
@@ -109,26 +123,60 @@ def _size(text: str) -> int | None:
     return int(text)
 
 
-def _records(rows: list[list[str]], raw: bool) -> tuple[list[OaiRecord], int]:
-    """The records of the rows that have metadata (a deleted record has none), and how many
-    were dropped. One plain loop: per-record work is what a 1,000-record page costs."""
+def _columns(values: list[str]) -> list[list[str]]:
+    """The _FIELDS of the records that have metadata (a deleted record has none), column by
+    column. When every record is _WIDTH values and its end (one metadata element each), a
+    column is one slice."""
+    count = len(values) // (_WIDTH + 1)
+    ends = values[_HEAD + _WIDTH:-1:_WIDTH + 1]
+    if (len(values) == _HEAD + count * (_WIDTH + 1) + 1
+            and ends.count(_END) == count == values.count(_END)):
+        columns = [values[_HEAD + k:-1:_WIDTH + 1] for k in range(_WIDTH)]
+    else:
+        rows = _rows(values[_HEAD:])
+        columns = [[row[k] for row in rows] for k in range(_WIDTH)]
+    status, ids = columns[1], columns[2]
+    if "deleted" in status or not all(ids):
+        keep = [bool(i) and s != "deleted" for s, i in zip(status, ids, strict=True)]
+        columns = [list(compress(column, keep)) for column in columns]
+    return columns
+
+
+def _rows(values: list[str]) -> list[list[str]]:
+    """The records one by one, when some lack metadata or repeat it: a record without a whole
+    row of values is left out, the values of a second metadata element are ignored."""
+    rows: list[list[str]] = []
+    row: list[str] = []
+    for value in values:
+        if value != _END:
+            row.append(value)
+            continue
+        if len(row) >= _WIDTH:
+            rows.append(row[:_WIDTH])
+        row = []
+    return rows
+
+
+def _records(rows: Iterable[tuple[str, ...]], raw: bool) -> tuple[list[OaiRecord], int]:
+    """The records, and how many were dropped, one row at a time: the arXiv format, and an
+    arXivRaw page with a value the column checks do not take, so that it fails (or drops a
+    record) exactly where it did."""
     records: list[OaiRecord] = []
     days: dict[str, date] = {}  # a page's records share a few datestamps
     dropped = 0
     for row in rows:
-        if len(row) > _WIDTH and row[2] and row[1] != "deleted":
-            try:
-                records.append(_read(row, raw, days))
-            except Unrepresentable as exc:
-                log.warning("OAI record dropped: %s", exc)
-                dropped += 1
+        try:
+            records.append(_read(row, raw, days))
+        except Unrepresentable as exc:
+            log.warning("OAI record dropped: %s", exc)
+            dropped += 1
     return records, dropped
 
 
-def _read(row: list[str], raw: bool, days: dict[str, date]) -> OaiRecord:
+def _read(row: tuple[str, ...], raw: bool, days: dict[str, date]) -> OaiRecord:
     """One row of _FIELDS → a record."""
     (datestamp, _, arxiv_id, dates_text, authors, title, categories_text, comments,
-     journal_ref, doi, abstract) = row[:_WIDTH]
+     journal_ref, doi, abstract) = row
     if not _ID.fullmatch(arxiv_id):
         raise ArxivBadAnswer(f"record id is not an arXiv id: {arxiv_id[:100]!r}")
     stamp = days.get(datestamp)
@@ -147,6 +195,72 @@ def _read(row: list[str], raw: bool, days: dict[str, date]) -> OaiRecord:
     paper = Paper(arxiv_id, max(len(dates), 1), title, abstract, names, published, updated,
                   categories[0] if categories else "", categories, comments, journal_ref, doi)
     return OaiRecord(paper, stamp, len(dates) <= 1)
+
+
+def _read_columns(columns: list[list[str]]) -> list[OaiRecord] | None:
+    """An arXivRaw page's records, each check made once per column (a regex over the joined
+    column, a few str passes) and the objects built by map() calls. None when a check does
+    not vouch for every value: the row-by-row reading then fails or drops exactly as it does.
+    """
+    (datestamps, _, ids, dates_texts, authors, titles, categories_texts, comments,
+     journal_refs, dois, abstracts) = columns
+    if not _IDS.fullmatch("\n".join(ids)):
+        return None
+    dates = _version_dates(dates_texts)
+    if dates is None:
+        return None
+    counts, published, updated = dates
+    try:
+        days = {text: _day(text, "") for text in set(datestamps)}
+    except (ArxivBadAnswer, Unrepresentable):
+        return None
+    categories = list(map(tuple, map(dict.fromkeys, map(str.split, categories_texts))))
+    primary = [c[0] if c else "" for c in categories]
+    papers = map(Paper, ids, counts, titles, abstracts, _names_column(authors), published,
+                 updated, primary, categories, comments, journal_refs, dois)
+    return list(map(OaiRecord, papers, map(days.__getitem__, datestamps),
+                    map(le, counts, repeat(1))))
+
+
+def _version_dates(texts: list[str]) -> tuple[list[int], list[datetime], list[datetime]] | None:
+    """Each record's version count, first and last version dates, from the dates column
+    ("date\\r" per version): every date of the page parsed by one regex check and a few
+    map() calls. None for anything but one to MAX_VERSION dates in the usual form."""
+    joined = "".join(texts)
+    counts = list(map(str.count, texts, repeat(ITEM)))
+    if not counts or min(counts) < 1 or max(counts) > MAX_VERSION:
+        return None
+    if not _RFC822_COLUMN.fullmatch(joined):  # also: no empty date
+        return None
+    words = joined.replace(ITEM, " ").split(" ")  # 6 a date: Wed, 23 Jan 2008 21:06:41 GMT
+    clock = ":".join(words[4::6]).split(":")
+    try:
+        moments = list(map(datetime, map(int, words[3::6]), map(_MONTHS.__getitem__, words[2::6]),
+                           map(int, words[1::6]), map(int, clock[0::3]), map(int, clock[1::3]),
+                           map(int, clock[2::3]), repeat(0), repeat(UTC)))
+    except ValueError:  # 30 Feb, 25:00
+        return None
+    ends = list(accumulate(counts))
+    first = list(map(moments.__getitem__, map(sub, ends, counts)))
+    last = list(map(moments.__getitem__, map(sub, ends, repeat(1))))
+    return counts, first, last
+
+
+def _names_column(column: list[str]) -> list[tuple[str, ...]]:
+    """_names of every author line, the str passes made once over the joined column (no
+    pattern below can match across the tab that joins two lines)."""
+    text = "\t".join(column)
+    if "(" in text:
+        while (bare := _AFFILIATION_IN_COLUMN.sub(" ", text)) != text:
+            text = bare
+        while "  " in text:
+            text = text.replace("  ", " ")
+        text = text.replace(" \t", "\t").replace("\t ", "\t").strip(" ")
+    # Unconditional, unlike _names: where neither " and " nor ",and " is, these passes only
+    # take away spaces next to a comma, which the split below strips anyway.
+    text = (text.replace(", and ", ",").replace(",and ", ",").replace(" , ", ",")
+            .replace(" and ", ",").replace(" ,", ",").replace(", ", ","))
+    return [tuple(filter(None, line.split(","))) for line in text.split("\t")]
 
 
 def _midnight(day: date, arxiv_id: str) -> datetime:
@@ -182,6 +296,7 @@ def _rfc822(text: str, arxiv_id: str) -> datetime:
 
 
 _AFFILIATION = re.compile(r"\([^()]*\)")
+_AFFILIATION_IN_COLUMN = re.compile(r"\([^()\t]*\)")
 
 
 def split_authors(text: str) -> tuple[str, ...]:

@@ -90,28 +90,31 @@ FIELD, ITEM = "\t", "\r"  # separators normalize-space() guarantees are in no va
 
 
 class Extractor:
-    """An XSLT program that writes the values of every record of a page as lines of
-    tab-separated, whitespace-collapsed text: the tag-targeted reads run in C, the Python
-    side splits one string. One compiled program per thread (XSLT objects are not shared)."""
+    """An XSLT program that writes the values of every record of a page as tab-separated,
+    whitespace-collapsed text: the tag-targeted reads run in C, the Python side splits one
+    string. One compiled program per thread (XSLT objects are not shared)."""
 
     def __init__(self, stylesheet: str) -> None:
         self.stylesheet = stylesheet
         self._local = threading.local()
 
-    def rows(self, root: etree._Element, second_look: bool) -> list[list[str]]:
+    def values(self, root: etree._Element, second_look: bool) -> list[str]:
+        """Every value the program wrote, in order (the empty string after the last tab
+        included): a page of fixed-width records is read column by column by slicing."""
         xslt = getattr(self._local, "xslt", None)
         if xslt is None:
             xslt = self._local.xslt = etree.XSLT(etree.XML(self.stylesheet.encode()))
         text = str(xslt(root))
         if second_look:  # normalize-space() only collapses XML's four kinds of whitespace
-            text = text.translate(_BIDI_TABLE)
-        rows = [line.split(FIELD) for line in text.split("\n") if line]
-        return [_respace_row(row) for row in rows] if second_look else rows
+            return _respace_row(text.translate(_BIDI_TABLE).split(FIELD))
+        return text.split(FIELD)
 
 
 def _respace_row(row: list[str]) -> list[str]:
-    """Collapse the Unicode spaces normalize-space() kept, item by item."""
-    return [ITEM.join(" ".join(part.split()) for part in value.split(ITEM)) for value in row]
+    """Collapse the Unicode spaces normalize-space() kept, item by item (a record's end,
+    a lone newline, is kept: it is not a value)."""
+    return [value if value == "\n" else ITEM.join(" ".join(part.split()) for part in
+                                                  value.split(ITEM)) for value in row]
 
 
 def value_of(path: str) -> str:
