@@ -34,5 +34,5 @@ def all_plain(texts: list[str], *, heads: bool = False) -> bool:
     joined = SEPARATOR.join(texts)
     return (joined.isascii() and joined.count(SEPARATOR) == len(texts) - 1
             and not any(c in joined for c in _CONTROLS) and "  " not in joined
-            and f"{SEPARATOR} " not in joined and joined[:1] != " "
-            and (heads or (f" {SEPARATOR}" not in joined and joined[-1:] != " ")))
+            and " " not in {t[:1] for t in texts}
+            and (heads or " " not in {t[-1:] for t in texts}))

@@ -5,7 +5,6 @@ Renders Markdown with Jinja2 and atomically rewrites only the marked region of t
 
 from __future__ import annotations
 
-import heapq
 import logging
 import re
 import unicodedata
@@ -71,12 +70,15 @@ class SectionView:
     note: str | None
     rows: list[Row]  # newest first
     hidden: int = 0  # oldest rows left out to respect max_bytes
+    abstracts: bool = True  # False: the fitting removed every abstract
 
     @property
     def table(self) -> str:
         """The Markdown table's rows, one per line (joined here: a template loop over 10,000
         rows costs more than making them)."""
-        return "\n".join([r.line for r in self.rows])
+        if self.abstracts:
+            return "\n".join([r.line for r in self.rows])
+        return "\n".join([r.bare_line for r in self.rows])
 
 
 def render_digest(
@@ -334,9 +336,8 @@ class _Shrinker:
     def _remove_all(self, levels: list[int], excess: int) -> int:
         """Every abstract removed, as the steps would end when even that is not enough (each
         row's steps save at most its whole abstract): the few-sentence step is not measured."""
-        self.views = [SectionView(v.keyword, v.anchor, v.note,
-                                  [r.without_abstract() for r in v.rows], v.hidden)
-                      for v in self.originals]
+        self.views = [SectionView(v.keyword, v.anchor, v.note, list(v.rows), v.hidden,
+                                  abstracts=False) for v in self.originals]
         with_abstract = sum(1 for v in self.views for r in v.rows if r.paper.abstract)
         self.shortened += with_abstract * (len(levels) - 1)
         self.removed += with_abstract
@@ -345,23 +346,26 @@ class _Shrinker:
     def leave_out_rows(self, excess: int) -> int | None:
         """Drop the oldest row of the longest section until `excess` bytes are gone.
 
-        The longest section goes first so every keyword keeps its newest papers. Returns the
-        bytes still in excess (an estimate), or None when there was no row left to drop.
+        The longest section goes first so every keyword keeps its newest papers (of two as
+        long, the first). Returns the bytes still in excess (an estimate), or None when there
+        was no row left to drop.
         """
-        heap = [(-len(v.rows), i) for i, v in enumerate(self.views) if v.rows]
-        if excess > 0 and not heap:
+        level = max((len(v.rows) for v in self.views), default=0)
+        if excess > 0 and not level:
             return None
-        heapq.heapify(heap)
-        while excess > 0 and heap:
-            _, i = heapq.heappop(heap)
-            view = self.views[i]
-            excess -= view.rows.pop().size
-            view.hidden += 1
-            self.left_out += 1
-            if view.hidden == 1:
-                excess += _size(self._macros.hidden_note(len(view.rows) + 1)) + 2
-            if view.rows:
-                heapq.heappush(heap, (-len(view.rows), i))
+        while excess > 0 and level:
+            for view in self.views:
+                if len(view.rows) != level:
+                    continue
+                row = view.rows.pop()
+                excess -= row.size if view.abstracts else row.fixed_size
+                view.hidden += 1
+                self.left_out += 1
+                if view.hidden == 1:
+                    excess += _size(self._macros.hidden_note(len(view.rows) + 1)) + 2
+                if excess <= 0:
+                    break
+            level -= 1
         return excess
 
 

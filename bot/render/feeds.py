@@ -120,7 +120,7 @@ _CONTROL_CHARS = _CONTROLS.decode("ascii")
 def _when(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    return moment.isoformat()[:19] + "Z"  # "YYYY-MM-DDTHH:MM:SS" starts it, whatever follows
+    return f"{moment.date().isoformat()}T{moment.time().isoformat()[:8]}Z"  # the fastest way
 
 
 def _categories(paper: Paper) -> list[str]:

@@ -104,30 +104,29 @@ def _items(rows: Sequence[Row]) -> list[str]:
     (`&<>"`) in one batch, those with a web address one by one."""
     cut_abstracts(rows)
     texts: list[str] = []
+    linked: list[Row] = []  # rows whose abstract or comment holds a web address
     for r in rows:
-        lines, (head, _) = r.lines, r.abstract_parts
-        texts += (r.paper.abs_url, lines.title, lines.authors,
-                  "" if _has_link(head) else head,
-                  "" if _has_link(lines.comment) else lines.comment)
+        lines, head = r.lines, r._head
+        texts += (r.paper.abs_url, lines.title, lines.authors, head, lines.comment)
+        if _has_link(head) or _has_link(lines.comment):  # type: ignore[arg-type]
+            linked.append(r)
     escaped = replace_each(texts, _ENTITIES) or [_escape(t) for t in texts]
+    links = {id(r): (_linked(r.abstract_text), _linked(r.lines.comment)) for r in linked}
     items = []
-    for i, r in enumerate(rows):
-        url, title, authors, abstract, comment = escaped[5 * i:5 * i + 5]
-        lines = r.lines
-        meta = f"<time>{lines.date}</time>"
-        if r.paper.authors:
-            meta += f" · {authors}"
-        item = (f'<li><a class="title" href="{url}">{title}</a>\n'
-                f'<p class="meta">{meta}</p>\n')
-        head, tail = r.abstract_parts
-        if head or tail:
-            abstract = _linked(head + tail) if _has_link(head) else abstract + tail
-            item += f"<details><summary>Abstract</summary><p>{abstract}</p></details>\n"
-        if lines.comment:
-            if not comment:
-                comment = _linked(lines.comment)
-            item += f'<p class="comment">{comment}</p>\n'
-        items.append(item + "</li>")
+    it = iter(escaped)
+    for r, url, title, authors, abstract, comment in zip(rows, it, it, it, it, it,
+                                                              strict=True):
+        if links and id(r) in links:
+            abstract, comment = links[id(r)]
+        else:
+            abstract += r._tail
+        meta = f" · {authors}" if r.paper.authors else ""
+        folded = (f"<details><summary>Abstract</summary><p>{abstract}</p></details>\n"
+                  if abstract else "")
+        comment = f'<p class="comment">{comment}</p>\n' if comment else ""
+        items.append(f'<li><a class="title" href="{url}">{title}</a>\n'
+                     f'<p class="meta"><time>{r.lines.date}</time>{meta}</p>\n'
+                     f"{folded}{comment}</li>")
     return items
 
 
