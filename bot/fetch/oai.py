@@ -33,7 +33,10 @@ _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "
 # Every date of a dates column as arXivRaw writes it, each ended by ITEM; anything else (and
 # a year out of range) is left to _rfc822, date by date
 _RFC822_COLUMN = re.compile(r"(?:[A-Z][a-z]{2}, [0-9]{1,2} (?:" + "|".join(_MONTH_NAMES)
-                            + r") (?:19|2[0-9])[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT\r)+")
+                            + r") (?:19|2[0-9])[0-9]{2} (?:[01][0-9]|2[0-3])(?::[0-5][0-9]){2}"
+                            r" GMT\r)+")
+_ISO = "{}-{}-{:0>2}T{}+00:00"  # year, month, day, clock: read by datetime.fromisoformat
+_MM = {m: f"{i:02d}" for i, m in enumerate(_MONTH_NAMES, 1)}
 _MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 
 
@@ -233,12 +236,11 @@ def _version_dates(texts: list[str]) -> tuple[list[int], list[datetime], list[da
     if not _RFC822_COLUMN.fullmatch(joined):  # also: no empty date
         return None
     words = joined.replace(ITEM, " ").split(" ")  # 6 a date: Wed, 23 Jan 2008 21:06:41 GMT
-    clock = ":".join(words[4::6]).split(":")
+    iso = map(_ISO.format, words[3::6], map(_MM.__getitem__, words[2::6]), words[1::6],
+              words[4::6])
     try:
-        moments = list(map(datetime, map(int, words[3::6]), map(_MONTHS.__getitem__, words[2::6]),
-                           map(int, words[1::6]), map(int, clock[0::3]), map(int, clock[1::3]),
-                           map(int, clock[2::3]), repeat(0), repeat(UTC)))
-    except ValueError:  # 30 Feb, 25:00
+        moments = list(map(datetime.fromisoformat, iso))  # UTC: timezone.utc, as _rfc822's
+    except ValueError:  # 30 Feb
         return None
     ends = list(accumulate(counts))
     first = list(map(moments.__getitem__, map(sub, ends, counts)))
