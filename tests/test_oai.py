@@ -135,3 +135,22 @@ def test_a_value_that_is_not_what_it_says_makes_the_answer_bad(old: bytes, new: 
     assert data != RAW
     with pytest.raises(ArxivBadAnswer):
         parse_oai(data)
+
+
+def test_a_deleted_record_is_left_out_and_the_others_read_as_before():
+    start = RAW.index(b"<record>")
+    end = RAW.index(b"</record>", start)
+    deleted = (b"<record><header status='deleted'><identifier>oai:arXiv.org:0801.3673"
+               b"</identifier><datestamp>2008-01-26</datestamp></header>")
+    page = parse_oai(RAW[:start] + deleted + RAW[end:])
+    full = parse_oai(RAW)
+    assert [r.paper.arxiv_id for r in page.records] == [
+        r.paper.arxiv_id for r in full.records if r.paper.arxiv_id != "0801.3673"]
+    assert page.records == full.records[1:] and page.dropped == 0
+
+
+def test_a_version_date_in_a_rarer_form_gives_the_same_papers():
+    # "+0000" instead of "GMT": the page is read record by record, with the same outcome
+    data = RAW.replace(FIRST_DATE, b"<date>Wed, 23 Jan 2008 21:06:41 +0000</date>", 1)
+    assert data != RAW
+    assert parse_oai(data) == parse_oai(RAW)
