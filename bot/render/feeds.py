@@ -125,6 +125,8 @@ def _when(moment: datetime) -> str:
 
 def _categories(paper: Paper) -> list[str]:
     """The primary category first, each once."""
+    if not paper.categories:
+        return [paper.primary_category] if paper.primary_category else []
     return list(dict.fromkeys(filter(None, (paper.primary_category, *paper.categories))))
 
 
@@ -200,10 +202,8 @@ class Entries:
             texts += _texts(p)
             ends.append(len(texts))
         escaped = _x_all(texts)
-        start = 0
-        for paper, end in zip(missing, ends, strict=True):
+        for paper, start, end in zip(missing, [0, *ends], ends, strict=False):
             done[(paper.arxiv_id, paper.version)] = _entry(paper, escaped[start:end])
-            start = end
 
 
 def _labelled(entry: str, keywords: Sequence[str]) -> str:
