@@ -35,8 +35,24 @@ _ODD_SPACES = {lead: re.compile(lead + rest) for lead, rest in (
     (b"\xe2", rb"(?:\x80[\x80-\x8a\xa8\xa9\xaf]|\x81\x9f)"), (b"\xe3", rb"\x80\x80"))}
 
 
+def _found(pattern: re.Pattern[bytes], data: bytes, limit: int = 64) -> bool:
+    """pattern.search(data), for a pattern whose every match has a rare byte second (`!` of
+    `<!DOCTYPE`, `#` of `&#`): memchr finds that byte, where the regex engine stops at every
+    `<` or `&` of the page (0.5 ms per 1.8 MB page, against 0.05); a page full of it is
+    searched the regex's way."""
+    rare = pattern.pattern[1:2]
+    at = data.find(rare, 1)
+    for _ in range(limit):
+        if at < 0:
+            return False
+        if pattern.match(data, at - 1):
+            return True
+        at = data.find(rare, at + 1)
+    return pattern.search(data) is not None
+
+
 def _second_look(data: bytes) -> bool:
-    if _REFERENCE.search(data):
+    if _found(_REFERENCE, data):
         return True
     return any(lead in data and odd.search(data) is not None
                for lead, odd in _ODD_SPACES.items())
@@ -70,7 +86,7 @@ def parse_xml(data: bytes, what: str) -> tuple[etree._Element, bool]:
         raise ArxivBadAnswer(f"an HTML page, not {what} ({shown[:100]})")
     # A DTD is never part of an arXiv answer; refusing it outright is the XML-bomb defence
     # (the parser options are the second line).
-    if _DECLARATIONS.search(data):
+    if _found(_DECLARATIONS, data):
         raise ArxivBadAnswer("the answer declares a DTD or entities")
     if b"\xe2" in data:  # once per page, in C, instead of once per value
         data = _BIDI_UTF8.sub(b"", data)
