@@ -3,7 +3,9 @@ items, the feeds' entries): one C pass over all of them joined instead of a call
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 SEPARATOR = "\x1f"  # a control character: no one-line text holds it, and XML cannot carry it
 _CONTROLS = "".join(map(chr, (*range(0x00, 0x1F), 0x7F)))  # all but the separator
@@ -36,3 +38,21 @@ def all_plain(texts: list[str], *, heads: bool = False) -> bool:
             and not any(c in joined for c in _CONTROLS) and "  " not in joined
             and " " not in {t[:1] for t in texts}
             and (heads or " " not in {t[-1:] for t in texts}))
+
+
+def holding(texts: list[str], needles: Sequence[str]) -> set[int]:
+    """The indexes of the texts that hold any of `needles` (which hold no SEPARATOR): a C scan
+    of them all joined per needle, and a look-up per text found (few hold a web address)."""
+    joined = SEPARATOR.join(texts)
+    if joined.count(SEPARATOR) != len(texts) - 1:
+        return {i for i, t in enumerate(texts) if any(n in t for n in needles)}
+    found: set[int] = set()
+    ends: list[int] = []  # where each text ends in `joined`, its separator included
+    for needle in needles:
+        at = joined.find(needle)
+        while at >= 0:
+            ends = ends or list(accumulate(len(t) + 1 for t in texts))
+            i = bisect_right(ends, at)
+            found.add(i)
+            at = joined.find(needle, ends[i])
+    return found

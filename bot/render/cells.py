@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from linkify_it import LinkifyIt
 
-from bot.render.batch import replace_each
+from bot.render.batch import holding, replace_each
 from notifiers.text import one_line
 
 # Entities rather than backslashes: GitHub does not process Markdown escapes inside the raw
@@ -87,11 +87,12 @@ def linked_line_cells(texts: list[str], ends: list[str] | None = None) -> list[s
     """`linked_line_cell` of many texts at once, each followed by its `end` (a cut's "…",
     which needs no escaping: the heads of plain text stay ASCII, cheaper to escape); those
     with a web address are made alone."""
-    ends = ends or [""] * len(texts)
-    linked = [_has_trigger(t) for t in texts]
-    cells = line_cells([("" if link else t) for t, link in zip(texts, linked, strict=True)])
-    for i, link in enumerate(linked):
-        cells[i] = linked_line_cell(texts[i] + ends[i]) if link else cells[i] + ends[i]
+    linked = holding(texts, _TRIGGER_TEXTS)
+    cells = line_cells([("" if i in linked else t) for i, t in enumerate(texts)])
+    if ends:
+        cells = [cell + end for cell, end in zip(cells, ends, strict=True)]
+    for i in linked:
+        cells[i] = linked_line_cell(texts[i] + (ends[i] if ends else ""))
     return cells
 
 
@@ -99,15 +100,13 @@ def linked_line_cells_bytes(texts: list[str], ends: list[str] | None = None) -> 
     """The UTF-8 bytes of `linked_line_cells` of all the texts together: counted in one batch
     for those without a web address or autolink trigger, made for the others."""
     ends = ends or [""] * len(texts)
-    plain: list[str] = []
-    made: list[str] = []  # and the ends of the plain texts, which need no escaping
-    for text, end in zip(texts, ends, strict=True):
-        if _has_trigger(text):
-            made.append(linked_line_cell(text + end))
-        else:
-            plain.append(text)
-            made.append(end)
-    return _escaped_bytes("".join(plain)) + _utf8_bytes("".join(made))
+    linked = holding(texts, _TRIGGER_TEXTS)
+    if linked:
+        made = [linked_line_cell(texts[i] + ends[i]) for i in linked]
+        texts = [t for i, t in enumerate(texts) if i not in linked]
+        ends = [e for i, e in enumerate(ends) if i not in linked]
+        return linked_line_cells_bytes(texts, ends) + _utf8_bytes("".join(made))
+    return _escaped_bytes("".join(texts)) + _utf8_bytes("".join(ends))  # ends need no escaping
 
 
 def linked_cell(text: str) -> str:
@@ -160,6 +159,7 @@ def _escape(text: str) -> str:
 
 
 _TRIGGERS = (("://", "&#58;//"), ("www.", "www&#46;"))
+_TRIGGER_TEXTS = tuple(trigger for trigger, _ in _TRIGGERS)
 _ALL_ESCAPES = (*_CELL_ESCAPES, *_TRIGGERS)  # as `_escape` makes them, in its order
 
 

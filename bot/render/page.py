@@ -19,7 +19,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from bot.render.batch import replace_each
+from bot.render.batch import holding, replace_each
 from bot.render.cells import web_links
 from bot.render.digest import NOTE_CHARS, DigestRefused, SectionView
 from bot.render.feeds import ALL, slug
@@ -118,13 +118,12 @@ def _items(rows: Sequence[Row]) -> list[str]:
     (`&<>"`) in one batch, those with a web address one by one."""
     cut_abstracts(rows)
     texts: list[str] = []
-    linked: list[Row] = []  # rows whose abstract or comment holds a web address
     for r in rows:
-        lines, head = r.lines, r._head
-        texts += (r.paper.abs_url, lines.title, lines.authors, head, lines.comment)
-        if _has_link(head) or _has_link(lines.comment):  # type: ignore[arg-type]
-            linked.append(r)
+        lines = r.lines
+        texts += (r.paper.abs_url, lines.title, lines.authors, r._head, lines.comment)
     escaped = replace_each(texts, _ENTITIES) or [_escape(t) for t in texts]
+    found = holding([*texts[3::5], *texts[4::5]], _LINKS)  # in the abstracts and comments
+    linked = [rows[n] for n in {i % len(rows) for i in found}]
     links = {id(r): (_linked(r.abstract_text), _linked(r.lines.comment)) for r in linked}
     items = []
     it = iter(escaped)
@@ -168,6 +167,9 @@ def _escape(text: str) -> str:
 
 
 _ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"))  # "&" first
+
+
+_LINKS = ("://", "www.")
 
 
 def _has_link(text: str) -> bool:
