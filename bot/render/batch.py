@@ -28,13 +28,22 @@ def replace_each(texts: list[str], pairs: Sequence[tuple[str, str]],
     return joined.split(SEPARATOR)
 
 
-def all_plain(texts: list[str], *, heads: bool = False) -> bool:
-    """True when every text is ASCII without control characters or two spaces in a row, and
-    none starts (nor, unless they are `heads` of longer texts, ends) with a space: each is one
-    line as it is (see notifiers.text.one_line). A few C scans of all the texts joined instead
-    of str.isprintable on each, which looks every character up in the Unicode tables."""
+def not_plain(texts: list[str], *, heads: bool = False) -> list[int]:
+    """The indexes of the texts that may not be one line as they are (see notifiers.text.
+    one_line): plain is ASCII without control characters or two spaces in a row, starting (and,
+    unless they are `heads` of longer texts, ending) with no space. A few C scans of all the
+    ASCII texts joined instead of str.isprintable on each, which looks every character up in
+    the Unicode tables; the others are for the caller to check one by one."""
+    others = [i for i, t in enumerate(texts) if not t.isascii()]
+    if others:
+        ascii_texts = [t for t in texts if t.isascii()]
+        return others if _all_plain(ascii_texts, heads) else list(range(len(texts)))
+    return [] if _all_plain(texts, heads) else list(range(len(texts)))
+
+
+def _all_plain(texts: list[str], heads: bool) -> bool:
     joined = SEPARATOR.join(texts)
-    return (joined.isascii() and joined.count(SEPARATOR) == len(texts) - 1
+    return (joined.count(SEPARATOR) == len(texts) - 1
             and not any(c in joined for c in _CONTROLS) and "  " not in joined
             and " " not in {t[:1] for t in texts}
             and (heads or " " not in {t[-1:] for t in texts}))

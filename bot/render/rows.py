@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from bot.render.batch import all_plain
+from bot.render.batch import not_plain
 from bot.render.cells import (
     line_cell_bytes,
     line_cells,
@@ -39,9 +39,9 @@ def lines_of(papers: Sequence[Paper]) -> list[PaperLines]:
     titles = [p.title or p.arxiv_id for p in papers]
     authors = [p.authors_short() for p in papers]
     comments = [p.comment for p in papers]
-    if not all_plain([*titles, *authors, *comments]):
-        titles, authors, comments = ([one_line(t) for t in texts]
-                                     for texts in (titles, authors, comments))
+    for texts in (titles, authors, comments):
+        for i in not_plain(texts):
+            texts[i] = one_line(texts[i])
     dates = [(m if (m := p.published).tzinfo is UTC else utc(m)).date().isoformat()
              for p in papers]
     return list(map(PaperLines, titles, authors, comments, dates))
@@ -220,16 +220,18 @@ def _cut_parts(texts: list[str], limit: int) -> list[tuple[str, str]]:
     short = [i for i, t in enumerate(texts) if t and len(t) <= limit]
     long = [i for i, t in enumerate(texts) if len(t) > limit + 2]
     heads = [texts[i][: limit + 2] for i in long]
-    if limit > 1 and all_plain(heads, heads=True):
-        for i, head in zip(long, heads, strict=True):
+    slow = set(not_plain(heads, heads=True)) if limit > 1 else set(range(len(long)))
+    for n, (i, head) in enumerate(zip(long, heads, strict=True)):
+        if n in slow:
+            parts[i] = ends_apart(cut_line(texts[i], limit))
+        else:
             space = head.rfind(" ", 0, limit)  # as cut(head, limit) finds the last word
             parts[i] = (head[: space if space > 0 else limit - 1].rstrip(_TRAILING), ELLIPSIS)
-    else:
-        for i in long:
-            parts[i] = ends_apart(cut_line(texts[i], limit))
-    plain = all_plain([texts[i] for i in short])
-    for i in short:
-        parts[i] = ends_apart(texts[i] if plain else one_line(texts[i]))
+    shorts = [texts[i] for i in short]
+    for n in not_plain(shorts):
+        shorts[n] = one_line(shorts[n])
+    for i, text in zip(short, shorts, strict=True):
+        parts[i] = ends_apart(text)
     for i, t in enumerate(texts):
         if limit < len(t) <= limit + 2:
             parts[i] = ends_apart(cut_line(t, limit))
