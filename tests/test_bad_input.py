@@ -253,6 +253,7 @@ def test_a_keyword_that_grows_under_nfkc_stays_within_the_limit(text: str) -> No
 
 
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")  # a failing batch is large
+@pytest.mark.timeout(600)  # 25-30 s of CPU, 100-130 s on a busy machine: started first
 def test_ten_thousand_generated_commands(tmp_path: Path) -> None:
     """Hypothesis drives batches; one event loop (a Runner) serves the store and the fake."""
     with asyncio.Runner() as runner:
