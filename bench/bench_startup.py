@@ -1,5 +1,7 @@
 """Benchmark of how long the `daily-papers` command takes to start and finish, as a person
-at a terminal feels it: `--help`, `status` and `subscribe`, each run as a fresh process.
+at a terminal feels it: `--help`, `status` and `subscribe`, each run as a fresh process, and
+`run --once` on a config without keywords (the daemon's start-up and one empty cycle, no web
+server, no channel; nothing to ask arXiv).
 
 Run from the repository root: `python -m bench.bench_startup [--runs 9]`. Prints, per command,
 the median and the fastest wall time and the median CPU time of the runs, in seconds (target
@@ -25,11 +27,20 @@ keywords = ["graph neural networks"]
 path = ""
 """
 
+IDLE_CONFIG = """[arxiv]
+keywords = []
+[digest]
+path = ""
+[storage]
+path = "idle.db"
+"""  # a database of its own: the one of `subscribe` above holds a keyword to poll
+
 COMMANDS: dict[str, list[str]] = {
     "python -c pass (the floor)": [],
     "--help": ["--help"],
     "status": ["status"],
     "subscribe": ["subscribe", "--telegram", "-1001234567890", "graph neural networks"],
+    "run --once (no keywords)": ["--config", "idle.toml", "run", "--once"],
 }
 
 
@@ -65,6 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         (cwd / "config.toml").write_text(CONFIG, encoding="utf-8")
+        (cwd / "idle.toml").write_text(IDLE_CONFIG, encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.endswith("_TOKEN")}
         env["DAILY_PAPERS_CONFIG"] = str(cwd / "config.toml")
         env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
@@ -72,7 +84,7 @@ def main() -> None:
         for name, command in COMMANDS.items():
             walls, cpus = zip(*(timed(command, cwd, env) for _ in range(args.runs)), strict=True)
             label = name if not command else f"daily-papers {name}"
-            print(f"{label:<28} median {statistics.median(walls):.3f} s, "
+            print(f"{label:<40} median {statistics.median(walls):.3f} s, "
                   f"fastest {min(walls):.3f} s, CPU median {statistics.median(cpus):.3f} s "
                   f"({args.runs} runs)" + ("  target <= 0.3 s" if name == "--help" else ""))
         imports = ", ".join(f"{mod} {us / 1000:.0f} ms" for us, mod in heaviest_imports(cwd, env))

@@ -11,9 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Protocol
 
 from bot.config import Config, Secrets
 from bot.fetch.arxiv import ArxivClient
@@ -23,6 +21,9 @@ from bot.poll.keyword import PollSettings, poll_keyword
 from notifiers.base import Notifier
 from storage.records import Keyword, PollOutcome
 from storage.store import AsyncStore
+
+if TYPE_CHECKING:  # aiohttp's server is imported only where the web server starts
+    from aiohttp import web
 
 
 @dataclass

@@ -15,13 +15,13 @@ import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from bot import channels, metrics
 from bot.app import App, Face, utcnow
 from bot.config import Config, Secrets
 from bot.deliver.dispatcher import Dispatcher
 from bot.deliver.schedule import digest_period_factory, due_at_factory
-from bot.faces.web import DaemonView, WebServer
 from bot.fetch.arxiv import ArxivClient
 from bot.logs import Episode, redactor
 from bot.poll import calendar, rounds
@@ -35,6 +35,9 @@ from storage import subscribers as sub_repo
 from storage.opening import prepare_store
 from storage.records import Keyword
 from storage.store import AsyncStore, Store
+
+if TYPE_CHECKING:
+    from bot.faces.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +108,7 @@ class Daemon:
         dispatcher = Dispatcher(app.store, notifiers, self.now, digest_period_factory(self.cfg),
                                 faults=app.store_faults)
         app.wake_dispatcher = dispatcher.wake
-        view = DaemonView(self.started, self.cfg.arxiv.poll_interval, lambda: self.last_report,
-                          lambda: self.refresh_gauges(app))
-        web = WebServer(self.cfg.web, view, app)
+        web: WebServer | None = None
         started: list[Face] = []
         try:
             for face in self.faces:
@@ -120,6 +121,7 @@ class Daemon:
                 if name not in dispatcher.broken:
                     await self._start_channel(app, dispatcher, name, notifier.start())
             if not once and self._web_needed(started):
+                web = self._web_server(app)
                 await web.start(started)
                 app.serves_web = True
             if once:
@@ -127,13 +129,23 @@ class Daemon:
             await self._forever(app, dispatcher)
             return self.last_report
         finally:
-            await web.stop()
+            if web is not None:
+                await web.stop()
             for face in reversed(started):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(face.stop(), STOP_GRACE / 2)
             for notifier in notifiers.values():
                 with contextlib.suppress(Exception):
                     await notifier.close()
+
+    def _web_server(self, app: App) -> WebServer:
+        """aiohttp's server and the routes, imported only when the server runs (a third of the
+        start-up of `run` without it)."""
+        from bot.faces.web import DaemonView, WebServer
+
+        view = DaemonView(self.started, self.cfg.arxiv.poll_interval, lambda: self.last_report,
+                          lambda: self.refresh_gauges(app))
+        return WebServer(self.cfg.web, view, app)
 
     def _web_needed(self, started: list[Face]) -> bool:
         """The web server runs for faces with routes (Slack in HTTP mode, email's unsubscribe

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from bot.config import AddressError, ConfigError, EmailConfig, WebConfig, normalize_address
 from bot.faces.email import EmailFace, public_url_warning
 from bot.faces.signup_tokens import SignupTokens
-from bot.faces.unsubscribe import Claim, InvalidToken, Signer, UnsubscribePage
+from bot.faces.tokens import Claim, InvalidToken, Signer
+from bot.faces.unsubscribe import UnsubscribePage
 from bot.fetch.keywords import parse_keyword
 from notifiers.email import HTML_MAX_BYTES, EmailNotifier, SmtpSettings, message_id
 from storage import subscribers as sub_repo

@@ -19,7 +19,7 @@ from bot.app import App
 from bot.config import Config, Secrets
 from bot.faces.feed_routes import FeedRoutes
 from bot.faces.feed_tokens import feed_tokens
-from bot.faces.unsubscribe import Signer
+from bot.faces.tokens import Signer
 from bot.fetch.arxiv import ArxivClient
 from bot.logs import redactor
 from bot.render.feeds import public_feeds, slug

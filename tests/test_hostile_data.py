@@ -23,7 +23,7 @@ from typing import Any
 import lxml.html
 from telegram import Bot
 
-from bot.faces.unsubscribe import Signer
+from bot.faces.tokens import Signer
 from bot.render.digest import DigestSection, render_digest
 from notifiers.email import HTML_MAX_BYTES, EmailNotifier, SmtpSettings
 from notifiers.slack import SlackNotifier

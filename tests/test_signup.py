@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from bot.config import ConfigError, EmailConfig, WebConfig, load_config
 from bot.faces.email import EmailFace
 from bot.faces.signup_tokens import SignupTokens
-from bot.faces.unsubscribe import InvalidToken, Signer
+from bot.faces.tokens import InvalidToken, Signer
 from storage import signups
 from storage import subscribers as sub_repo
 from storage.store import Store

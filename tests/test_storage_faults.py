@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from bot.deliver.dispatcher import Dispatcher
-from bot.faces.unsubscribe import Signer
+from bot.faces.tokens import Signer
 from notifiers.telegram import TELEGRAM_LIMITS, TelegramNotifier, sendout_bot
 from storage import outbox, polls
 from storage.records import Paper

@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.faces.unsubscribe import Signer, UnsubscribePage
+from bot.faces.tokens import Signer
+from bot.faces.unsubscribe import UnsubscribePage
 from storage import subscribers as sub_repo
 from storage.store import AsyncStore
 from tests.browser import chromium, needs_chromium

@@ -16,7 +16,8 @@ from bot.faces.feed_tokens import feed_tokens
 from bot.faces.preferences import PreferencesPage
 from bot.faces.signup import SignupPages
 from bot.faces.signup_tokens import SignupTokens
-from bot.faces.unsubscribe import Signer, UnsubscribePage, unsubscribe_url
+from bot.faces.tokens import Signer, unsubscribe_url
+from bot.faces.unsubscribe import UnsubscribePage
 from notifiers.base import Outcome
 from notifiers.email import EmailNotifier, SmtpSettings
 from storage.records import Subscriber

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bot.app import App
 from bot.faces.feed_tokens import FeedTokens, feed_tokens
-from bot.faces.unsubscribe import InvalidToken
+from bot.faces.tokens import InvalidToken
 from bot.render.feeds import (
     ALL,
     ALL_ENTRIES,

@@ -5,7 +5,7 @@ from everything revokes every URL handed out before."""
 
 from __future__ import annotations
 
-from bot.faces.unsubscribe import InvalidToken, Signer
+from bot.faces.tokens import InvalidToken, Signer
 from bot.render.feeds import private_path
 from storage.records import Subscriber
 

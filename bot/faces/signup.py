@@ -33,7 +33,7 @@ from bot.faces.signup_form import (
     read_signup,
 )
 from bot.faces.signup_tokens import LINK_LIFETIME, SignupTokens
-from bot.faces.unsubscribe import InvalidToken
+from bot.faces.tokens import InvalidToken
 from bot.poll.keyword import needs_baseline
 from notifiers.base import Outcome
 from notifiers.email import EmailNotifier

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from bot.faces.unsubscribe import InvalidToken, Signer
+from bot.faces.tokens import InvalidToken, Signer
 
 CONFIRM = b"daily-papers/signup-confirm/v1."
 PREFERENCES = b"daily-papers/preferences/v1."
