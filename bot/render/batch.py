@@ -34,15 +34,16 @@ def not_plain(texts: list[str], *, heads: bool = False) -> list[int]:
     unless they are `heads` of longer texts, ending) with no space. A few C scans of all the
     ASCII texts joined instead of str.isprintable on each, which looks every character up in
     the Unicode tables; the others are for the caller to check one by one."""
-    others = [i for i, t in enumerate(texts) if not t.isascii()]
-    if others:
-        ascii_texts = [t for t in texts if t.isascii()]
-        return others if _all_plain(ascii_texts, heads) else list(range(len(texts)))
-    return [] if _all_plain(texts, heads) else list(range(len(texts)))
-
-
-def _all_plain(texts: list[str], heads: bool) -> bool:
     joined = SEPARATOR.join(texts)
+    if not joined.isascii():
+        others = [i for i, t in enumerate(texts) if not t.isascii()]
+        texts = [t for t in texts if t.isascii()]
+        return others if _all_plain(SEPARATOR.join(texts), texts, heads) else [
+            *range(len(texts) + len(others))]
+    return [] if _all_plain(joined, texts, heads) else [*range(len(texts))]
+
+
+def _all_plain(joined: str, texts: list[str], heads: bool) -> bool:
     return (joined.count(SEPARATOR) == len(texts) - 1
             and not any(c in joined for c in _CONTROLS) and "  " not in joined
             and " " not in {t[:1] for t in texts}

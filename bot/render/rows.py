@@ -133,25 +133,21 @@ def make_cells(rows: Sequence[Row]) -> None:
     """The title and comment cells of the rows that have none yet, and their sizes: their
     texts escaped in one batch."""
     todo = [r for r in rows if r._cells is None]
-    texts: list[str] = []
-    comments: list[str] = []
-    ends: list[str] = []
-    for r in todo:
-        lines = r.lines
-        summary, end = "", ""
-        if len(r.paper.comment) > COMMENT_INLINE_CHARS:  # folds behind its first words
-            summary, end = ends_apart(one_line(cut(lines.comment, SUMMARY_CHARS)))
-        texts += (lines.title, lines.authors, summary)
-        comments.append(lines.comment)
-        ends.append(end)
-    escaped = iter(line_cells(texts))  # all ASCII, usually: the summaries' "…" kept apart
+    n = len(todo)
+    comments = [r.lines.comment for r in todo]
+    folded = [len(r.paper.comment) > COMMENT_INLINE_CHARS for r in todo]  # first words shown
+    summaries = [ends_apart(one_line(cut(c, SUMMARY_CHARS))) if fold else ("", "")
+                 for c, fold in zip(comments, folded, strict=True)]
+    escaped = line_cells([*(r.lines.title for r in todo), *(r.lines.authors for r in todo),
+                          *(head for head, _ in summaries)])  # ASCII, usually: "…" kept apart
     linked = linked_line_cells(comments)
-    for r, title, authors, summary, comment, end in zip(todo, escaped, escaped, escaped,
-                                                         linked, ends, strict=True):
+    for r, title, authors, (_, end), summary, comment, fold in zip(
+            todo, escaped[:n], escaped[n:2 * n], summaries, escaped[2 * n:], linked, folded,
+            strict=True):
         paper = r.paper
         title = (f"**[{title}]({paper.abs_url})**<br><sub>{authors}</sub>" if paper.authors
                  else f"**[{title}]({paper.abs_url})**")
-        if len(paper.comment) > COMMENT_INLINE_CHARS:  # folded even when it shows nothing
+        if fold:  # even when it shows nothing
             comment = f"<details><summary>{summary}{end}</summary><p>{comment}</p></details>"
         r._cells = (title, comment)
         r._fixed_size = (len(title) if title.isascii() else utf8_size(title)) + (
