@@ -10,7 +10,7 @@ Unit = Callable[[str], int]
 """How a channel measures text: `len` for characters, `utf16_len` for Telegram."""
 
 ELLIPSIS = "…"  # one unit in both measures
-_TRAILING = " ,;:.-"  # never left dangling before the ellipsis
+TRAILING = " ,;:.-"  # never left dangling before the ellipsis
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -34,7 +34,7 @@ def cut(text: str, limit: int, unit: Unit = len) -> str:
     if limit <= 1:
         return ELLIPSIS[:limit]
     head = text[:_word_end(text, _fitting(text, limit - 1, unit))]
-    return head.rstrip(_TRAILING) + ELLIPSIS
+    return head.rstrip(TRAILING) + ELLIPSIS
 
 
 def split_lines(text: str, budget: int, unit: Unit = len) -> list[str]:

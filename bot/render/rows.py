@@ -15,7 +15,7 @@ from bot.render.cells import (
     linked_line_cells,
     linked_line_cells_bytes,
 )
-from notifiers.text import _TRAILING, ELLIPSIS, cut, one_line
+from notifiers.text import ELLIPSIS, TRAILING, cut, one_line
 from storage.records import Paper
 
 COMMENT_INLINE_CHARS = 40  # longer comments fold behind a summary, as in the reference digest
@@ -213,16 +213,8 @@ def _cut_parts(texts: list[str], limit: int) -> list[tuple[str, str]]:
     The texts longer than their head whose heads are plain ASCII, and the short texts already
     on one line, are found so in one batch each; the rest are cut one by one."""
     parts = [("", "")] * len(texts)
+    _cut_long(texts, [i for i, t in enumerate(texts) if len(t) > limit + 2], limit, parts)
     short = [i for i, t in enumerate(texts) if t and len(t) <= limit]
-    long = [i for i, t in enumerate(texts) if len(t) > limit + 2]
-    heads = [texts[i][: limit + 2] for i in long]
-    slow = set(not_plain(heads, heads=True)) if limit > 1 else set(range(len(long)))
-    for n, (i, head) in enumerate(zip(long, heads, strict=True)):
-        if n in slow:
-            parts[i] = ends_apart(cut_line(texts[i], limit))
-        else:
-            space = head.rfind(" ", 0, limit)  # as cut(head, limit) finds the last word
-            parts[i] = (head[: space if space > 0 else limit - 1].rstrip(_TRAILING), ELLIPSIS)
     shorts = [texts[i] for i in short]
     for n in not_plain(shorts):
         shorts[n] = one_line(shorts[n])
@@ -232,6 +224,20 @@ def _cut_parts(texts: list[str], limit: int) -> list[tuple[str, str]]:
         if limit < len(t) <= limit + 2:
             parts[i] = ends_apart(cut_line(t, limit))
     return parts
+
+
+def _cut_long(texts: list[str], long: list[int], limit: int,
+              parts: list[tuple[str, str]]) -> None:
+    """_cut_parts of the texts at `long`, longer than their head (the `limit + 2` characters
+    cut_line reads)."""
+    heads = [texts[i][: limit + 2] for i in long]
+    slow = set(not_plain(heads, heads=True)) if limit > 1 else set(range(len(long)))
+    for n, (i, head) in enumerate(zip(long, heads, strict=True)):
+        if n in slow:
+            parts[i] = ends_apart(cut_line(texts[i], limit))
+        else:
+            space = head.rfind(" ", 0, limit)  # as cut(head, limit) finds the last word
+            parts[i] = (head[: space if space > 0 else limit - 1].rstrip(TRAILING), ELLIPSIS)
 
 
 def ends_apart(text: str) -> tuple[str, str]:
