@@ -432,10 +432,12 @@ async def test_gate_counts_the_interval_from_the_start_not_from_the_end() -> Non
     gate = RequestGate(interval)
     loop = asyncio.get_running_loop()
     answered = asyncio.Event()
-    loop.call_later(0.03, answered.set)
     async with gate.turn() as turn:
         turn.sent()
-        await answered.wait()  # an answer that takes 0.03 s or more
+        # an answer that takes 0.03 s or more, counted from the send: on a busy machine time
+        # may pass between asking for the turn and sending
+        loop.call_later(0.03, answered.set)
+        await answered.wait()
     second = asyncio.create_task(_hold_turn(gate, asyncio.Event()))
     await asyncio.sleep(0)
     assert gate._timer is not None
