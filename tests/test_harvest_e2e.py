@@ -18,7 +18,7 @@ from bot.poll.calendar import Announcement
 from storage.records import Paper
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.clocked import FileClock
-from tests.fakes.daemon import DaemonProcess, run_cli, write_config
+from tests.fakes.daemon import DaemonProcess, e2e_config_head, run_cli, write_config
 from tests.fakes.oai_server import FakeOai
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -75,19 +75,8 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     async with FakeArxiv(papers=[OLD]) as arxiv, FakeOai(page_size=2) as oai, \
             FakeTelegram(token=TOKEN) as telegram:
-        config = write_config(tmp_path, f"""
-[arxiv]
-api_url = "{arxiv.url}"
-oai_url = "{oai.url}"
-source = "harvest"
-harvest_sets = ["cs"]
-keywords = []
-request_interval = 0
-timeout = 10
-[storage]
-path = "papers.db"
-[digest]
-path = ""
+        harvest = f'oai_url = "{oai.url}"\nsource = "harvest"\nharvest_sets = ["cs"]\n'
+        config = write_config(tmp_path, f"""{e2e_config_head(arxiv.url, poll_interval=None, extra=harvest)}
 [telegram]
 api_url = "{telegram.base_url}"
 """)

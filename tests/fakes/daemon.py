@@ -63,17 +63,18 @@ def write_config(directory: Path, text: str) -> Path:
     return path
 
 
-def e2e_config_head(arxiv_url: str, *, poll_interval: int = 1) -> str:
+def e2e_config_head(arxiv_url: str, *, poll_interval: int | None = 1, extra: str = "") -> str:
     """The [arxiv], [storage] and [digest] tables the end-to-end tests share: the local arXiv on
-    an interval schedule with no spacing between requests, the store beside config.toml and no
-    README digest; the test appends its channel's tables."""
+    an interval schedule (None: the default announcement schedule) with no spacing between
+    requests, the store beside config.toml and no README digest; `extra` adds [arxiv] lines,
+    and the test appends its channel's tables."""
+    schedule = "" if poll_interval is None else (
+        f'schedule = "interval"\npoll_interval = {poll_interval}\n')
     return f"""
 [arxiv]
 api_url = "{arxiv_url}"
 keywords = []
-schedule = "interval"
-poll_interval = {poll_interval}
-request_interval = 0
+{schedule}{extra}request_interval = 0
 timeout = 10
 [storage]
 path = "papers.db"
