@@ -171,6 +171,19 @@ def test_characters_xml_cannot_carry_are_dropped_not_fatal() -> None:
     assert parsed.entries[0].summary == "Nul here"
 
 
+def test_a_text_holding_the_batch_separator_moves_no_other_text() -> None:
+    """The entries' texts are escaped joined by \x1f: one holding it takes the slow path."""
+    odd = paper("2511.00010", title="Unit\x1fseparator <here>", abstract="A\x1fB & C",
+                authors=("Ann\x1f Lee", "Bo <Li>"))
+    after = paper("2511.00011", title="Next <paper>", abstract="Its & own")
+    parsed = parse(public_feeds([DigestSection("Units", [odd, after])], URL)["units"])
+    by_id = {e.id: e for e in parsed.entries}
+    first, second = (by_id[f"https://arxiv.org/abs/2511.0001{n}"] for n in (0, 1))
+    assert (first.title, first.summary) == ("Unitseparator <here>", "AB & C")
+    assert [a.name for a in first.authors] == ["Ann Lee", "Bo <Li>"]
+    assert (second.title, second.summary) == ("Next <paper>", "Its & own")
+
+
 def test_hostile_digest_papers_keep_their_text() -> None:
     feed = public_feeds([DigestSection("Hostile", hostile_papers())], URL)["hostile"]
     parsed = parse(feed)

@@ -16,16 +16,18 @@ def replace_each(texts: list[str], pairs: Sequence[tuple[str, str]],
     """Each text with every (old, new) of `pairs` replaced, in order, as a loop of
     str.replace over each text would make it; None when a text holds SEPARATOR or the texts
     joined fail `accept` (the caller escapes each text alone). No `old` or `new` may hold
-    SEPARATOR, so a replacement never reaches across two texts."""
+    SEPARATOR, so a replacement never reaches across two texts, and the pieces are as many as
+    the texts exactly when no text holds it (a 15 MB str.count less: 9 ms of 100 feeds)."""
     if not texts:
         return []
     joined = SEPARATOR.join(texts)
-    if joined.count(SEPARATOR) != len(texts) - 1 or (accept and not accept(joined)):
+    if accept and not accept(joined):
         return None
     for old, new in pairs:
         if old in joined:
             joined = joined.replace(old, new)
-    return joined.split(SEPARATOR)
+    escaped = joined.split(SEPARATOR)  # one piece more per SEPARATOR a text holds: no count
+    return escaped if len(escaped) == len(texts) else None
 
 
 def not_plain(texts: list[str], *, heads: bool = False) -> list[int]:
