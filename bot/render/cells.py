@@ -63,8 +63,9 @@ def line_cell_bytes(text: str) -> int | None:
     return _escaped_bytes(text)
 
 
-def _utf8_bytes(text: str) -> int:
-    return len(text.encode("utf-8", "surrogateescape"))
+def utf8_size(text: str) -> int:
+    """UTF-8 bytes; an ASCII string (most cells) is measured without encoding it."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
 
 
 def _escaped_bytes(text: str) -> int:
@@ -105,8 +106,8 @@ def linked_line_cells_bytes(texts: list[str], ends: list[str] | None = None) -> 
         made = [linked_line_cell(texts[i] + ends[i]) for i in linked]
         texts = [t for i, t in enumerate(texts) if i not in linked]
         ends = [e for i, e in enumerate(ends) if i not in linked]
-        return linked_line_cells_bytes(texts, ends) + _utf8_bytes("".join(made))
-    return _escaped_bytes("".join(texts)) + _utf8_bytes("".join(ends))  # ends need no escaping
+        return linked_line_cells_bytes(texts, ends) + utf8_size("".join(made))
+    return _escaped_bytes("".join(texts)) + utf8_size("".join(ends))  # ends need no escaping
 
 
 def linked_cell(text: str) -> str:

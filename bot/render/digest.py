@@ -18,6 +18,7 @@ from pathlib import Path
 import jinja2
 
 from bot.render.cells import cell, linked_cell
+from bot.render.cells import utf8_size as _size
 from bot.render.files import replace_file, unwritable
 from bot.render.rows import (
     Row,
@@ -28,7 +29,6 @@ from bot.render.rows import (
     make_cells,
     utc,
 )
-from bot.render.rows import utf8_size as _size
 from notifiers.text import one_line
 from storage.records import Paper
 

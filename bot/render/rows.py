@@ -14,6 +14,7 @@ from bot.render.cells import (
     line_cells,
     linked_line_cells,
     linked_line_cells_bytes,
+    utf8_size,
 )
 from notifiers.text import ELLIPSIS, TRAILING, cut, one_line
 from storage.records import Paper
@@ -249,8 +250,3 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is UTC:
         return moment
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def utf8_size(text: str) -> int:
-    """UTF-8 bytes; an ASCII string (most cells) is measured without encoding it."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
