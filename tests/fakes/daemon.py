@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from tests.fakes import zygote
 from tests.fakes.clocked import FileClock
-from tests.fakes.zygote import die_with_parent as die_with_parent  # the tests import it here
+from tests.fakes.zygote_server import die_with_parent as die_with_parent  # the tests import it here
 
 T = TypeVar("T")
 
