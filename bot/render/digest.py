@@ -111,8 +111,11 @@ def render_views(views: list[SectionView], *, updated: date, max_papers: int = 1
     if max_bytes is None:
         make_abstracts(rows)
         return render(views)
+    bare = _frame_size(views, render) + sum(r._fixed_size - 1 for r in rows)
+    if bare > max_bytes and _levels(abstract_chars):  # every abstract goes, whatever it adds
+        return _fit(views, render, abstract_chars, max_bytes, bare, None)  # (not counted)
     abstracts = abstracts_bytes(rows)
-    size = _frame_size(views, render) + sum(r._fixed_size - 1 for r in rows) + abstracts
+    size = bare + abstracts
     if size <= max_bytes:
         make_abstracts(rows)
         return render(views)
@@ -279,10 +282,11 @@ def _fit(
     abstract_chars: int,
     budget: int,
     size: int,
-    abstracts: int,
+    abstracts: int | None,
 ) -> str:
     """Shrink the oldest rows until the rendered text fits `budget` bytes, or nothing is left.
-    `abstracts`: the bytes all the abstracts' cells add."""
+    `abstracts`: the bytes all the abstracts' cells add; None when `size` is without them, as
+    even that is over the budget (then counting them would change nothing)."""
     shrink = _Shrinker(views, abstract_chars)  # works on copies: the caller's views stay
     # whole (the HTML page shows them all)
     shrink.leave_out_rows(shrink.shorten_abstracts(size - budget, abstracts))
@@ -290,9 +294,10 @@ def _fit(
     while _size(text) > budget and shrink.leave_out_rows(1) is not None:
         text = render(shrink.views)  # only when the estimate fell short
     log.warning(
-        "digest: %d bytes is over the budget of %d bytes, so it shortened the abstracts of the "
-        "%d oldest papers, removed %d abstracts and left out %d oldest rows; now %d bytes",
-        size, budget, shrink.shortened, shrink.removed, shrink.left_out, _size(text),
+        "digest: %d bytes%s is over the budget of %d bytes, so it shortened the abstracts of "
+        "the %d oldest papers, removed %d abstracts and left out %d oldest rows; now %d bytes",
+        size, "" if abstracts is not None else " even without abstracts", budget,
+        shrink.shortened, shrink.removed, shrink.left_out, _size(text),
     )
     return text
 
@@ -307,15 +312,16 @@ class _Shrinker:
         self.shortened = self.removed = self.left_out = 0
         self._macros = _macros()
 
-    def shorten_abstracts(self, excess: int, abstracts: int) -> int:
+    def shorten_abstracts(self, excess: int, abstracts: int | None) -> int:
         """Oldest rows first, step abstracts down (to a few sentences, then none), on copies
-        of the views. `abstracts`: the bytes all the abstracts' cells add.
+        of the views. `abstracts`: the bytes all the abstracts' cells add (None: not counted,
+        `excess` is without them).
 
         Returns the bytes still in excess.
         """
         levels = _levels(self.abstract_chars)
-        if levels and abstracts < excess:
-            return self._remove_all(levels, excess - abstracts)
+        if levels and (abstracts is None or abstracts < excess):
+            return self._remove_all(levels, excess - (abstracts or 0))
         self.views = [SectionView(v.keyword, v.anchor, v.note, [r.copy() for r in v.rows],
                                   v.hidden) for v in self.originals]
         rows = [r for v in self.views for r in v.rows if r.paper.abstract]
