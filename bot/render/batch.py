@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from itertools import accumulate
 
 SEPARATOR = "\x1f"  # a control character: no one-line text holds it, and XML cannot carry it
-_CONTROLS = "".join(map(chr, (*range(0x00, 0x1F), 0x7F)))  # all but the separator
+_CONTROLS = "".join(map(chr, (*range(0x00, 0x20), 0x7F)))  # none is in a one-line text
 
 
 def replace_each(texts: list[str], pairs: Sequence[tuple[str, str]],
@@ -36,18 +36,20 @@ def not_plain(texts: list[str], *, heads: bool = False) -> list[int]:
     unless they are `heads` of longer texts, ending) with no space. A few C scans of all the
     ASCII texts joined instead of str.isprintable on each, which looks every character up in
     the Unicode tables; the others are for the caller to check one by one."""
-    joined = SEPARATOR.join(texts)
+    joined = "".join(texts)
     if not joined.isascii():
         others = [i for i, t in enumerate(texts) if not t.isascii()]
         texts = [t for t in texts if t.isascii()]
-        return others if _all_plain(SEPARATOR.join(texts), texts, heads) else [
+        return others if _all_plain("".join(texts), texts, heads) else [
             *range(len(texts) + len(others))]
     return [] if _all_plain(joined, texts, heads) else [*range(len(texts))]
 
 
 def _all_plain(joined: str, texts: list[str], heads: bool) -> bool:
-    return (joined.count(SEPARATOR) == len(texts) - 1
-            and not any(c in joined for c in _CONTROLS) and "  " not in joined
+    """Whether all the texts, `joined` without a separator (nothing to count: a control
+    character of any text is found as it is), are plain. Two spaces where two texts meet
+    mean one text starts with a space: not plain either way."""
+    return (not any(c in joined for c in _CONTROLS) and "  " not in joined
             and " " not in {t[:1] for t in texts}
             and (heads or " " not in {t[-1:] for t in texts}))
 
