@@ -120,7 +120,7 @@ def _items(rows: Sequence[Row]) -> list[str]:
     texts: list[str] = []
     for r in rows:
         lines = r.lines
-        texts += (r.paper.abs_url, lines.title, lines.authors, r._head, lines.comment)
+        texts += (lines.url, lines.title, lines.authors, r._head, lines.comment)
     escaped = replace_each(texts, _ENTITIES) or [_escape(t) for t in texts]
     found = holding([*texts[3::5], *texts[4::5]], _LINKS)  # in the abstracts and comments
     linked = [rows[n] for n in {i % len(rows) for i in found}]

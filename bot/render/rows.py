@@ -32,6 +32,7 @@ class PaperLines(NamedTuple):
     authors: str  # "A, B, C et al. (N authors)"
     comment: str
     date: str  # the first version's, as a UTC date
+    url: str  # the abstract page (Paper.abs_url, a property: made here once for both)
 
 
 def lines_of(papers: Sequence[Paper]) -> list[PaperLines]:
@@ -45,7 +46,8 @@ def lines_of(papers: Sequence[Paper]) -> list[PaperLines]:
             texts[i] = one_line(texts[i])
     dates = [(m if (m := p.published).tzinfo is UTC else utc(m)).date().isoformat()
              for p in papers]
-    return list(map(PaperLines, titles, authors, comments, dates))
+    urls = [p.abs_url for p in papers]
+    return list(map(PaperLines, titles, authors, comments, dates, urls))
 
 
 @dataclass(slots=True)
@@ -145,9 +147,9 @@ def make_cells(rows: Sequence[Row]) -> None:
     for r, title, authors, (_, end), summary, comment, fold in zip(
             todo, escaped[:n], escaped[n:2 * n], summaries, escaped[2 * n:], linked, folded,
             strict=True):
-        paper = r.paper
-        title = (f"**[{title}]({paper.abs_url})**<br><sub>{authors}</sub>" if paper.authors
-                 else f"**[{title}]({paper.abs_url})**")
+        url = r.lines.url
+        title = (f"**[{title}]({url})**<br><sub>{authors}</sub>" if r.paper.authors
+                 else f"**[{title}]({url})**")
         if fold:  # even when it shows nothing
             comment = f"<details><summary>{summary}{end}</summary><p>{comment}</p></details>"
         r._cells = (title, comment)
