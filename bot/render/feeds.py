@@ -206,15 +206,15 @@ class Entries:
         self._done: dict[tuple[str, int], str] = {}
 
     def render(self, papers: Sequence[Paper],
-               labels: Mapping[str, Sequence[str]] | None = None) -> str:
-        """The entries of `papers`, in order; `labels` names, per arXiv id, the keywords an
-        entry is shown for."""
+               labels: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+        """The entries of `papers`, in order (joined once with the rest of their feed);
+        `labels` names, per arXiv id, the keywords an entry is shown for."""
         self._prepare(papers)
         done = self._done
         if not labels:
-            return "".join([done[(p.arxiv_id, p.version)] for p in papers])
-        return "".join([_labelled(done[(p.arxiv_id, p.version)], labels.get(p.arxiv_id, ()))
-                        for p in papers])
+            return [done[(p.arxiv_id, p.version)] for p in papers]
+        return [_labelled(done[(p.arxiv_id, p.version)], labels.get(p.arxiv_id, ()))
+                for p in papers]
 
     def _prepare(self, papers: Sequence[Paper]) -> None:
         """Render the papers not rendered yet, their texts escaped in one batch."""
@@ -277,7 +277,7 @@ def render_feed(head: FeedHead, papers: Sequence[Paper], entries: Entries | None
     entries = entries or Entries()
     updated = max((p.updated for p in papers), default=NEVER)
     body = entries.render(papers, labels)
-    text = (
+    top = (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         f'<feed xmlns="http://www.w3.org/2005/Atom" xmlns:arxiv="{ARXIV_NS}">\n'
         f"<id>{_x(head.url)}</id>\n"
@@ -288,9 +288,8 @@ def render_feed(head: FeedHead, papers: Sequence[Paper], entries: Entries | None
         f'<link rel="alternate" type="text/html" href="{_x(head.home)}"/>\n'
         "<author><name>Daily Papers</name></author>\n"
         f'<generator version="{bot.__version__}">Daily Papers</generator>\n'
-        f"{body}</feed>\n"
     )
-    return Rendered(text.encode("utf-8"), updated)
+    return Rendered("".join([top, *body, "</feed>\n"]).encode("utf-8"), updated)
 
 
 # --- the public feeds -----------------------------------------------------------------------
