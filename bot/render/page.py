@@ -129,17 +129,16 @@ def _items(rows: Sequence[Row]) -> list[str]:
     it = iter(escaped)
     for r, url, title, authors, abstract, comment in zip(rows, it, it, it, it, it,
                                                               strict=True):
+        tail = r._tail  # put after the head in the item itself: one copy fewer of each
         if links and id(r) in links:
-            abstract, comment = links[id(r)]
-        else:
-            abstract += r._tail
+            (abstract, comment), tail = links[id(r)], ""
         meta = f" · {authors}" if r.paper.authors else ""
-        folded = (f"<details><summary>Abstract</summary><p>{abstract}</p></details>\n"
-                  if abstract else "")
         comment = f'<p class="comment">{comment}</p>\n' if comment else ""
-        items.append(f'<li><a class="title" href="{url}">{title}</a>\n'
-                     f'<p class="meta"><time>{r.lines.date}</time>{meta}</p>\n'
-                     f"{folded}{comment}</li>")
+        head = (f'<li><a class="title" href="{url}">{title}</a>\n'
+                f'<p class="meta"><time>{r.lines.date}</time>{meta}</p>\n')
+        items.append(f"{head}<details><summary>Abstract</summary><p>{abstract}{tail}</p>"
+                     f"</details>\n{comment}</li>" if abstract or tail else
+                     f"{head}{comment}</li>")
     return items
 
 
