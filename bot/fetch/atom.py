@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # 64-bit integers (a year-9999 date or a 10^20 version raised OverflowError further down).
 MAX_COUNT = 10**9  # arXiv holds a few million papers; a count beyond this is not believable
 MAX_VERSION = 10_000
+_VERSION_DIGITS = len(str(MAX_VERSION))  # a longer number is not converted at all
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
@@ -54,10 +55,10 @@ class _Paths:
         self.counts = [path(f"/a:feed/o:{name}")
                        for name in ("totalResults", "startIndex", "itemsPerPage")]
         # `[1]`: the first one counts, and libxml2 stops looking through an entry there.
-        # Each field twice: its text nodes (read first) and its elements (when those are not
-        # one text per entry).
-        self.texts = [(path(f"/a:feed/a:entry/{name}[1]/node()"),
-                       path(f"/a:feed/a:entry/{name}[1]")) for name in (
+        # A field every entry has is read as its text nodes (`Columns.first_leaf`), falling
+        # back on its elements; one that many entries lack, as its elements straight away.
+        self.texts = [(path(f"/a:feed/a:entry/{name}[1]/node()") if name.startswith("a:")
+                       else None, path(f"/a:feed/a:entry/{name}[1]")) for name in (
             "a:id", "a:title", "a:summary", "a:published", "a:updated",
             "x:comment", "x:journal_ref", "x:doi")]
         self.names = path("/a:feed/a:entry/a:author/a:name")
@@ -89,7 +90,8 @@ def _read_feed(data: bytes, *, blanks: bool) -> Feed:
         raise ArxivBadAnswer(f"not an Atom feed: root element <{name}>")
     paths = _paths(root.tag[1:].split("}")[0], _pick(data, _ARXIV), _pick(data, _OPENSEARCH))
     columns = Columns(paths.entries(root), second_look, blanks=blanks)
-    texts = [columns.first_leaf(nodes(root), lambda path=elements: columns.first(path(root)))
+    texts = [columns.first(elements(root)) if nodes is None else
+             columns.first_leaf(nodes(root), lambda path=elements: columns.first(path(root)))
              for nodes, elements in paths.texts]
     for raw_id, title, summary in zip(*texts[:3], strict=True):
         if "/api/errors" in raw_id:
@@ -133,12 +135,12 @@ def _split_id(raw: str) -> tuple[str, int]:
     match = _ID.fullmatch(raw.rpartition("/abs/")[2])
     if match is None:
         raise ArxivBadAnswer(f"entry id is not an arXiv id: {raw[:100]!r}")
-    arxiv_id, version = match.group(1, 2)
+    arxiv_id, version = match.groups()
     if version is None:
         return arxiv_id, 1
-    if len(version) > len(str(MAX_VERSION)) or not 1 <= int(version) <= MAX_VERSION:
-        raise Unrepresentable(f"{arxiv_id}: version {version[:30]} is out of range")
-    return arxiv_id, int(version)
+    if len(version) <= _VERSION_DIGITS and 1 <= (number := int(version)) <= MAX_VERSION:
+        return arxiv_id, number
+    raise Unrepresentable(f"{arxiv_id}: version {version[:30]} is out of range")
 
 
 def _count(counts: list[str], index: int, key: str) -> int:
@@ -173,12 +175,12 @@ def _paper(raw_id: str, title: str, summary: str, published_text: str, updated_t
            primary: str) -> Paper:
     """One entry's values (in the order of `_Paths.texts`, then the lists) → a Paper."""
     arxiv_id, version = _split_id(raw_id)
-    published_text = published_text or updated_text
     if not published_text:
-        raise ArxivBadAnswer(f"entry {arxiv_id} has no date")
+        published_text = updated_text
+        if not published_text:
+            raise ArxivBadAnswer(f"entry {arxiv_id} has no date")
     published = parse_datetime(published_text, arxiv_id)
-    updated_text = updated_text or published_text
-    updated = (published if updated_text == published_text
+    updated = (published if not updated_text or updated_text == published_text
                else parse_datetime(updated_text, arxiv_id))
     categories = tuple(dict.fromkeys(filter(None, terms)))
     return Paper(arxiv_id, version, title, summary, tuple(filter(None, names)), published,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from itertools import groupby
 
 from lxml import etree
 
@@ -189,7 +190,7 @@ class Columns:
             return [""] * len(self.records)
         if len(children) == len(self.records):
             try:
-                joined = _UNIT.join(children)  # type: ignore[arg-type]
+                joined = " ".join(children)  # type: ignore[arg-type]
             except TypeError:  # an element, comment or PI among them
                 pass
             else:
@@ -219,30 +220,27 @@ class Columns:
         return self._cleaned(texts)
 
     def _cleaned(self, values: list[str], joined: str | None = None) -> list[str]:
-        """The values collapsed. Most are clean already: a column of short values is checked
-        as one string (a handful of searches in C instead of a call per value)."""
+        """The values collapsed. Most are clean already: the column is checked as one string
+        (`joined` by spaces), a handful of searches in C instead of a call per value."""
         clean = self._clean
-        if clean is squeeze:
-            if joined is None:
-                joined = _UNIT.join(values)
-            if len(joined) < _SHORT * len(values) and not _needs_squeeze(joined):
-                return values
+        if clean is squeeze and not _needs_squeeze(" ".join(values) if joined is None
+                                                   else joined):
+            return values
         return [clean(value) for value in values]
 
     def group(self, values: list[str], found: list[etree._Element],
               depth: int) -> list[list[str]]:
-        """`values` (one per element of `found`) gathered by the record they are in."""
+        """`values` (one per element of `found`) gathered by the record they are in. In
+        document order a record's elements come in one run: one slice per run, not one append
+        per value."""
         column: list[list[str]] = [[] for _ in self.records]
-        for position, value in zip(self.positions(found, depth), values, strict=True):
-            column[position].append(value)
+        index = self._record_index()
+        at = 0
+        for owner, run in groupby(self._owners(found, depth)):
+            end = at + len(list(run))
+            column[index[owner]] += values[at:end]
+            at = end
         return column
-
-    def positions(self, found: list[etree._Element], depth: int) -> list[int]:
-        """The record each element of `found` is in, `depth` levels up."""
-        owners = self._owners(found, depth)
-        if owners == self.records:
-            return list(range(len(owners)))
-        return self._positions(owners)
 
     def _owners(self, found: list[etree._Element], depth: int) -> list[etree._Element]:
         owners = [e.getparent() for e in found]
@@ -250,10 +248,14 @@ class Columns:
             owners = [e.getparent() for e in owners]
         return owners
 
-    def _positions(self, owners: list[etree._Element]) -> list[int]:
+    def _record_index(self) -> dict[etree._Element, int]:
         if self._index is None:
             self._index = {record: i for i, record in enumerate(self.records)}
-        return [self._index[owner] for owner in owners]
+        return self._index
+
+    def _positions(self, owners: list[etree._Element]) -> list[int]:
+        index = self._record_index()
+        return [index[owner] for owner in owners]
 
     def _first(self, values: list[str], found: list[etree._Element], depth: int) -> list[str]:
         owners = self._owners(found, depth)
@@ -271,15 +273,14 @@ def _whole(element: etree._Element) -> str:
     return "".join(element.xpath("descendant::text()"))
 
 
-# Joins a column's values for one check: a character XML cannot carry, even as a reference.
-_UNIT = "\x00"
-_SHORT = 40  # characters per value up to which one check of the column beats one per value
-
-
 def _needs_squeeze(joined: str) -> bool:
-    """Whether any value of a _UNIT-joined column has XML whitespace to collapse or strip."""
+    """Whether any value of a column joined by single spaces may have XML whitespace to
+    collapse or strip: a value's leading or trailing space meets a separator as a double space,
+    so one slow search covers all three (an empty value is a false alarm: the values are then
+    squeezed one by one). Line breaks first: they are found at memchr speed, and a column that
+    has them needs squeezing anyway."""
     return ("\n" in joined or "\t" in joined or "\r" in joined or "  " in joined
-            or " \x00" in joined or "\x00 " in joined or joined[:1] == " " or joined[-1:] == " ")
+            or joined[:1] == " " or joined[-1:] == " ")
 
 
 def squeeze(text: str) -> str:
