@@ -295,9 +295,10 @@ def render_feed(head: FeedHead, papers: Sequence[Paper], entries: Entries | None
 # --- the public feeds -----------------------------------------------------------------------
 
 
-def keyword_head(public_url: str, keyword: str) -> FeedHead:
+def keyword_head(public_url: str, keyword: str, name: str | None = None) -> FeedHead:
+    """`name`: the keyword's slug, when already made (a parse of the keyword each)."""
     base = public_url.rstrip("/")
-    return FeedHead(f"{base}{feed_path(slug(keyword))}", f"Daily Papers: {keyword}",
+    return FeedHead(f"{base}{feed_path(name or slug(keyword))}", f"Daily Papers: {keyword}",
                     f"The newest arXiv papers for the keyword {keyword}, newest first.",
                     f"{base}/")
 
@@ -323,11 +324,11 @@ def everything(sections: Sequence[DigestSection],
     return [(p, sorted(labels[p.arxiv_id])) for p in newest]
 
 
-def public_feed(section: DigestSection, public_url: str,
-                entries: Entries | None = None) -> Rendered:
-    """/feeds/{slug}.atom: one [arxiv] keyword's window."""
-    return render_feed(keyword_head(public_url, section.keyword), newest_first(section.papers),
-                       entries)
+def public_feed(section: DigestSection, public_url: str, entries: Entries | None = None,
+                name: str | None = None) -> Rendered:
+    """/feeds/{slug}.atom: one [arxiv] keyword's window (`name`: its slug, when made)."""
+    return render_feed(keyword_head(public_url, section.keyword, name),
+                       newest_first(section.papers), entries)
 
 
 def all_feed(rows: Sequence[tuple[Paper, Sequence[str]]], public_url: str,
@@ -341,7 +342,8 @@ def all_feed(rows: Sequence[tuple[Paper, Sequence[str]]], public_url: str,
 def public_feeds(sections: Sequence[DigestSection], public_url: str) -> dict[str, Rendered]:
     """Every public feed by its name (slug, and ALL), each paper's entry rendered once."""
     entries = Entries()
-    feeds = {slug(s.keyword): public_feed(s, public_url, entries) for s in sections}
+    feeds = {name: public_feed(s, public_url, entries, name)
+             for s, name in zip(sections, [slug(s.keyword) for s in sections], strict=True)}
     feeds[ALL] = all_feed(everything(sections), public_url, entries)
     return feeds
 
