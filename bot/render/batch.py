@@ -17,12 +17,15 @@ def replace_each(texts: list[str], pairs: Sequence[tuple[str, str]],
     str.replace over each text would make it; None when a text holds SEPARATOR or the texts
     joined fail `accept` (the caller escapes each text alone). No `old` or `new` may hold
     SEPARATOR, so a replacement never reaches across two texts, and the pieces are as many as
-    the texts exactly when no text holds it (a 15 MB str.count less: 9 ms of 100 feeds)."""
+    the texts exactly when no text holds it (a 15 MB str.count less: 9 ms of 100 feeds).
+    Texts with nothing to replace are given back as they are, without a split."""
     if not texts:
         return []
     joined = SEPARATOR.join(texts)
     if accept and not accept(joined):
         return None
+    if not any(old in joined for old, _ in pairs):  # (names, usually): nothing to split
+        return list(texts) if joined.count(SEPARATOR) == len(texts) - 1 else None
     for old, new in pairs:
         if old in joined:
             joined = joined.replace(old, new)

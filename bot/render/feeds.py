@@ -146,19 +146,23 @@ def _categories(paper: Paper) -> list[str]:
     return list(dict.fromkeys(filter(None, (paper.primary_category, *paper.categories))))
 
 
-def _texts(papers: Sequence[Paper]) -> tuple[list[str], list[int]]:
-    """Every piece of arXiv text the papers' entries show, in the order _entry reads them,
-    and where each paper's pieces end: one loop for them all (10,000 papers per render)."""
-    texts: list[str] = []
+def _texts(papers: Sequence[Paper]) -> tuple[list[str], list[str], list[int]]:
+    """The arXiv texts the papers' entries show, in the order _entry reads them: their prose
+    (title, abstract, comment: three each) and their names (id, journal reference, DOI,
+    categories, authors), and where each paper's names end. One loop for them all (10,000
+    papers per render); apart, as names seldom hold anything to escape (then they are not
+    split again: 100,000 strings)."""
+    prose: list[str] = []
+    names: list[str] = []
     ends: list[int] = []
     for p in papers:
-        texts += (p.arxiv_id, p.title or f"arXiv:{p.arxiv_id}", p.abstract, p.comment,
-                  p.journal_ref, p.doi)
+        prose += (p.title or f"arXiv:{p.arxiv_id}", p.abstract, p.comment)
+        names += (p.arxiv_id, p.journal_ref, p.doi)
         if p.primary_category or p.categories:
-            texts += _categories(p)
-        texts += p.authors[:MAX_AUTHORS]
-        ends.append(len(texts))
-    return texts, ends
+            names += _categories(p)
+        names += p.authors[:MAX_AUTHORS]
+        ends.append(len(names))
+    return prose, names, ends
 
 
 _CATEGORIES = ('<category term="', f'" scheme="{ARXIV_NS}"/><category term="',
@@ -166,18 +170,19 @@ _CATEGORIES = ('<category term="', f'" scheme="{ARXIV_NS}"/><category term="',
 _AUTHORS = ("<author><name>", "</name></author><author><name>", "</name></author>")
 
 
-def _entry(paper: Paper, x: list[str], stamps: tuple[str, str]) -> str:
-    """One paper's <entry> from its texts, escaped (`x`, as _texts lists a paper's), and its
-    `_stamps`; identified by
-    its versionless abs URL so a reader never shows it twice; `published` is the first
-    version's date, `updated` the latest version's. Lists are joined in one call each: this
-    runs for every paper of every feed."""
-    arxiv_id, title, abstract, comment, journal_ref, doi = x[:6]
+def _entry(paper: Paper, prose: tuple[str, str, str], names: list[str],
+           stamps: tuple[str, str]) -> str:
+    """One paper's <entry> from its texts, escaped (as _texts lists a paper's), and its
+    `_stamps`; identified by its versionless abs URL so a reader never shows it twice;
+    `published` is the first version's date, `updated` the latest version's. Lists are joined
+    in one call each: this runs for every paper of every feed."""
+    title, abstract, comment = prose
+    arxiv_id, journal_ref, doi = names[:3]
     n_authors = min(len(paper.authors), MAX_AUTHORS)
-    end = len(x) - n_authors
-    categories = (f"{_CATEGORIES[0]}{_CATEGORIES[1].join(x[6:end])}{_CATEGORIES[2]}"
-                  if end > 6 else "")
-    authors = f"{_AUTHORS[0]}{_AUTHORS[1].join(x[end:])}{_AUTHORS[2]}" if n_authors else ""
+    end = len(names) - n_authors
+    categories = (f"{_CATEGORIES[0]}{_CATEGORIES[1].join(names[3:end])}{_CATEGORIES[2]}"
+                  if end > 3 else "")
+    authors = f"{_AUTHORS[0]}{_AUTHORS[1].join(names[end:])}{_AUTHORS[2]}" if n_authors else ""
     if len(paper.authors) > MAX_AUTHORS:
         authors += f"<author><name>et al. ({len(paper.authors)} authors)</name></author>"
     extra = ""
@@ -221,11 +226,13 @@ class Entries:
         done = self._done
         missing = list({(p.arxiv_id, p.version): p for p in papers
                         if (p.arxiv_id, p.version) not in done}.values())
-        texts, ends = _texts(missing)
-        escaped = _x_all(texts)
-        for paper, start, end, stamps in zip(missing, [0, *ends], ends, _stamps(missing),
-                                             strict=False):
-            done[(paper.arxiv_id, paper.version)] = _entry(paper, escaped[start:end], stamps)
+        prose, names, ends = _texts(missing)
+        names = _x_all(names)
+        three = iter(_x_all(prose))
+        for paper, start, end, stamps, title, abstract, comment in zip(
+                missing, [0, *ends], ends, _stamps(missing), three, three, three, strict=False):
+            done[(paper.arxiv_id, paper.version)] = _entry(
+                paper, (title, abstract, comment), names[start:end], stamps)
 
 
 def _labelled(entry: str, keywords: Sequence[str]) -> str:
