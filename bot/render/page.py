@@ -117,18 +117,19 @@ def _items(rows: Sequence[Row]) -> list[str]:
     section (10,000 for 100 keywords); the texts are escaped as Jinja's autoescape would
     (`&<>"`) in one batch, those with a web address one by one."""
     cut_abstracts(rows)
-    texts: list[str] = []
+    prose: list[str] = []  # apart from the names, which seldom hold anything to escape
+    names: list[str] = []
     for r in rows:
         lines = r.lines
-        texts += (lines.url, lines.title, lines.authors, r._head, lines.comment)
-    escaped = replace_each(texts, _ENTITIES) or [_escape(t) for t in texts]
-    found = holding([*texts[3::5], *texts[4::5]], _LINKS)  # in the abstracts and comments
+        prose += (lines.title, r._head, lines.comment)
+        names += (lines.url, lines.authors)
+    found = holding([*prose[1::3], *prose[2::3]], _LINKS)  # in the abstracts and comments
     linked = [rows[n] for n in {i % len(rows) for i in found}]
     links = {id(r): (_linked(r.abstract_text), _linked(r.lines.comment)) for r in linked}
     items = []
-    it = iter(escaped)
-    for r, url, title, authors, abstract, comment in zip(rows, it, it, it, it, it,
-                                                              strict=True):
+    three, two = iter(_escape_all(prose)), iter(_escape_all(names))
+    for r, title, abstract, comment, url, authors in zip(rows, three, three, three, two, two,
+                                                          strict=True):
         tail = r._tail  # put after the head in the item itself: one copy fewer of each
         if links and id(r) in links:
             (abstract, comment), tail = links[id(r)], ""
@@ -140,6 +141,11 @@ def _items(rows: Sequence[Row]) -> list[str]:
                      f"</details>\n{comment}</li>" if abstract or tail else
                      f"{head}{comment}</li>")
     return items
+
+
+def _escape_all(texts: list[str]) -> list[str]:
+    """_escape of each text, in one batch."""
+    return replace_each(texts, _ENTITIES) or [_escape(t) for t in texts]
 
 
 def _linked(text: str) -> str:
