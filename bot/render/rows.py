@@ -134,19 +134,19 @@ class Row:
 
 def make_cells(rows: Sequence[Row]) -> None:
     """The title and comment cells of the rows that have none yet, and their sizes: their
-    texts escaped in one batch."""
+    texts escaped in batches (the authors apart: seldom anything to escape, then no split)."""
     todo = [r for r in rows if r._cells is None]
     n = len(todo)
     comments = [r.lines.comment for r in todo]
     folded = [len(r.paper.comment) > COMMENT_INLINE_CHARS for r in todo]  # first words shown
     summaries = [ends_apart(one_line(cut(c, SUMMARY_CHARS))) if fold else ("", "")
                  for c, fold in zip(comments, folded, strict=True)]
-    escaped = line_cells([*(r.lines.title for r in todo), *(r.lines.authors for r in todo),
+    escaped = line_cells([*(r.lines.title for r in todo),
                           *(head for head, _ in summaries)])  # ASCII, usually: "…" kept apart
     linked = linked_line_cells(comments)
     for r, title, authors, (_, end), summary, comment, fold in zip(
-            todo, escaped[:n], escaped[n:2 * n], summaries, escaped[2 * n:], linked, folded,
-            strict=True):
+            todo, escaped[:n], line_cells([r.lines.authors for r in todo]), summaries,
+            escaped[n:], linked, folded, strict=True):
         url = r.lines.url
         title = (f"**[{title}]({url})**<br><sub>{authors}</sub>" if r.paper.authors
                  else f"**[{title}]({url})**")
