@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_left
 from collections.abc import Callable
-from itertools import groupby
+from itertools import pairwise
 
 from lxml import etree
 
@@ -231,16 +232,12 @@ class Columns:
     def group(self, values: list[str], found: list[etree._Element],
               depth: int) -> list[list[str]]:
         """`values` (one per element of `found`) gathered by the record they are in. In
-        document order a record's elements come in one run: one slice per run, not one append
-        per value."""
-        column: list[list[str]] = [[] for _ in self.records]
+        document order a record's elements come in one run, so each record's values are one
+        slice, its bounds found by bisection (no Python step per value)."""
         index = self._record_index()
-        at = 0
-        for owner, run in groupby(self._owners(found, depth)):
-            end = at + len(list(run))
-            column[index[owner]] += values[at:end]
-            at = end
-        return column
+        positions = list(map(index.__getitem__, self._owners(found, depth)))
+        bounds = [bisect_left(positions, i) for i in range(len(self.records) + 1)]
+        return [values[start:end] for start, end in pairwise(bounds)]
 
     def _owners(self, found: list[etree._Element], depth: int) -> list[etree._Element]:
         owners = [e.getparent() for e in found]
