@@ -157,6 +157,29 @@ def test_bidi_overrides_are_dropped_but_right_to_left_text_stays() -> None:
     assert paper.authors[0] == "Mallory Eve"
 
 
+def test_markup_comments_and_cdata_in_values_read_as_their_text() -> None:
+    """Values with child nodes keep the whitespace between them ("<b>Deep</b> <i>Learning</i>"
+    is "Deep Learning", not "DeepLearning"); the other entries read as they always do."""
+    root = etree.fromstring(NEW)
+    atom = "{http://www.w3.org/2005/Atom}"
+    first, second = list(root.iter(f"{atom}entry"))[:2]
+    title = first.find(f"{atom}title")
+    title.text = None
+    etree.SubElement(title, f"{atom}b").text = "Deep"
+    title[0].tail = " "
+    etree.SubElement(title, f"{atom}i").text = "Learning"
+    name = first.find(f"{atom}author").find(f"{atom}name")
+    name.text = "Ada"
+    name.append(etree.Comment(" a comment "))
+    name[0].tail = " Lovelace"
+    second.find(f"{atom}summary").text = etree.CDATA("a < b  and\n c")
+    feed = parse_feed(etree.tostring(root, encoding="UTF-8"))
+    assert feed.entries[0].title == "Deep Learning"
+    assert feed.entries[0].authors[0] == "Ada Lovelace"
+    assert feed.entries[1].abstract == "a < b and c"
+    assert feed.entries[2:] == parse_feed(NEW).entries[2:]
+
+
 def test_offset_dates_become_utc_and_https_ids_work() -> None:
     data = OLD.replace(b"<updated>2025-10-16T17:59:37Z", b"<updated>2025-10-17T00:00:00-04:00")
     data = data.replace(b"<id>http://arxiv.org/abs/2510.14968v1", b"<id>https://arxiv.org/abs/2510.14968v1")
