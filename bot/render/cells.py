@@ -58,7 +58,7 @@ _ODD_GROWTH = tuple((char.encode(), len(entity) - 1 - _GROWTH)
 def line_cell_bytes(text: str) -> int | None:
     """The UTF-8 bytes of `linked_line_cell(text)`, counted without making it; None when the
     text holds a web address or an autolink trigger (make the cell to know)."""
-    if _has_trigger(text):
+    if has_link_trigger(text):
         return None
     return _escaped_bytes(text)
 
@@ -88,7 +88,7 @@ def linked_line_cells(texts: list[str], ends: list[str] | None = None) -> list[s
     """`linked_line_cell` of many texts at once, each followed by its `end` (a cut's "…",
     which needs no escaping: the heads of plain text stay ASCII, cheaper to escape); those
     with a web address are made alone."""
-    linked = holding(texts, _TRIGGER_TEXTS)
+    linked = holding(texts, LINK_TRIGGERS)
     cells = line_cells([("" if i in linked else t) for i, t in enumerate(texts)])
     if ends:
         cells = [cell + end for cell, end in zip(cells, ends, strict=True)]
@@ -101,7 +101,7 @@ def linked_line_cells_bytes(texts: list[str], ends: list[str] | None = None) -> 
     """The UTF-8 bytes of `linked_line_cells` of all the texts together: counted in one batch
     for those without a web address or autolink trigger, made for the others."""
     ends = ends or [""] * len(texts)
-    linked = holding(texts, _TRIGGER_TEXTS)
+    linked = holding(texts, LINK_TRIGGERS)
     if linked:
         made = [linked_line_cell(texts[i] + ends[i]) for i in linked]
         texts = [t for i, t in enumerate(texts) if i not in linked]
@@ -118,7 +118,7 @@ def linked_cell(text: str) -> str:
 
 def linked_line_cell(text: str) -> str:
     """`linked_cell` of a text already on one line."""
-    if not _has_trigger(text):
+    if not has_link_trigger(text):
         return _escape(text)
     out: list[str] = []
     start = 0
@@ -153,16 +153,17 @@ def _escape(text: str) -> str:
     for char, entity in _CELL_ESCAPES:  # str.replace: many times faster than str.translate
         if char in text:
             text = text.replace(char, entity)
-    if _has_trigger(text):  # shown as written, but GitHub's autolinks do not see them
+    if has_link_trigger(text):  # shown as written, but GitHub's autolinks do not see them
         for trigger, written in _TRIGGERS:
             text = text.replace(trigger, written)
     return text
 
 
 _TRIGGERS = (("://", "&#58;//"), ("www.", "www&#46;"))
-_TRIGGER_TEXTS = tuple(trigger for trigger, _ in _TRIGGERS)
+LINK_TRIGGERS = tuple(trigger for trigger, _ in _TRIGGERS)  # where a web address may start
 _ALL_ESCAPES = (*_CELL_ESCAPES, *_TRIGGERS)  # as `_escape` makes them, in its order
 
 
-def _has_trigger(text: str) -> bool:
+def has_link_trigger(text: str) -> bool:
+    """Whether the text may hold a web address (then web_links finds them)."""
     return "://" in text or "www." in text  # cmark-gfm matches `www.` in lower case only

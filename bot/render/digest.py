@@ -257,8 +257,6 @@ def _kept_in_anchor(c: str) -> bool:
     return c in " -" or category[0] in "LMN" or category == "Pc"
 
 
-
-
 # --- keeping under max_bytes ----------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import jinja2
 from markupsafe import Markup
 
 from bot.render.batch import holding, replace_each
-from bot.render.cells import web_links
+from bot.render.cells import LINK_TRIGGERS, has_link_trigger, web_links
 from bot.render.digest import NOTE_CHARS, DigestRefused, SectionView
 from bot.render.feeds import ALL, slug
 from bot.render.files import replace_file, unwritable
@@ -123,7 +123,7 @@ def _items(rows: Sequence[Row]) -> list[str]:
         lines = r.lines
         prose += (lines.title, r._head, lines.comment)
         names += (lines.url, lines.authors)
-    found = holding([*prose[1::3], *prose[2::3]], _LINKS)  # in the abstracts and comments
+    found = holding([*prose[1::3], *prose[2::3]], LINK_TRIGGERS)  # in the abstracts and comments
     linked = [rows[n] for n in {i % len(rows) for i in found}]
     links = {id(r): (_linked(r.abstract_text), _linked(r.lines.comment)) for r in linked}
     items = []
@@ -150,7 +150,7 @@ def _escape_all(texts: list[str]) -> list[str]:
 
 def _linked(text: str) -> str:
     """The text escaped, each web address in it a link to exactly that address."""
-    if not _has_link(text):
+    if not has_link_trigger(text):
         return _escape(text)
     out: list[str] = []
     start = 0
@@ -172,13 +172,6 @@ def _escape(text: str) -> str:
 
 
 _ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"))  # "&" first
-
-
-_LINKS = ("://", "www.")
-
-
-def _has_link(text: str) -> bool:
-    return "://" in text or "www." in text
 
 
 @cache

@@ -25,7 +25,6 @@ BASE_ENV_DROP = ("TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"
                  "DAILY_PAPERS_METRICS_TOKEN")
 
 
-
 # Below Linux's ephemeral range (32768-60999): no client connection of a test running beside
 # this one is ever given such a port, so it is still free when the daemon binds it seconds later.
 PORTS = range(20_000, 32_000)
