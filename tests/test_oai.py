@@ -154,3 +154,18 @@ def test_a_version_date_in_a_rarer_form_gives_the_same_papers():
     data = RAW.replace(FIRST_DATE, b"<date>Wed, 23 Jan 2008 21:06:41 +0000</date>", 1)
     assert data != RAW
     assert parse_oai(data) == parse_oai(RAW)
+
+
+@pytest.mark.parametrize("old, new", [
+    # each of these is read from the page's tree; arXiv's own layout is read from its text
+    (b"</record>\n<record>", b"</record>\n<!-- a comment -->\n<record>"),
+    (b"<title>Variational Functionals", b"<title><![CDATA[Variational]]> Functionals"),
+    (b"<title>Variational", b"<title>&#86;ariational"),
+    (b"<arXivRaw xsi:", b"<arXivRaw xmlns:r='http://arxiv.org/OAI/arXivRaw/' xsi:"),
+    (b"<request resumptionToken='496549|46001'", b"<request resumptionToken=\"496549|46001\""),
+    (b"\n", b"\r\n"),
+], ids=["comment", "cdata", "reference", "second-prefix", "double-quotes", "crlf"])
+def test_the_same_page_written_differently_gives_the_same_papers(old: bytes, new: bytes):
+    data = RAW.replace(old, new)
+    assert data != RAW
+    assert parse_oai(data) == parse_oai(RAW)

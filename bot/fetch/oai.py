@@ -19,13 +19,21 @@ from operator import le, sub
 
 from bot.fetch.atom import MAX_COUNT, MAX_VERSION, Unrepresentable, parse_datetime
 from bot.fetch.errors import ArxivBadAnswer
-from bot.fetch.safexml import ITEM, Extractor, collapse, parse_xml, squeeze, value_of, values_of
+from bot.fetch.oai_text import OAI, RAW, read_text
+from bot.fetch.safexml import (
+    ITEM,
+    Extractor,
+    collapse,
+    parse_screened,
+    screen,
+    squeeze,
+    value_of,
+    values_of,
+)
 from storage.records import Paper
 
 log = logging.getLogger(__name__)
 
-OAI = "http://www.openarchives.org/OAI/2.0/"
-RAW = "http://arxiv.org/OAI/arXivRaw/"
 ARXIV = "http://arxiv.org/OAI/arXiv/"
 _ID = re.compile(r"\d{4}\.\d{4,5}|[A-Za-z][\w.\-]*/\d{7}")
 _IDS = re.compile(rf"(?:{_ID.pattern})(?:\n(?:{_ID.pattern}))*")
@@ -102,15 +110,23 @@ _ARXIV = _extractor("m", "arXiv", values_of("m:created|m:updated"), _AUTHOR_NAME
 
 def parse_oai(data: bytes) -> OaiPage:
     """Parse one OAI-PMH answer; an OAI error comes back as `error`, never raised."""
-    root, second_look = parse_xml(data, "OAI-PMH")
+    raw = RAW.encode() in data
+    screened = screen(data, "OAI-PMH")
+    text = read_text(screened) if raw else None
+    if text is not None:  # a page laid out as arXiv writes it: the same values, no tree
+        return _page(text.columns, text.token, text.complete_list_size, raw)
+    root, second_look = parse_screened(screened)
     if root.tag != f"{{{OAI}}}OAI-PMH":
         raise ArxivBadAnswer(f"not an OAI-PMH answer: root element {root.tag[:80]!r}")
-    raw = RAW.encode() in data
     values = (_RAW if raw else _ARXIV).values(root, second_look)
     code, message, token, size = values[:_HEAD]
     if code:
         return OaiPage((), None, None, error=code, message=message)
-    columns = _columns(values)
+    return _page(_columns(values), token, size, raw)
+
+
+def _page(columns: list[list[str]], token: str, size: str, raw: bool) -> OaiPage:
+    """The page from its records' values, column by column."""
     records = _read_columns(columns) if raw else None
     dropped = 0
     if records is None:  # the arXiv format, or a page the column checks do not vouch for
