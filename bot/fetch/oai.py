@@ -19,6 +19,7 @@ from operator import le, sub
 
 from bot.fetch.atom import MAX_COUNT, MAX_VERSION, Unrepresentable, parse_datetime
 from bot.fetch.errors import ArxivBadAnswer
+from bot.fetch.frozen import build
 from bot.fetch.oai_text import OAI, RAW, read_text
 from bot.fetch.safexml import (
     ITEM,
@@ -218,9 +219,9 @@ def _read(row: tuple[str, ...], raw: bool, days: dict[str, date]) -> OaiRecord:
 
 def _read_columns(columns: list[list[str]]) -> list[OaiRecord] | None:
     """An arXivRaw page's records, each check made once per column (a regex over the joined
-    column, a few str passes) and the objects built by map() calls. None when a check does
-    not vouch for every value: the row-by-row reading then fails or drops exactly as it does.
-    """
+    column, a few str passes) and the objects built column by column (frozen.build). None
+    when a check does not vouch for every value: the row-by-row reading then fails or drops
+    exactly as it does."""
     (datestamps, _, ids, dates_texts, authors, titles, categories_texts, comments,
      journal_refs, dois, abstracts) = columns
     if not _IDS.fullmatch("\n".join(ids)):
@@ -235,10 +236,10 @@ def _read_columns(columns: list[list[str]]) -> list[OaiRecord] | None:
         return None
     categories = list(map(tuple, map(dict.fromkeys, map(str.split, categories_texts))))
     primary = [c[0] if c else "" for c in categories]
-    papers = map(Paper, ids, counts, titles, abstracts, _names_column(authors), published,
-                 updated, primary, categories, comments, journal_refs, dois)
-    return list(map(OaiRecord, papers, map(days.__getitem__, datestamps),
-                    map(le, counts, repeat(1))))
+    papers = build(Paper, [ids, counts, titles, abstracts, _names_column(authors), published,
+                           updated, primary, categories, comments, journal_refs, dois])
+    return build(OaiRecord, [papers, list(map(days.__getitem__, datestamps)),
+                             list(map(le, counts, repeat(1)))])
 
 
 def _version_dates(texts: list[str]) -> tuple[list[int], list[datetime], list[datetime]] | None:

@@ -70,7 +70,7 @@ _TAIL = re.compile(
     f"(?:<resumptionToken{_attributes('token_attributes')}"
     f"(?:/>|>(?P<token>{_TEXT})</resumptionToken>){_S})?+</ListRecords>{_S}</OAI-PMH>{_S}")
 _DATE = re.compile(r"<date>([^<]*)</date>")
-_GROUPS = ("datestamp", "id", "versions", "authors", "title", "categories", "comments",
+_GROUPS = ("raw", "datestamp", "id", "versions", "authors", "title", "categories", "comments",
            "journal_ref", "doi", "abstract")
 _ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&apos;", "'"), ("&amp;", "&"))
 
@@ -100,21 +100,26 @@ def read_text(data: bytes) -> TextPage | None:
 
 
 def _read(text: str) -> TextPage:
+    # Every value read is normalize-space()d and the patterns take any XML whitespace between
+    # elements: line breaks and tabs become spaces in one pass over the page, not per value.
+    if "\r" in text:
+        text = text.replace("\r", " ")
+    if "\t" in text:
+        text = text.replace("\t", " ")
+    text = text.replace("\n", " ")
     head = _HEAD.match(text)
     if head is None:
         raise _Irregular
     root = _attributes_of(head.group("root"), OAI, inherited_xsi=False)
     xsi = root.get("xmlns:xsi") == _XSI
     _attributes_of(head.group("request"), None, inherited_xsi=xsi)
-    rows, declarations, at = [], set(), head.end()
+    rows, at = [], head.end()
     match = _RECORD.match(text, at)
     while match is not None:
-        if match.group("id") is not None:  # not a deleted record
-            declarations.add(match.group("raw"))
-            rows.append(match.group(*_GROUPS))
+        rows.append(match.group(*_GROUPS))  # a deleted record's are all None
         at = match.end()
         match = _RECORD.match(text, at)
-    for attributes in declarations:  # a page's arXivRaw elements are written alike
+    for attributes in {row[0] for row in rows} - {None}:  # arXiv writes them all alike
         _attributes_of(attributes, RAW, inherited_xsi=xsi)
     tail = _TAIL.fullmatch(text, at)
     if tail is None:
@@ -151,9 +156,11 @@ def _allowed(name: str, value: str, xsi: bool) -> bool:
 
 
 def _columns(rows: list[tuple[str | None, ...]]) -> list[list[str]]:
-    (datestamps, ids, versions, authors, titles, categories, comments, journal_refs, dois,
-     abstracts) = (list(column) for column in zip(*rows, strict=True)) if rows else [[]] * 10
-    dates = _dates(versions)
+    """parse_oai's columns from the _GROUPS of each record; a record without an id (deleted,
+    or an empty one) is left out, as parse_oai leaves it out."""
+    (_, datestamps, ids, versions, authors, titles, categories, comments, journal_refs, dois,
+     abstracts) = (list(column) for column in zip(*rows, strict=True)) if rows else [[]] * 11
+    dates = _dates([version or "" for version in versions])
     texts = [_text(c) for c in (datestamps, ids, authors, titles, categories, comments,
                                 journal_refs, dois, abstracts)]
     datestamps, ids, authors, titles, categories, comments, journal_refs, dois, abstracts = texts
@@ -182,10 +189,17 @@ def _text(values: list[str | None]) -> list[str]:
     joined = " ".join(column)
     if "&" in joined:
         column = [_unescape(value) if "&" in value else value for value in column]
-    if ("\n" in joined or "\t" in joined or "\r" in joined or "  " in joined
-            or joined[:1] == " " or joined[-1:] == " "):
-        column = [squeeze(value) for value in column]
+    if "  " in joined or joined[:1] == " " or joined[-1:] == " ":  # a value's end space meets
+        column = list(map(_collapse, column))                       # a separator: "  "
     return column
+
+
+def _collapse(value: str) -> str:
+    """normalize-space() of a value whose only whitespace is spaces (see _read)."""
+    value = value.strip(" ")
+    while "  " in value:
+        value = value.replace("  ", " ")
+    return value
 
 
 def _value(text: str) -> str:
