@@ -4,7 +4,9 @@ No DTD, no entities, no network, no huge trees; an HTML page says what it is. Te
 once per page where it can be (bidi controls) and collapsed per value. Two ways to read a
 page's values, whichever measured faster for its shape (bench/bench_parse.py): `Columns`, one
 XPath per field over the whole page (the 100-entry Atom page), and `Extractor`, one XSLT
-program writing every value normalized in C (1,000-record OAI pages, long abstracts).
+program writing every value normalized in C (1,000-record OAI pages, long abstracts; an
+arXivRaw page laid out as arXiv writes it skips the tree: bot/fetch/oai_text.py, which uses
+`screen` and `well_formed` from here).
 """
 
 from __future__ import annotations
