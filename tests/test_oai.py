@@ -9,6 +9,10 @@ import pytest
 
 from bot.fetch.errors import ArxivBadAnswer
 from bot.fetch.oai import parse_oai, split_authors
+from bot.fetch.oai_text import read_text
+from bot.fetch.safexml import screen
+from tests.fakes.arxiv_server import seed_corpus
+from tests.fakes.oai_server import OaiItem, _envelope, _record
 
 OAI = Path(__file__).parent / "fixtures" / "oai"
 RAW = (OAI / "old-export-2014-listrecords-arXivRaw-1000rec-versions-resumptiontoken.xml").read_bytes()
@@ -156,16 +160,39 @@ def test_a_version_date_in_a_rarer_form_gives_the_same_papers():
     assert parse_oai(data) == parse_oai(RAW)
 
 
-@pytest.mark.parametrize("old, new", [
-    # each of these is read from the page's tree; arXiv's own layout is read from its text
-    (b"</record>\n<record>", b"</record>\n<!-- a comment -->\n<record>"),
-    (b"<title>Variational Functionals", b"<title><![CDATA[Variational]]> Functionals"),
-    (b"<title>Variational", b"<title>&#86;ariational"),
-    (b"<arXivRaw xsi:", b"<arXivRaw xmlns:r='http://arxiv.org/OAI/arXivRaw/' xsi:"),
-    (b"<request resumptionToken='496549|46001'", b"<request resumptionToken=\"496549|46001\""),
-    (b"\n", b"\r\n"),
+@pytest.mark.parametrize("old, new, from_text", [
+    # arXiv's own layout is read from its text; anything else from the page's tree
+    (b"</record>\n<record>", b"</record>\n<!-- a comment -->\n<record>", False),
+    (b"<title>Variational Functionals", b"<title><![CDATA[Variational]]> Functionals", False),
+    (b"<title>Variational", b"<title>&#86;ariational", False),
+    (b"<arXivRaw xsi:", b"<arXivRaw xmlns:r='http://arxiv.org/OAI/arXivRaw/' xsi:", False),
+    (b"<request resumptionToken='496549|46001'", b"<request resumptionToken=\"496549|46001\"",
+     True),
+    (b"\n", b"\r\n", True),
 ], ids=["comment", "cdata", "reference", "second-prefix", "double-quotes", "crlf"])
-def test_the_same_page_written_differently_gives_the_same_papers(old: bytes, new: bytes):
+def test_the_same_page_written_differently_gives_the_same_papers(old: bytes, new: bytes,
+                                                                 from_text: bool):
     data = RAW.replace(old, new)
     assert data != RAW
+    assert (read_text(screen(data, "OAI-PMH")) is not None) is from_text
     assert parse_oai(data) == parse_oai(RAW)
+
+
+def _harvest_page() -> bytes:
+    """A ListRecords page of the local OAI-PMH server, as the harvest tests are served."""
+    items = [OaiItem(p, date(2025, 11, 13)) for p in seed_corpus()]
+    records = "".join(_record(item, raw=True) for item in items)
+    return _envelope({"verb": "ListRecords", "metadataPrefix": "arXivRaw"},
+                     f"<ListRecords>{records}</ListRecords>")
+
+
+@pytest.mark.parametrize("page", [RAW, _harvest_page()], ids=["arxiv-2014", "local-server"])
+def test_the_text_reading_gives_what_the_tree_gives(page: bytes,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    # the shortcut is taken for these pages, and the tree (forced) reads them alike
+    assert read_text(screen(page, "OAI-PMH")) is not None
+    from_text = parse_oai(page)
+    monkeypatch.setattr("bot.fetch.oai.read_text", lambda data: None)
+    from_tree = parse_oai(page)
+    assert len(from_tree.records) > 10
+    assert from_text == from_tree

@@ -7,8 +7,9 @@ the way arXiv writes it" is strict: the patterns cover the whole page, every tag
 namespace declaration, with only XML whitespace between the elements and no markup inside a
 value (so no comments, CDATA, processing instructions or DTD anywhere); character references
 and Unicode spaces beyond XML's send the page back too. Anything else returns None and
-parse_oai reads the page from its tree, as before: this is a shortcut that gives the same
-values, never a second reading of XML.
+parse_oai reads the page from its tree, as before. So there are two readings of one layout;
+tests/test_oai.py holds them to the same values (the real arXiv page and the local server's,
+each read both ways) and to which pages take which.
 """
 
 from __future__ import annotations
