@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from itertools import accumulate, pairwise, repeat
 
-from bot.fetch.safexml import ITEM, second_look, squeeze, well_formed
+from bot.fetch.safexml import ITEM, Irregular, from_text, squeeze, unescape
 
 OAI = "http://www.openarchives.org/OAI/2.0/"
 RAW = "http://arxiv.org/OAI/arXivRaw/"
@@ -73,8 +73,6 @@ _TAIL = re.compile(
 _DATE = re.compile(r"<date>([^<]*)</date>")
 _GROUPS = ("raw", "datestamp", "id", "versions", "authors", "title", "categories", "comments",
            "journal_ref", "doi", "abstract")
-_REFERENCE = re.compile("&(?:lt|gt|amp|quot|apos);|&")
-_CHARACTERS = {"&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"', "&apos;": "'"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,21 +82,10 @@ class TextPage:
     columns: list[list[str]]  # parse_oai's _FIELDS, one list each, deleted records left out
 
 
-class _Irregular(Exception):
-    """The page is not laid out the way the patterns expect: read it from its tree."""
-
-
 def read_text(data: bytes) -> TextPage | None:
     """The page's values, the same parse_oai's XSLT program gives, or None when the page
     is not one these patterns vouch for (`data` already screened by safexml.screen)."""
-    if not data.startswith(b"<?xml") or second_look(data):
-        return None
-    try:
-        page = _read(data.decode("utf-8"))
-    except (_Irregular, UnicodeDecodeError):
-        return None
-    # Checked last: a page the patterns do not take costs no parse more than before
-    return page if well_formed(data) else None
+    return from_text(data, _read)
 
 
 def _read(text: str) -> TextPage:
@@ -111,7 +98,7 @@ def _read(text: str) -> TextPage:
     text = text.replace("\n", " ")
     head = _HEAD.match(text)
     if head is None:
-        raise _Irregular
+        raise Irregular
     root = _attributes_of(head.group("root"), OAI, inherited_xsi=False)
     xsi = root.get("xmlns:xsi") == _XSI
     _attributes_of(head.group("request"), None, inherited_xsi=xsi)
@@ -125,7 +112,7 @@ def _read(text: str) -> TextPage:
         _attributes_of(attributes, RAW, inherited_xsi=xsi)
     tail = _TAIL.fullmatch(text, at)
     if tail is None:
-        raise _Irregular
+        raise Irregular
     token = _attributes_of(tail.group("token_attributes") or "", None, inherited_xsi=xsi)
     return TextPage(_value(tail.group("token") or ""),
                     _value(token.get("completeListSize", "")), _columns(rows))
@@ -140,10 +127,10 @@ def _attributes_of(attributes: str, namespace: str | None, *, inherited_xsi: boo
     pairs = [(name, single or double) for name, single, double in _NAMED.findall(attributes)]
     found = dict(pairs)
     if len(found) != len(pairs) or found.get("xmlns") != namespace:
-        raise _Irregular
+        raise Irregular
     xsi = inherited_xsi or found.get("xmlns:xsi") == _XSI
     if not all(_allowed(name, value, xsi) for name, value in pairs):
-        raise _Irregular
+        raise Irregular
     return found
 
 
@@ -190,7 +177,7 @@ def _text(values: list[str | None]) -> list[str]:
     column = ["" if value is None else value for value in values]
     joined = " ".join(column)
     if "&" in joined:
-        column = [_unescape(value) if "&" in value else value for value in column]
+        column = [unescape(value) if "&" in value else value for value in column]
     if "  " in joined or joined[:1] == " " or joined[-1:] == " ":  # a value's end space meets
         column = list(map(_collapse, column))                       # a separator: "  "
     return column
@@ -205,17 +192,4 @@ def _collapse(value: str) -> str:
 
 
 def _value(text: str) -> str:
-    return squeeze(_unescape(text)) if "&" in text else squeeze(text)
-
-
-def _unescape(text: str) -> str:
-    """The five references XML predefines, in one pass (a character reference sends the page
-    back, and libxml2 refuses any other without a DTD); anything else is not vouched for."""
-    return _REFERENCE.sub(_character, text)
-
-
-def _character(reference: re.Match[str]) -> str:
-    character = _CHARACTERS.get(reference.group())
-    if character is None:
-        raise _Irregular
-    return character
+    return squeeze(unescape(text)) if "&" in text else squeeze(text)

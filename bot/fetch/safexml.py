@@ -5,8 +5,8 @@ once per page where it can be (bidi controls) and collapsed per value. Two ways 
 page's values, whichever measured faster for its shape (bench/bench_parse.py): `Columns`, one
 XPath per field over the whole page (the 100-entry Atom page), and `Extractor`, one XSLT
 program writing every value normalized in C (1,000-record OAI pages, long abstracts; an
-arXivRaw page laid out as arXiv writes it skips the tree: bot/fetch/oai_text.py, which uses
-`screen` and `well_formed` from here).
+arXivRaw or Atom page laid out as arXiv writes it skips the tree: bot/fetch/oai_text.py and
+atom_text.py, which use `screen` and `from_text` from here).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable
 from itertools import pairwise
+from typing import TypeVar
 
 from lxml import etree
 
@@ -147,6 +148,45 @@ def well_formed(data: bytes) -> bool:
     return True
 
 
+class Irregular(Exception):
+    """A page not laid out the way a text reading's patterns expect: read it from its tree."""
+
+
+T = TypeVar("T")
+
+
+def from_text(data: bytes, read: Callable[[str], T]) -> T | None:
+    """`read` of a screened page's text (oai_text.py, atom_text.py), or None when the page
+    is not one its patterns vouch for (`read` raised Irregular), has values that need a
+    second look, is not UTF-8 or is not well-formed."""
+    if not data.startswith(b"<?xml") or second_look(data):
+        return None
+    try:
+        values = read(data.decode("utf-8"))
+    except (Irregular, UnicodeDecodeError):
+        return None
+    # Checked last: a page the patterns do not take costs no parse more than before
+    return values if well_formed(data) else None
+
+
+_PREDEFINED = re.compile("&(?:lt|gt|amp|quot|apos);|&")
+_CHARACTERS = {"&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"', "&apos;": "'"}
+
+
+def unescape(text: str) -> str:
+    """The five references XML predefines undone, in one pass (a text reading leaves pages
+    with character references to the tree, and libxml2 refuses any other without a DTD);
+    anything else raises Irregular."""
+    return _PREDEFINED.sub(_character, text)
+
+
+def _character(reference: re.Match[str]) -> str:
+    character = _CHARACTERS.get(reference.group())
+    if character is None:
+        raise Irregular
+    return character
+
+
 FIELD, ITEM = "\t", "\r"  # separators normalize-space() guarantees are in no value
 
 
@@ -260,8 +300,8 @@ class Columns:
         """The values collapsed. Most are clean already: the column is checked as one string
         (`joined` by spaces), a handful of searches in C instead of a call per value."""
         clean = self._clean
-        if clean is squeeze and not _needs_squeeze(" ".join(values) if joined is None
-                                                   else joined):
+        if clean is squeeze and not needs_squeeze(" ".join(values) if joined is None
+                                                  else joined):
             return values
         return [clean(value) for value in values]
 
@@ -306,7 +346,7 @@ def _whole(element: etree._Element) -> str:
     return "".join(element.xpath("descendant::text()"))
 
 
-def _needs_squeeze(joined: str) -> bool:
+def needs_squeeze(joined: str) -> bool:
     """Whether any value of a column joined by single spaces may have XML whitespace to
     collapse or strip: a value's leading or trailing space meets a separator as a double space,
     so one slow search covers all three (an empty value is a false alarm: the values are then
