@@ -3,7 +3,9 @@
 Reads the API's old and new formats alike: elements are found by namespace and local name
 (http or https URIs), never by order, prefix or placement of namespace declarations. Each
 field is read for the whole page by one compiled XPath (`safexml.Columns`): parsing was half
-of a search cycle's CPU, and per-entry work in Python is what it costs.
+of a search cycle's CPU, and per-entry work in Python is what it costs. A page laid out the
+way arXiv writes it skips the tree (bot/fetch/atom_text.py, held to the same values by
+tests/test_atom_text.py), and its Papers are built column by column (frozen.build).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
+from bot.fetch.atom_text import read_text
 from bot.fetch.errors import ArxivBadAnswer, ArxivRejected
-from bot.fetch.safexml import Columns, MixedContent, collapse, parse_xml
+from bot.fetch.frozen import build
+from bot.fetch.safexml import Columns, MixedContent, collapse, parse_screened, screen
 from storage.records import Feed, Paper
 
 __all__ = ["collapse", "parse_feed", "split_id"]
@@ -74,17 +78,22 @@ def _paths(atom: str, arxiv: str, opensearch: str) -> _Paths:
 
 def parse_feed(data: bytes) -> Feed:
     """Parse one API answer. Raises ArxivRejected for an error feed, ArxivBadAnswer otherwise.
-    Read first from a tree without the whitespace between elements (13 % faster); a value with
+    A page laid out as arXiv writes it is read from its text (atom_text.py); any other is
+    read first from a tree without the whitespace between elements (13 % faster); a value with
     child nodes (markup or a comment in a title: never seen from arXiv) reads the page again
     from a tree that has it, where that whitespace is part of the value."""
+    screened = screen(data, "Atom")
+    text = read_text(screened)
+    if text is not None:
+        return _feed(text.counts, text.columns, text.names, text.terms, text.primary)
     try:
-        return _read_feed(data, blanks=False)
+        return _read_feed(screened, blanks=False)
     except MixedContent:
-        return _read_feed(data, blanks=True)
+        return _read_feed(screened, blanks=True)
 
 
 def _read_feed(data: bytes, *, blanks: bool) -> Feed:
-    root, second_look = parse_xml(data, "Atom", blanks=blanks)
+    root, second_look = parse_screened(data, blanks=blanks)
     if root.tag not in _FEED_ROOTS:
         name = etree.QName(root).localname if isinstance(root.tag, str) else "?"
         raise ArxivBadAnswer(f"not an Atom feed: root element <{name}>")
@@ -96,25 +105,70 @@ def _read_feed(data: bytes, *, blanks: bool) -> Feed:
     for raw_id, title, summary in zip(*texts[:3], strict=True):
         if "/api/errors" in raw_id:
             raise ArxivRejected(summary or title or "error")
-    rows = zip(*texts, columns.every(paths.names(root), depth=2),
-               columns.every_attribute(paths.categories(root), "term"),
-               columns.first_leaf(paths.primary_terms(root), functools.partial(
-                   columns.first_attribute, paths.primary(root), "term")), strict=True)
+    names = columns.every(paths.names(root), depth=2)
+    terms = columns.every_attribute(paths.categories(root), "term")
+    primary = columns.first_leaf(paths.primary_terms(root), functools.partial(
+        columns.first_attribute, paths.primary(root), "term"))
     page = Columns([root], second_look, blanks=blanks)
-    counts = [page.first(path(root))[0] for path in paths.counts]  # read before any warning
-    papers = []
-    for row in rows:
-        try:
-            papers.append(_paper(*row))
-        except Unrepresentable as exc:
-            log.warning("arXiv entry dropped: %s", exc)
+    counts = [page.first(path(root))[0] for path in paths.counts]
+    return _feed(counts, texts, names, terms, primary)
+
+
+def _feed(counts: list[str], texts: list[list[str]], names: list[list[str]],
+          terms: list[list[str]], primary: list[str]) -> Feed:
+    """The Feed of a page's values, read from its tree or its text alike."""
+    papers = _regular_papers(texts, names, terms, primary)
+    if papers is None:
+        papers = []
+        for row in zip(*texts, names, terms, primary, strict=True):
+            try:
+                papers.append(_paper(*row))
+            except Unrepresentable as exc:
+                log.warning("arXiv entry dropped: %s", exc)
     return Feed(
         total_results=_count(counts, 0, "totalResults"),
         start_index=_count(counts, 1, "startIndex"),
         items_per_page=_count(counts, 2, "itemsPerPage"),
         entries=tuple(papers),
-        dropped=len(columns.records) - len(papers),
+        dropped=len(primary) - len(papers),
     )
+
+
+# A column of ids as arXiv writes them, one a line: each in range, so read at once
+_REGULAR_IDS = re.compile(r"^[^\n]*/abs/([0-9]{4}\.[0-9]{4,5}|[A-Za-z][\w.\-]*/[0-9]{7})"
+                          r"v([1-9][0-9]{0,3})$", re.MULTILINE)
+
+
+def _regular_papers(texts: list[list[str]], names: list[list[str]], terms: list[list[str]],
+                    primary: list[str]) -> list[Paper] | None:
+    """The page's Papers built column by column (frozen.build) when every id and date is in
+    arXiv's own form and range, so no entry can fail or be dropped; otherwise None (the
+    entries are then read one by one by _paper, which says what is wrong)."""
+    raw_ids, titles, summaries, published_texts, updated_texts, comments, journal_refs, dois = (
+        texts)
+    count = len(raw_ids)
+    ids = _REGULAR_IDS.findall("\n".join(raw_ids))
+    moments = _regular_dates(published_texts + updated_texts)
+    if len(ids) != count or moments is None:
+        return None
+    categories = [tuple(dict.fromkeys(filter(None, row))) for row in terms]
+    return build(Paper, [
+        [arxiv_id for arxiv_id, _ in ids], [int(version) for _, version in ids], titles,
+        summaries, [tuple(filter(None, row)) for row in names], moments[:count],
+        moments[count:], [first or (row[0] if row else "") for first, row in zip(
+            primary, categories, strict=True)], categories, comments, journal_refs, dois])
+
+
+def _regular_dates(texts: list[str]) -> list[datetime] | None:
+    """Each date as parse_datetime gives it, when every one is in UTC and in range."""
+    try:
+        moments = list(map(datetime.fromisoformat, texts))
+    except ValueError:  # an empty or malformed date
+        return None
+    if moments and not (all(moment.tzinfo is UTC for moment in moments)
+                        and min(moments) >= EARLIEST and max(moments) < LATEST):
+        return None
+    return moments
 
 
 def _pick(data: bytes, uris: tuple[str, ...]) -> str:
