@@ -44,9 +44,10 @@ _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "
 _RFC822_COLUMN = re.compile(r"(?:[A-Z][a-z]{2}, [0-9]{1,2} (?:" + "|".join(_MONTH_NAMES)
                             + r") (?:19|2[0-9])[0-9]{2} (?:[01][0-9]|2[0-3])(?::[0-5][0-9]){2}"
                             r" GMT\r)+")
-_ISO = "{}-{}-{:0>2}T{}+00:00"  # year, month, day, clock: read by datetime.fromisoformat
-_MM = {m: f"{i:02d}" for i, m in enumerate(_MONTH_NAMES, 1)}
 _MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
+_MM = {m: f"-{i:02d}-" for i, m in enumerate(_MONTH_NAMES, 1)}  # ISO 8601 pieces
+_DDT = {f"{d:{w}}": f"{d:02d}T" for d in range(100) for w in ("", "02")}  # "4" and "04"
+_UTC = "+00:00\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,8 +254,16 @@ def _version_dates(texts: list[str]) -> tuple[list[int], list[datetime], list[da
     if not _RFC822_COLUMN.fullmatch(joined):  # also: no empty date
         return None
     words = joined.replace(ITEM, " ").split(" ")  # 6 a date: Wed, 23 Jan 2008 21:06:41 GMT
-    iso = map(_ISO.format, words[3::6], map(_MM.__getitem__, words[2::6]), words[1::6],
-              words[4::6])
+    count = len(words) // 6
+    # each date as ISO 8601, "2008-01-23T21:06:41+00:00\n", made by one join of its pieces
+    # (from lookups, no string formatted per date)
+    pieces = [_UTC] * (5 * count)
+    pieces[0::5] = words[3::6]
+    pieces[1::5] = map(_MM.__getitem__, words[2::6])
+    pieces[2::5] = map(_DDT.__getitem__, words[1::6])
+    pieces[3::5] = words[4::6]
+    iso = "".join(pieces).split("\n")
+    iso.pop()
     try:
         moments = list(map(datetime.fromisoformat, iso))  # UTC: timezone.utc, as _rfc822's
     except ValueError:  # 30 Feb
@@ -279,7 +288,8 @@ def _names_column(column: list[str]) -> list[tuple[str, ...]]:
     # take away spaces next to a comma, which the split below strips anyway.
     text = (text.replace(", and ", ",").replace(",and ", ",").replace(" , ", ",")
             .replace(" and ", ",").replace(" ,", ",").replace(", ", ","))
-    return [tuple(filter(None, line.split(","))) for line in text.split("\t")]
+    names = map(filter, repeat(None), map(str.split, text.split("\t"), repeat(",")))
+    return list(map(tuple, names))  # map() in C: no Python step per line
 
 
 def _midnight(day: date, arxiv_id: str) -> datetime:

@@ -103,11 +103,13 @@ def _read(text: str) -> TextPage:
     xsi = root.get("xmlns:xsi") == _XSI
     _attributes_of(head.group("request"), None, inherited_xsi=xsi)
     rows, at = [], head.end()
-    match = _RECORD.match(text, at)
-    while match is not None:
+    # finditer's next match is the one at `at` when there is one there (none skipped):
+    # one call per record fewer than match() at each end
+    for match in _RECORD.finditer(text, at):
+        if match.start() != at:
+            break
         rows.append(match.group(*_GROUPS))  # a deleted record's are all None
         at = match.end()
-        match = _RECORD.match(text, at)
     for attributes in {row[0] for row in rows} - {None}:  # arXiv writes them all alike
         _attributes_of(attributes, RAW, inherited_xsi=xsi)
     tail = _TAIL.fullmatch(text, at)
