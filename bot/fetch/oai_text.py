@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from itertools import accumulate, pairwise, repeat
 
-from bot.fetch.safexml import ITEM, Irregular, from_text, squeeze, unescape
+from bot.fetch.safexml import ITEM, Irregular, from_text, runs_of, squeeze, unescape
 
 OAI = "http://www.openarchives.org/OAI/2.0/"
 RAW = "http://arxiv.org/OAI/arXivRaw/"
@@ -165,12 +164,8 @@ def _columns(rows: list[tuple[str | None, ...]]) -> list[list[str]]:
 
 
 def _dates(versions: list[str]) -> list[str]:
-    """Each record's version dates as the XSLT program writes them ("date\\r" per version):
-    one search over the joined column (NUL, which no XML text holds, between the records),
-    then each record's run of dates sliced by its count."""
-    dates = _text(_DATE.findall("\0".join(versions)))
-    ends = list(accumulate(map(str.count, versions, repeat("<date>"))))
-    return [ITEM.join(dates[start:end]) + ITEM for start, end in pairwise([0, *ends])]
+    """Each record's version dates as the XSLT program writes them ("date\\r" per version)."""
+    return [ITEM.join(dates) + ITEM for dates in runs_of(versions, _DATE, "<date>", _text)]
 
 
 def _text(values: list[str | None]) -> list[str]:
