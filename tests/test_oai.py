@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
+from bot.fetch import oai
 from bot.fetch.errors import ArxivBadAnswer
 from bot.fetch.oai import parse_oai, split_authors
 from bot.fetch.oai_text import read_text
@@ -170,12 +172,73 @@ def test_a_version_date_in_a_rarer_form_gives_the_same_papers():
      True),
     (b"\n", b"\r\n", True),
 ], ids=["comment", "cdata", "reference", "second-prefix", "double-quotes", "crlf"])
-def test_the_same_page_written_differently_gives_the_same_papers(old: bytes, new: bytes,
-                                                                 from_text: bool):
+def test_the_same_page_written_differently_gives_the_same_papers(
+        old: bytes, new: bytes, from_text: bool, monkeypatch: pytest.MonkeyPatch):
     data = RAW.replace(old, new)
     assert data != RAW
-    assert (read_text(screen(data, "OAI-PMH")) is not None) is from_text
+    assert _read_from_text(data, monkeypatch) is from_text
     assert parse_oai(data) == parse_oai(RAW)
+
+
+def _read_from_text(data: bytes, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether parse_oai reads the page without building its tree."""
+    trees = []
+
+    def parse_screened(*args: object, **kwargs: object) -> object:
+        trees.append(1)
+        return real(*args, **kwargs)
+
+    real = oai.parse_screened
+    with monkeypatch.context() as patched:
+        patched.setattr(oai, "parse_screened", parse_screened)
+        with contextlib.suppress(ArxivBadAnswer):
+            parse_oai(data)
+    return not trees
+
+
+def _outcome(data: bytes) -> object:
+    try:
+        return parse_oai(data)
+    except ArxivBadAnswer as exc:
+        return f"ArxivBadAnswer: {exc}"
+
+
+_V4 = b"<date>Thu, 11 Sep 2008 22:03:53 GMT</date>"  # 0801.3674's last version's date
+
+
+@pytest.mark.parametrize("old, new, versions", [
+    # a later version without a date: the tree leaves it out, a version fewer
+    (b"<date>Mon, 4 Feb 2008 15:05:55 GMT</date>", b"<date>  </date>", 3),
+    (_V4, b"<date>\n</date>", 3),
+    # the last or first date not a real day, out of range, or not in the usual form
+    (_V4, b"<date>Thu, 31 Sep 2008 22:03:53 GMT</date>", None),
+    (_V4, b"<date>Thu, 11 Sep 3008 22:03:53 GMT</date>", None),
+    (_V4, b"<date>Thu,  11 Sep 2008\n22:03:53 GMT </date>", 4),
+    (_V4, b"<date>Thu, 11 Sep 2008 22:03:53 +0000</date>", 4),
+    (b"<date>Wed, 23 Jan 2008 21:13:53 GMT</date>", b"<date> Wed, 23 Jan 2008 21:13:53 GMT</date>",
+     4),
+    (b"<date>Wed, 23 Jan 2008 21:13:53 GMT</date>", b"<date></date>", 3),
+], ids=["blank-middle", "blank-last", "no-such-day", "out-of-range", "spaced", "offset",
+        "first-spaced", "first-empty"])
+def test_odd_version_dates_are_read_from_the_tree(old: bytes, new: bytes, versions: int | None,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    # the text reading takes only dates as arXiv writes them; the tree says what the rest is
+    data = RAW.replace(old, new, 1)
+    assert data != RAW
+    assert not _read_from_text(data, monkeypatch)
+    outcome = _outcome(data)
+    monkeypatch.setattr("bot.fetch.oai.read_text", lambda data: None)
+    assert _outcome(data) == outcome
+    if versions is None:  # the page fails, or the record is dropped, saying which date
+        assert ("0801.3674" in outcome if isinstance(outcome, str)
+                else outcome.dropped == 1 and "0801.3674" not in _ids(outcome))
+    else:
+        paper = next(r.paper for r in outcome.records if r.paper.arxiv_id == "0801.3674")
+        assert paper.version == versions
+
+
+def _ids(page: object) -> set[str]:
+    return {r.paper.arxiv_id for r in page.records}
 
 
 def _harvest_page() -> bytes:
@@ -191,6 +254,7 @@ def test_the_text_reading_gives_what_the_tree_gives(page: bytes,
                                                     monkeypatch: pytest.MonkeyPatch):
     # the shortcut is taken for these pages, and the tree (forced) reads them alike
     assert read_text(screen(page, "OAI-PMH")) is not None
+    assert _read_from_text(page, monkeypatch)
     from_text = parse_oai(page)
     monkeypatch.setattr("bot.fetch.oai.read_text", lambda data: None)
     from_tree = parse_oai(page)

@@ -20,7 +20,7 @@ from operator import le, sub
 from bot.fetch.atom import MAX_COUNT, MAX_VERSION, Unrepresentable, parse_datetime
 from bot.fetch.errors import ArxivBadAnswer
 from bot.fetch.frozen import build
-from bot.fetch.oai_text import OAI, RAW, read_text
+from bot.fetch.oai_text import OAI, RAW, TextPage, read_text
 from bot.fetch.safexml import (
     ITEM,
     Extractor,
@@ -115,8 +115,9 @@ def parse_oai(data: bytes) -> OaiPage:
     raw = RAW.encode() in data
     screened = screen(data, "OAI-PMH")
     text = read_text(screened) if raw else None
-    if text is not None:  # a page laid out as arXiv writes it: the same values, no tree
-        return _page(text.columns, text.token, text.complete_list_size, raw)
+    records = _text_records(text) if text is not None else None
+    if records is not None:  # a page laid out as arXiv writes it: the same values, no tree
+        return OaiPage(tuple(records), text.token or None, _size(text.complete_list_size))
     root, second_look = parse_screened(screened)
     if root.tag != f"{{{OAI}}}OAI-PMH":
         raise ArxivBadAnswer(f"not an OAI-PMH answer: root element {root.tag[:80]!r}")
@@ -129,7 +130,8 @@ def parse_oai(data: bytes) -> OaiPage:
 
 def _page(columns: list[list[str]], token: str, size: str, raw: bool) -> OaiPage:
     """The page from its records' values, column by column."""
-    records = _read_columns(columns) if raw else None
+    dates = _version_dates(columns[3]) if raw else None
+    records = _read_columns(columns, dates) if dates is not None else None
     dropped = 0
     if records is None:  # the arXiv format, or a page the column checks do not vouch for
         records, dropped = _records(zip(*columns, strict=True), raw)
@@ -218,17 +220,36 @@ def _read(row: tuple[str, ...], raw: bool, days: dict[str, date]) -> OaiRecord:
     return OaiRecord(paper, stamp, len(dates) <= 1)
 
 
-def _read_columns(columns: list[list[str]]) -> list[OaiRecord] | None:
+def _text_records(page: TextPage) -> list[OaiRecord] | None:
+    """The records of a page read from its text (oai_text.py), or None when a column check
+    does not vouch for every value: the page is then read from its tree, which fails or
+    drops a record exactly where it does."""
+    if not page.version_counts:
+        return []
+    counts = page.version_counts
+    if max(counts) > MAX_VERSION:
+        return None
+    published = _moments(ITEM.join(page.columns[3]) + ITEM)
+    later = [text for text in page.last_dates if text is not None]
+    updates = _moments(ITEM.join(later) + ITEM) if later else []
+    if published is None or updates is None:
+        return None
+    moments = iter(updates)
+    updated = [first if last is None else next(moments)
+               for first, last in zip(published, page.last_dates, strict=True)]
+    return _read_columns(page.columns, (counts, published, updated))
+
+
+def _read_columns(columns: list[list[str]],
+                  dates: tuple[list[int], list[datetime], list[datetime]]
+                  ) -> list[OaiRecord] | None:
     """An arXivRaw page's records, each check made once per column (a regex over the joined
-    column, a few str passes) and the objects built column by column (frozen.build). None
-    when a check does not vouch for every value: the row-by-row reading then fails or drops
-    exactly as it does."""
-    (datestamps, _, ids, dates_texts, authors, titles, categories_texts, comments,
+    column, a few str passes) and the objects built column by column (frozen.build), given
+    each record's version count, first and last version dates. None when a check does not
+    vouch for every value: the row-by-row reading then fails or drops exactly as it does."""
+    (datestamps, _, ids, _, authors, titles, categories_texts, comments,
      journal_refs, dois, abstracts) = columns
     if not _IDS.fullmatch("\n".join(ids)):
-        return None
-    dates = _version_dates(dates_texts)
-    if dates is None:
         return None
     counts, published, updated = dates
     try:
@@ -245,12 +266,23 @@ def _read_columns(columns: list[list[str]]) -> list[OaiRecord] | None:
 
 def _version_dates(texts: list[str]) -> tuple[list[int], list[datetime], list[datetime]] | None:
     """Each record's version count, first and last version dates, from the dates column
-    ("date\\r" per version): every date of the page parsed by one regex check and a few
-    map() calls. None for anything but one to MAX_VERSION dates in the usual form."""
-    joined = "".join(texts)
+    ("date\\r" per version). None for anything but one to MAX_VERSION dates each, all in
+    the usual form."""
     counts = list(map(str.count, texts, repeat(ITEM)))
     if not counts or min(counts) < 1 or max(counts) > MAX_VERSION:
         return None
+    moments = _moments("".join(texts))
+    if moments is None:
+        return None
+    ends = list(accumulate(counts))
+    first = list(map(moments.__getitem__, map(sub, ends, counts)))
+    last = list(map(moments.__getitem__, map(sub, ends, repeat(1))))
+    return counts, first, last
+
+
+def _moments(joined: str) -> list[datetime] | None:
+    """arXivRaw's dates, each ended by ITEM, as _rfc822 reads them: parsed by one regex check
+    and a few map() calls; None unless every one is in the usual form and a real day."""
     if not _RFC822_COLUMN.fullmatch(joined):  # also: no empty date
         return None
     words = joined.replace(ITEM, " ").split(" ")  # 6 a date: Wed, 23 Jan 2008 21:06:41 GMT
@@ -265,13 +297,9 @@ def _version_dates(texts: list[str]) -> tuple[list[int], list[datetime], list[da
     iso = "".join(pieces).split("\n")
     iso.pop()
     try:
-        moments = list(map(datetime.fromisoformat, iso))  # UTC: timezone.utc, as _rfc822's
+        return list(map(datetime.fromisoformat, iso))  # UTC: timezone.utc, as _rfc822's
     except ValueError:  # 30 Feb
         return None
-    ends = list(accumulate(counts))
-    first = list(map(moments.__getitem__, map(sub, ends, counts)))
-    last = list(map(moments.__getitem__, map(sub, ends, repeat(1))))
-    return counts, first, last
 
 
 def _names_column(column: list[str]) -> list[tuple[str, ...]]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import compress
 
-from bot.fetch.safexml import ITEM, Irregular, from_text, runs_of, squeeze, unescape
+from bot.fetch.safexml import Irregular, from_text, squeeze, unescape
 
 OAI = "http://www.openarchives.org/OAI/2.0/"
 RAW = "http://arxiv.org/OAI/arXivRaw/"
@@ -26,6 +27,9 @@ RAW = "http://arxiv.org/OAI/arXivRaw/"
 # back from costs ~20 % less.
 _S = " *+"  # XML's whitespace between elements (only spaces left: see _read), never a value
 _TEXT = "[^<]*+"
+# A later version's date is never blank (the XSLT program would leave it out, so the count
+# of versions would differ); the first's and the last's are checked in full by parse_oai
+_DATED = "[^< ][^<]*+"
 _ATTRIBUTE = r""" ++[A-Za-z_:][\w.:-]*+=(?:'[^'<&]*+'|"[^"<&]*+")"""
 _NAMED = re.compile(r"""[ \t\r\n]+([^ \t\r\n=]+)=(?:'([^']*)'|"([^"]*)")""")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][\w.-]*")
@@ -35,6 +39,13 @@ _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 def _attributes(group: str) -> str:
     """An element's attributes, named `group`: a value with a reference is not vouched for."""
     return f"(?P<{group}>(?:{_ATTRIBUTE})*+)"
+
+
+def _version(group: str, date: str) -> str:
+    """One <version> of arXivRaw's history, its date named `group`."""
+    return (f"<version version=(?:'v[0-9]++'|\"v[0-9]++\")>{_S}<date>(?P<{group}>{date})</date>"
+            f"{_S}<size>{_TEXT}</size>{_S}" + _leaf("source_type", optional=True)
+            + f"</version>{_S}")
 
 
 def _leaf(name: str, group: str | None = None, *, optional: bool = False) -> str:
@@ -55,9 +66,7 @@ _HEADER = (f"<header>{_S}" + _leaf("identifier") + _leaf("datestamp", "datestamp
 _RECORD = re.compile(
     f"<record>{_S}(?:{_HEADER}<metadata>{_S}<arXivRaw{_attributes('raw')}>{_S}"
     + _leaf("id", "id") + _leaf("submitter", optional=True)
-    + f"(?P<versions>(?:<version version=(?:'v[0-9]++'|\"v[0-9]++\")>{_S}<date>{_TEXT}</date>"
-    + f"{_S}<size>{_TEXT}</size>{_S}" + _leaf("source_type", optional=True)
-    + f"</version>{_S})++)"
+    + f"(?P<versions>{_version('first', _TEXT)}(?:{_version('last', _DATED)})*+)"
     + _leaf("title", "title") + _leaf("authors", "authors") + _leaf("categories", "categories")
     + _leaf("comments", "comments", optional=True)
     + f"(?:<(?P<unread>proxy|report-no|msc-class|acm-class)>{_TEXT}</(?P=unread)>{_S})*+"
@@ -69,16 +78,22 @@ _RECORD = re.compile(
 _TAIL = re.compile(
     f"(?:<resumptionToken{_attributes('token_attributes')}"
     f"(?:/>|>(?P<token>{_TEXT})</resumptionToken>){_S})?+</ListRecords>{_S}</OAI-PMH>{_S}")
-_DATE = re.compile(r"<date>([^<]*)</date>")
-_GROUPS = ("raw", "datestamp", "id", "versions", "authors", "title", "categories", "comments",
-           "journal_ref", "doi", "abstract")
+_GROUPS = ("raw", "datestamp", "id", "first", "authors", "title", "categories", "comments",
+           "journal_ref", "doi", "abstract", "versions", "last")
 
 
 @dataclass(frozen=True, slots=True)
 class TextPage:
+    """A page's values as its text gives them; deleted records left out."""
+
     token: str
     complete_list_size: str
-    columns: list[list[str]]  # parse_oai's _FIELDS, one list each, deleted records left out
+    # parse_oai's _FIELDS, one list each, but the dates column holds each record's first
+    # version's date as written (not every version's, normalised): the patterns take only
+    # versions with a date, so the count of versions and the last one's date say the rest
+    columns: list[list[str]]
+    version_counts: list[int]
+    last_dates: list[str | None]  # None: one version only
 
 
 def read_text(data: bytes) -> TextPage | None:
@@ -116,7 +131,7 @@ def _read(text: str) -> TextPage:
         raise Irregular
     token = _attributes_of(tail.group("token_attributes") or "", None, inherited_xsi=xsi)
     return TextPage(_value(tail.group("token") or ""),
-                    _value(token.get("completeListSize", "")), _columns(rows))
+                    _value(token.get("completeListSize", "")), *_columns(rows))
 
 
 def _attributes_of(attributes: str, namespace: str | None, *, inherited_xsi: bool
@@ -145,27 +160,25 @@ def _allowed(name: str, value: str, xsi: bool) -> bool:
     return _PLAIN_NAME.fullmatch(name) is not None
 
 
-def _columns(rows: list[tuple[str | None, ...]]) -> list[list[str]]:
-    """parse_oai's columns from the _GROUPS of each record; a record without an id (deleted,
-    or an empty one) is left out, as parse_oai leaves it out."""
-    (_, datestamps, ids, versions, authors, titles, categories, comments, journal_refs, dois,
-     abstracts) = (list(column) for column in zip(*rows, strict=True)) if rows else [[]] * 11
-    dates = _dates([version or "" for version in versions])
+def _columns(rows: list[tuple[str | None, ...]]
+             ) -> tuple[list[list[str]], list[int], list[str | None]]:
+    """The TextPage's columns from the _GROUPS of each record; a record without an id
+    (deleted, or an empty one) is left out, as parse_oai leaves it out."""
+    if not rows:
+        return [[] for _ in range(11)], [], []
+    (_, datestamps, ids, firsts, authors, titles, categories, comments, journal_refs, dois,
+     abstracts, versions, lasts) = (list(column) for column in zip(*rows, strict=True))
+    counts = [run.count("<date>") if run else 0 for run in versions]
     texts = [_text(c) for c in (datestamps, ids, authors, titles, categories, comments,
                                 journal_refs, dois, abstracts)]
     datestamps, ids, authors, titles, categories, comments, journal_refs, dois, abstracts = texts
+    columns = [datestamps, [""] * len(ids), ids, ["" if f is None else f for f in firsts],
+               authors, titles, categories, comments, journal_refs, dois, abstracts]
     keep = list(map(bool, ids))
-    columns = [datestamps, [""] * len(ids), ids, dates, authors, titles, categories, comments,
-               journal_refs, dois, abstracts]
     if all(keep):
-        return columns
-    return [[value for value, kept in zip(column, keep, strict=True) if kept]
-            for column in columns]
-
-
-def _dates(versions: list[str]) -> list[str]:
-    """Each record's version dates as the XSLT program writes them ("date\\r" per version)."""
-    return [ITEM.join(dates) + ITEM for dates in runs_of(versions, _DATE, "<date>", _text)]
+        return columns, counts, lasts
+    return ([list(compress(column, keep)) for column in columns], list(compress(counts, keep)),
+            list(compress(lasts, keep)))
 
 
 def _text(values: list[str | None]) -> list[str]:
