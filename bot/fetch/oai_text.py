@@ -31,6 +31,7 @@ _TEXT = "[^<]*+"
 # of versions would differ); the first's and the last's are checked in full by parse_oai
 _DATED = "[^< ][^<]*+"
 _ATTRIBUTE = r""" ++[A-Za-z_:][\w.:-]*+=(?:'[^'<&]*+'|"[^"<&]*+")"""
+_ATTRIBUTES = re.compile(f"(?:{_ATTRIBUTE})*+")  # arXivRaw's: checked once per spelling
 _NAMED = re.compile(r"""[ \t\r\n]+([^ \t\r\n=]+)=(?:'([^']*)'|"([^"]*)")""")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][\w.-]*")
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -64,7 +65,7 @@ _HEADER = (f"<header>{_S}" + _leaf("identifier") + _leaf("datestamp", "datestamp
 # four not read between comments and journal-ref in any order (the 2014 export wrote msc-class
 # first, the current code acm-class)
 _RECORD = re.compile(
-    f"<record>{_S}(?:{_HEADER}<metadata>{_S}<arXivRaw{_attributes('raw')}>{_S}"
+    f"<record>{_S}(?:{_HEADER}<metadata>{_S}<arXivRaw(?P<raw>[^>]*+)>{_S}"
     + _leaf("id", "id") + _leaf("submitter", optional=True)
     + f"(?P<versions>{_version('first', _TEXT)}(?:{_version('last', _DATED)})*+)"
     + _leaf("title", "title") + _leaf("authors", "authors") + _leaf("categories", "categories")
@@ -125,6 +126,8 @@ def _read(text: str) -> TextPage:
         rows.append(match.group(*_GROUPS))  # a deleted record's are all None
         at = match.end()
     for attributes in {row[0] for row in rows} - {None}:  # arXiv writes them all alike
+        if not _ATTRIBUTES.fullmatch(attributes):
+            raise Irregular
         _attributes_of(attributes, RAW, inherited_xsi=xsi)
     tail = _TAIL.fullmatch(text, at)
     if tail is None:
