@@ -79,8 +79,8 @@ _RECORD = re.compile(
 _TAIL = re.compile(
     f"(?:<resumptionToken{_attributes('token_attributes')}"
     f"(?:/>|>(?P<token>{_TEXT})</resumptionToken>){_S})?+</ListRecords>{_S}</OAI-PMH>{_S}")
-_GROUPS = ("raw", "datestamp", "id", "first", "authors", "title", "categories", "comments",
-           "journal_ref", "doi", "abstract", "versions", "last")
+# Where each named group's value is in a record's match.groups() (one call, no lookup by name)
+_AT = {name: index - 1 for name, index in _RECORD.groupindex.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +123,9 @@ def _read(text: str) -> TextPage:
     for match in _RECORD.finditer(text, at):
         if match.start() != at:
             break
-        rows.append(match.group(*_GROUPS))  # a deleted record's are all None
+        rows.append(match.groups())  # a deleted record's are all None
         at = match.end()
-    for attributes in {row[0] for row in rows} - {None}:  # arXiv writes them all alike
+    for attributes in {row[_AT["raw"]] for row in rows} - {None}:  # arXiv writes them all alike
         if not _ATTRIBUTES.fullmatch(attributes):
             raise Irregular
         _attributes_of(attributes, RAW, inherited_xsi=xsi)
@@ -165,12 +165,15 @@ def _allowed(name: str, value: str, xsi: bool) -> bool:
 
 def _columns(rows: list[tuple[str | None, ...]]
              ) -> tuple[list[list[str]], list[int], list[str | None]]:
-    """The TextPage's columns from the _GROUPS of each record; a record without an id
+    """The TextPage's columns from the groups of each record; a record without an id
     (deleted, or an empty one) is left out, as parse_oai leaves it out."""
     if not rows:
         return [[] for _ in range(11)], [], []
-    (_, datestamps, ids, firsts, authors, titles, categories, comments, journal_refs, dois,
-     abstracts, versions, lasts) = (list(column) for column in zip(*rows, strict=True))
+    found = list(zip(*rows, strict=True))
+    (datestamps, ids, firsts, authors, titles, categories, comments, journal_refs, dois,
+     abstracts, versions, lasts) = (list(found[_AT[name]]) for name in (
+         "datestamp", "id", "first", "authors", "title", "categories", "comments",
+         "journal_ref", "doi", "abstract", "versions", "last"))
     counts = [run.count("<date>") if run else 0 for run in versions]
     texts = [_text(c) for c in (datestamps, ids, authors, titles, categories, comments,
                                 journal_refs, dois, abstracts)]
@@ -192,13 +195,13 @@ def _text(values: list[str | None]) -> list[str]:
     if "&" in joined:
         column = [unescape(value) if "&" in value else value for value in column]
     if "  " in joined or joined[:1] == " " or joined[-1:] == " ":  # a value's end space meets
-        column = list(map(_collapse, column))                       # a separator: "  "
+        column = [value.strip(" ") for value in column]             # a separator: "  "
+        column = [_squeeze(value) if "  " in value else value for value in column]
     return column
 
 
-def _collapse(value: str) -> str:
-    """normalize-space() of a value whose only whitespace is spaces (see _read)."""
-    value = value.strip(" ")
+def _squeeze(value: str) -> str:
+    """Runs of spaces made one (the only whitespace left in a value: see _read)."""
     while "  " in value:
         value = value.replace("  ", " ")
     return value
