@@ -100,17 +100,12 @@ class TextPage:
 def read_text(data: bytes) -> TextPage | None:
     """The page's values, the same parse_oai's XSLT program gives, or None when the page
     is not one these patterns vouch for (`data` already screened by safexml.screen)."""
-    return from_text(data, _read)
+    # Every value read is normalize-space()d and the patterns take any XML whitespace between
+    # elements: line breaks and tabs become spaces in one pass over the page, not per value.
+    return from_text(data, _read, spaced=True)
 
 
 def _read(text: str) -> TextPage:
-    # Every value read is normalize-space()d and the patterns take any XML whitespace between
-    # elements: line breaks and tabs become spaces in one pass over the page, not per value.
-    if "\r" in text:
-        text = text.replace("\r", " ")
-    if "\t" in text:
-        text = text.replace("\t", " ")
-    text = text.replace("\n", " ")
     head = _HEAD.match(text)
     if head is None:
         raise Irregular

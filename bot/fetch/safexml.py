@@ -155,14 +155,22 @@ class Irregular(Exception):
 T = TypeVar("T")
 
 
-def from_text(data: bytes, read: Callable[[str], T]) -> T | None:
+def from_text(data: bytes, read: Callable[[str], T], *, spaced: bool = False) -> T | None:
     """`read` of a screened page's text (oai_text.py, atom_text.py), or None when the page
     is not one its patterns vouch for (`read` raised Irregular), has values that need a
-    second look, is not UTF-8 or is not well-formed."""
+    second look, is not UTF-8 or is not well-formed. `spaced`: line breaks, tabs and
+    carriage returns are spaces in the text `read` gets (replaced in the bytes, before
+    decoding: ASCII bytes are never part of a longer UTF-8 character)."""
     if not data.startswith(b"<?xml") or second_look(data):
         return None
+    text = data
+    if spaced:
+        for space in (b"\r", b"\t"):
+            if space in text:
+                text = text.replace(space, b" ")
+        text = text.replace(b"\n", b" ")
     try:
-        values = read(data.decode("utf-8"))
+        values = read(text.decode("utf-8"))
     except (Irregular, UnicodeDecodeError):
         return None
     # Checked last: a page the patterns do not take costs no parse more than before
