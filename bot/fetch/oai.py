@@ -316,8 +316,10 @@ def _names_column(column: list[str]) -> list[tuple[str, ...]]:
     # take away spaces next to a comma, which the split below strips anyway.
     text = (text.replace(", and ", ",").replace(",and ", ",").replace(" , ", ",")
             .replace(" and ", ",").replace(" ,", ",").replace(", ", ","))
-    names = map(filter, repeat(None), map(str.split, text.split("\t"), repeat(",")))
-    return list(map(tuple, names))  # map() in C: no Python step per line
+    names = map(str.split, text.split("\t"), repeat(","))  # map() in C: no Python step per line
+    if text[:1] in _EDGES or text[-1:] in _EDGES or any(pair in text for pair in _EMPTY_NAME):
+        names = map(filter, repeat(None), names)  # an empty name (or line) is left out
+    return list(map(tuple, names))
 
 
 def _midnight(day: date, arxiv_id: str) -> datetime:
@@ -352,6 +354,9 @@ def _rfc822(text: str, arxiv_id: str) -> datetime:
     raise Unrepresentable(f"{arxiv_id}: version date {text[:40]!r} is out of range")
 
 
+# Where a line of the joined column splits into an empty name: at its ends, between two commas
+_EDGES = ("", ",", "\t")
+_EMPTY_NAME = (",,", "\t,", ",\t", "\t\t")
 _AFFILIATION = re.compile(r"\([^()]*\)")
 _AFFILIATION_IN_COLUMN = re.compile(r"\([^()\t]*\)")
 

@@ -196,7 +196,9 @@ def _text(values: list[str | None]) -> list[str]:
 
 
 def _squeeze(value: str) -> str:
-    """Runs of spaces made one (the only whitespace left in a value: see _read)."""
+    """Runs of spaces made one (the only whitespace left in a value: see _read). arXiv wraps
+    long values with a line break and two spaces: three spaces, one pass for most values."""
+    value = value.replace("   ", " ")
     while "  " in value:
         value = value.replace("  ", " ")
     return value
