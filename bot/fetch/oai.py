@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import accumulate, compress, repeat
-from operator import le, sub
+from operator import itemgetter, le, sub
 
 from bot.fetch.atom import MAX_COUNT, MAX_VERSION, Unrepresentable, parse_datetime
 from bot.fetch.errors import ArxivBadAnswer
@@ -257,7 +257,8 @@ def _read_columns(columns: list[list[str]],
     except (ArxivBadAnswer, Unrepresentable):
         return None
     categories = list(map(tuple, map(dict.fromkeys, map(str.split, categories_texts))))
-    primary = [c[0] if c else "" for c in categories]
+    primary = (list(map(itemgetter(0), categories)) if all(categories)
+               else [c[0] if c else "" for c in categories])
     papers = build(Paper, [ids, counts, titles, abstracts, _names_column(authors), published,
                            updated, primary, categories, comments, journal_refs, dois])
     return build(OaiRecord, [papers, list(map(days.__getitem__, datestamps)),
@@ -309,6 +310,8 @@ def _names_column(column: list[str]) -> list[tuple[str, ...]]:
     if "(" in text:
         while (bare := _AFFILIATION_IN_COLUMN.sub(" ", text)) != text:
             text = bare
+            if "(" not in text:  # nothing left for another pass to take
+                break
         while "  " in text:
             text = text.replace("  ", " ")
         text = text.replace(" \t", "\t").replace("\t ", "\t").strip(" ")

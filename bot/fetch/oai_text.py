@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, repeat
+from operator import itemgetter
 
 from bot.fetch.safexml import Irregular, from_text, squeeze, unescape
 
@@ -120,7 +121,8 @@ def _read(text: str) -> TextPage:
             break
         rows.append(match.groups())  # a deleted record's are all None
         at = match.end()
-    for attributes in {row[_AT["raw"]] for row in rows} - {None}:  # arXiv writes them all alike
+    # arXiv writes every record's attributes alike: each spelling checked once
+    for attributes in set(map(itemgetter(_AT["raw"]), rows)) - {None}:
         if not _ATTRIBUTES.fullmatch(attributes):
             raise Irregular
         _attributes_of(attributes, RAW, inherited_xsi=xsi)
@@ -169,7 +171,8 @@ def _columns(rows: list[tuple[str | None, ...]]
      abstracts, versions, lasts) = (list(found[_AT[name]]) for name in (
          "datestamp", "id", "first", "authors", "title", "categories", "comments",
          "journal_ref", "doi", "abstract", "versions", "last"))
-    counts = [run.count("<date>") if run else 0 for run in versions]
+    counts = ([run.count("<date>") if run else 0 for run in versions] if None in versions
+              else list(map(str.count, versions, repeat("<date>"))))
     texts = [_text(c) for c in (datestamps, ids, authors, titles, categories, comments,
                                 journal_refs, dois, abstracts)]
     datestamps, ids, authors, titles, categories, comments, journal_refs, dois, abstracts = texts
