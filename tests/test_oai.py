@@ -91,6 +91,33 @@ def test_arxivraw_author_lines(line: str, names: tuple[str, ...]):
     assert split_authors(line) == names
 
 
+_LINES = ["A, B, and C", ",, A", "A,", "", "A (X (Y) Z) and B", "A ,and B", "A (X", "(X) A",
+          "A (X)\n  and B (Y)", "A &amp; B and C", "A,and B", ","]
+
+
+@pytest.mark.parametrize("lines", [_LINES, _LINES[:1] + _LINES[4:6]], ids=["empty", "no-empty"])
+def test_author_lines_of_a_whole_page_read_as_one_line_is(lines: list[str],
+                                                         monkeypatch: pytest.MonkeyPatch):
+    # a page's author lines are split as one column (no step per line), with or without a
+    # line that gives an empty name; each record has what split_authors gives its line
+    data = RAW
+    for line in lines:
+        at = _nth_authors(data, lines.index(line))
+        end = data.index(b"</authors>", at)
+        data = data[:at + 9] + line.encode() + data[end:]
+    assert _read_from_text(data, monkeypatch)
+    records = parse_oai(data).records
+    assert [r.paper.authors for r in records[:len(lines)]] == [
+        split_authors(line.replace("&amp;", "&")) for line in lines]
+
+
+def _nth_authors(data: bytes, n: int) -> int:
+    at = -1
+    for _ in range(n + 1):
+        at = data.index(b"<authors>", at + 1)
+    return at
+
+
 # -- values from outside are range-checked where they are parsed (as the Atom parser's) ---------
 FIRST_DATE = b"<date>Wed, 23 Jan 2008 21:06:41 GMT</date>"
 
