@@ -26,7 +26,7 @@ RAW = "http://arxiv.org/OAI/arXivRaw/"
 # Every repeat is possessive (*+, ?+, ++): what follows it always starts with a character it
 # cannot take, so giving some back never helps a match, and not keeping the places to give
 # back from costs ~20 % less.
-_S = " *+"  # XML's whitespace between elements (only spaces left: see _read), never a value
+_S = " *+"  # XML's whitespace between elements (only spaces left: see read_text), never a value
 _TEXT = "[^<]*+"
 # A later version's date is never blank (the XSLT program would leave it out, so the count
 # of versions would differ); the first's and the last's are checked in full by parse_oai
@@ -199,7 +199,7 @@ def _text(values: list[str | None]) -> list[str]:
 
 
 def _squeeze(value: str) -> str:
-    """Runs of spaces made one (the only whitespace left in a value: see _read). arXiv wraps
+    """Runs of spaces made one (the only whitespace left in a value: see read_text). arXiv wraps
     long values with a line break and two spaces: three spaces, one pass for most values."""
     value = value.replace("   ", " ")
     while "  " in value:
