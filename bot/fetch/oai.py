@@ -256,7 +256,10 @@ def _read_columns(columns: list[list[str]],
         days = {text: _day(text, "") for text in set(datestamps)}
     except (ArxivBadAnswer, Unrepresentable):
         return None
-    categories = list(map(tuple, map(dict.fromkeys, map(str.split, categories_texts))))
+    # A page's 1,000 records spell a few hundred category lists: one tuple each, shared (fewer
+    # objects for the garbage collector to walk while the page is built)
+    spelled = {text: tuple(dict.fromkeys(text.split())) for text in set(categories_texts)}
+    categories = list(map(spelled.__getitem__, categories_texts))
     primary = (list(map(itemgetter(0), categories)) if all(categories)
                else [c[0] if c else "" for c in categories])
     papers = build(Paper, [ids, counts, titles, abstracts, _names_column(authors), published,
