@@ -315,8 +315,7 @@ def _names_column(column: list[str]) -> list[tuple[str, ...]]:
             text = bare
             if "(" not in text:  # nothing left for another pass to take
                 break
-        while "  " in text:
-            text = text.replace("  ", " ")
+        text = _SPACES.sub(" ", text)  # one pass: str.replace takes a pass per halving
         text = text.replace(" \t", "\t").replace("\t ", "\t").strip(" ")
     # Unconditional, unlike _names: where neither " and " nor ",and " is, these passes only
     # take away spaces next to a comma, which the split below strips anyway.
@@ -365,6 +364,7 @@ _EDGES = ("", ",", "\t")
 _EMPTY_NAME = (",,", "\t,", ",\t", "\t\t")
 _AFFILIATION = re.compile(r"\([^()]*\)")
 _AFFILIATION_IN_COLUMN = re.compile(r"\([^()\t]*\)")
+_SPACES = re.compile("  +")  # what the affiliations leave: "A (X), B" -> "A  , B"
 
 
 def split_authors(text: str) -> tuple[str, ...]:
