@@ -61,6 +61,10 @@ _HEAD = re.compile(
     + f"<request{_attributes('request')}>{_TEXT}</request>{_S}<ListRecords>{_S}")
 _HEADER = (f"<header>{_S}" + _leaf("identifier") + _leaf("datestamp", "datestamp")
            + f"(?:<setSpec>{_TEXT}</setSpec>{_S})*+</header>{_S}")
+# arXiv writes an abstract with two spaces before it and a line break after it: the group
+# takes neither (its last character found by giving back two), so that _text has no
+# 1,000 stripped copies to make (nothing left: no group, "")
+_ABSTRACT = f"<abstract> *+(?:(?P<abstract>[^<]*[^< ]) *+)?+</abstract>{_S}"
 # arXivRaw's children in the order of its schema (arXivRaw.xsd), those read at most once; the
 # four not read between comments and journal-ref in any order (the 2014 export wrote msc-class
 # first, the current code acm-class)
@@ -73,7 +77,7 @@ _RECORD = re.compile(
     + f"(?:<(?P<unread>proxy|report-no|msc-class|acm-class)>{_TEXT}</(?P=unread)>{_S})*+"
     + _leaf("journal-ref", "journal_ref", optional=True)
     + _leaf("doi", "doi", optional=True) + _leaf("license", optional=True)
-    + _leaf("abstract", "abstract") + f"</arXivRaw>{_S}</metadata>{_S}"
+    + _ABSTRACT + f"</arXivRaw>{_S}</metadata>{_S}"
     + f"|<header status=(?:'deleted'|\"deleted\")>{_S}" + _leaf("identifier")
     + _leaf("datestamp") + f"(?:<setSpec>{_TEXT}</setSpec>{_S})*+</header>{_S})</record>{_S}")
 _TAIL = re.compile(
