@@ -25,12 +25,13 @@ RAW = "http://arxiv.org/OAI/arXivRaw/"
 # Every repeat is possessive (*+, ?+, ++): what follows it always starts with a character it
 # cannot take, so giving some back never helps a match, and not keeping the places to give
 # back from costs ~20 % less.
-_S = " *+"  # XML's whitespace between elements (only spaces left: see read_text), never a value
+_S = "[ \n]*+"  # XML's whitespace between elements (line breaks and spaces: see read_text)
+_SPACE = "[ \n]"  # where arXiv writes one space inside a tag
 _TEXT = "[^<]*+"
 # A later version's date is never blank (the XSLT program would leave it out, so the count
 # of versions would differ); the first's and the last's are checked in full by parse_oai
-_DATED = "[^< ][^<]*+"
-_ATTRIBUTE = r""" ++[A-Za-z_:][\w.:-]*+=(?:'[^'<&]*+'|"[^"<&]*+")"""
+_DATED = "[^< \n][^<]*+"
+_ATTRIBUTE = r"""[ \n]++[A-Za-z_:][\w.:-]*+=(?:'[^'<&]*+'|"[^"<&]*+")"""
 _ATTRIBUTES = re.compile(f"(?:{_ATTRIBUTE})*+")  # arXivRaw's: checked once per spelling
 _NAMED = re.compile(r"""[ \t\r\n]+([^ \t\r\n=]+)=(?:'([^']*)'|"([^"]*)")""")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][\w.-]*")
@@ -44,9 +45,9 @@ def _attributes(group: str) -> str:
 
 def _version(group: str, date: str) -> str:
     """One <version> of arXivRaw's history, its date named `group`."""
-    return (f"<version version=(?:'v[0-9]++'|\"v[0-9]++\")>{_S}<date>(?P<{group}>{date})</date>"
-            f"{_S}<size>{_TEXT}</size>{_S}" + _leaf("source_type", optional=True)
-            + f"</version>{_S}")
+    return (f"<version{_SPACE}version=(?:'v[0-9]++'|\"v[0-9]++\")>{_S}"
+            f"<date>(?P<{group}>{date})</date>{_S}<size>{_TEXT}</size>{_S}"
+            + _leaf("source_type", optional=True) + f"</version>{_S}")
 
 
 def _leaf(name: str, group: str | None = None, *, optional: bool = False) -> str:
@@ -56,7 +57,7 @@ def _leaf(name: str, group: str | None = None, *, optional: bool = False) -> str
 
 
 _HEAD = re.compile(
-    r"""<\?xml version=(['"])1\.0\1 encoding=(['"])UTF-8\2\?>""" + _S
+    r"""<\?xml[ \n]version=(['"])1\.0\1[ \n]encoding=(['"])UTF-8\2\?>""" + _S
     + f"<OAI-PMH{_attributes('root')}>{_S}" + _leaf("responseDate")
     + f"<request{_attributes('request')}>{_TEXT}</request>{_S}<ListRecords>{_S}")
 _HEADER = (f"<header>{_S}" + _leaf("identifier") + _leaf("datestamp", "datestamp")
@@ -64,7 +65,7 @@ _HEADER = (f"<header>{_S}" + _leaf("identifier") + _leaf("datestamp", "datestamp
 # arXiv writes an abstract with two spaces before it and a line break after it: the group
 # takes neither (its last character found by giving back two), so that _text has no
 # 1,000 stripped copies to make (nothing left: no group, "")
-_ABSTRACT = f"<abstract> *+(?:(?P<abstract>[^<]*[^< ]) *+)?+</abstract>{_S}"
+_ABSTRACT = f"<abstract>{_S}(?:(?P<abstract>[^<]*[^< \n]){_S})?+</abstract>{_S}"
 # arXivRaw's children in the order of its schema (arXivRaw.xsd), those read at most once; the
 # four not read between comments and journal-ref in any order (the 2014 export wrote msc-class
 # first, the current code acm-class)
@@ -78,7 +79,7 @@ _RECORD = re.compile(
     + _leaf("journal-ref", "journal_ref", optional=True)
     + _leaf("doi", "doi", optional=True) + _leaf("license", optional=True)
     + _ABSTRACT + f"</arXivRaw>{_S}</metadata>{_S}"
-    + f"|<header status=(?:'deleted'|\"deleted\")>{_S}" + _leaf("identifier")
+    + f"|<header{_SPACE}status=(?:'deleted'|\"deleted\")>{_S}" + _leaf("identifier")
     + _leaf("datestamp") + f"(?:<setSpec>{_TEXT}</setSpec>{_S})*+</header>{_S})</record>{_S}")
 _TAIL = re.compile(
     f"(?:<resumptionToken{_attributes('token_attributes')}"
@@ -106,7 +107,9 @@ def read_text(data: bytes) -> TextPage | None:
     """The page's values, the same parse_oai's XSLT program gives, or None when the page
     is not one these patterns vouch for (`data` already screened by safexml.screen)."""
     # Every value read is normalize-space()d and the patterns take any XML whitespace between
-    # elements: line breaks and tabs become spaces in one pass over the page, not per value.
+    # elements: tabs and carriage returns become spaces in the page's bytes (arXiv writes
+    # none), line breaks are taken by the patterns and made spaces per value (_text), so the
+    # page is decoded without a second page-sized copy
     return from_text(data, _read, spaced=True)
 
 
@@ -199,14 +202,18 @@ def _text(values: list[str | None]) -> list[str]:
     joined = " ".join(column)
     if "&" in joined:
         column = [unescape(value) if "&" in value else value for value in column]
-    if "  " in joined or joined[:1] == " " or joined[-1:] == " ":  # a value's end space meets
-        column = [value.strip(" ") for value in column]             # a separator: "  "
+    lines = "\n" in joined  # the page's line breaks are left in it (see read_text)
+    if lines:
+        column = list(map(str.replace, column, repeat("\n"), repeat(" ")))
+    # a value's end space meets a separator: "  "
+    if lines or "  " in joined or joined[:1] == " " or joined[-1:] == " ":
+        column = [value.strip(" ") for value in column]
         column = [_squeeze(value) if "  " in value else value for value in column]
     return column
 
 
 def _squeeze(value: str) -> str:
-    """Runs of spaces made one (the only whitespace left in a value: see read_text). arXiv wraps
+    """Runs of spaces made one (the only whitespace left in a value: see _text). arXiv wraps
     long values with a line break and two spaces: three spaces, one pass for most values."""
     value = value.replace("   ", " ")
     while "  " in value:
