@@ -16,13 +16,14 @@ server's, each read both ways) and to which pages take which.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, pairwise, repeat
 
 from bot.fetch.safexml import (
     Irregular,
     from_text,
     needs_squeeze,
-    runs_of,
     squeeze,
     unescape,
 )
@@ -166,9 +167,20 @@ def _columns(counts: list[str], entry: re.Pattern[str], rows: list[tuple[str | N
     texts = [_text(named[name]) for name in _GROUPS[:8]]
     if any("/api/errors" in raw_id for raw_id in texts[0]):  # the tree reading says why
         raise Irregular
-    names = runs_of(named["authors"], _NAME, "<name>", _text)
-    terms = runs_of(named["categories"], _CATEGORY, "term=", list)  # _TERM: nothing to undo
+    names = _runs_of(named["authors"], _NAME, "<name>", _text)
+    terms = _runs_of(named["categories"], _CATEGORY, "term=", list)  # _TERM: nothing to undo
     return TextFeed(counts, texts, names, terms, list(named["primary"]))
+
+
+def _runs_of(runs: Sequence[str], pattern: re.Pattern[str], marker: str,
+             clean: Callable[[list[str]], list[str]]) -> list[list[str]]:
+    """Each entry's values of a repeated element (its authors, its categories), from the run
+    of them its pattern matched: one search over the joined runs (NUL, which no XML text
+    holds, between them), `clean`ed as one column, then each entry's values sliced by how
+    many times `marker` is in its run."""
+    values = clean(pattern.findall("\0".join(runs)))
+    ends = list(accumulate(map(str.count, runs, repeat(marker))))
+    return [values[start:end] for start, end in pairwise([0, *ends])]
 
 
 def _text(values: tuple[str | None, ...] | list[str]) -> list[str]:

@@ -318,7 +318,7 @@ def _names_column(column: list[str]) -> list[tuple[str, ...]]:
         text = _SPACES.sub(" ", text)  # one pass: str.replace takes a pass per halving
         text = text.replace(" \t", "\t").replace("\t ", "\t").strip(" ")
     # Unconditional, unlike _names: where neither " and " nor ",and " is, these passes only
-    # take away spaces next to a comma, which the split below strips anyway.
+    # take away spaces next to a comma, which _names strips from each name anyway.
     text = (text.replace(", and ", ",").replace(",and ", ",").replace(" , ", ",")
             .replace(" and ", ",").replace(" ,", ",").replace(", ", ","))
     names = map(str.split, text.split("\t"), repeat(","))  # map() in C: no Python step per line

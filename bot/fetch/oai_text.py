@@ -222,4 +222,4 @@ def _squeeze(value: str) -> str:
 
 
 def _value(text: str) -> str:
-    return squeeze(unescape(text)) if "&" in text else squeeze(text)
+    return squeeze(unescape(text))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
-from itertools import accumulate, pairwise, repeat
+from collections.abc import Callable
+from itertools import pairwise
 from typing import TypeVar
 
 from lxml import etree
@@ -199,17 +199,6 @@ def unescape(text: str) -> str:
     goes to the tree (second_look), and one with any other reference is refused by libxml2's
     check after the reading (from_text), so what it is left as is never seen."""
     return _PREDEFINED_REFERENCE.sub(_predefined, text)
-
-
-def runs_of(runs: Sequence[str], pattern: re.Pattern[str], marker: str,
-            clean: Callable[[list[str]], list[str]]) -> list[list[str]]:
-    """Each record's values of a repeated element (a text reading's authors, categories,
-    version dates), from the run of them its pattern matched: one search over the joined
-    runs (NUL, which no XML text holds, between them), `clean`ed as one column, then each
-    record's values sliced by how many times `marker` is in its run."""
-    values = clean(pattern.findall("\0".join(runs)))
-    ends = list(accumulate(map(str.count, runs, repeat(marker))))
-    return [values[start:end] for start, end in pairwise([0, *ends])]
 
 
 FIELD, ITEM = "\t", "\r"  # separators normalize-space() guarantees are in no value
