@@ -120,6 +120,12 @@ async def test_the_page_in_a_browser_shows_every_section_as_text(tmp_path: Path)
                              "details a')].map(a => a.href)")
         assert links == ["http://example.org/"]  # the abstract's web address, made a link
 
+        first = await tab.js("[...document.querySelectorAll('#video-anomaly-detection li')]"
+                             ".slice(0, 1).map(li => [li.querySelector('.meta').innerText,"
+                             " li.querySelector('details p').textContent])[0]")
+        assert first[0] == "2025-09-22 · Edsger Turing, Barbara Hopper"  # written &middot;
+        assert first[1].endswith(" pixel-wise visual-textual feature…")  # the cut, &hellip;
+
         note = await tab.text("#ausmith-j-and- .note")
         assert "arXiv rejected this keyword's query" in note and "<au:\"Smith, J\" AND (>" in note
         empty = await tab.text("#nothing-yet")
