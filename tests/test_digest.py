@@ -320,6 +320,45 @@ def test_max_bytes_leaves_out_the_oldest_rows_when_abstracts_are_not_enough(
     assert len(caplog.records) == 1
 
 
+_HOSTILE = ("| \\ ` * _ [ ] $ ~ & < >", "&amp; &#124;", "é ß 中文 😀 𝔘", "\x07bell\x7f",
+            "see https://github.com/a/b_c. or www.example.org", "a://b www.", "…", "")
+
+
+def fitting_papers(section: int, n: int) -> list[Paper]:
+    """Rows whose cells escape, fold and link in every way, oldest first."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    comments = ("", "x" * 39, "y" * 40, "z" * 41, "a  b " * 9, "www.a.org " * 5, "12 pages")
+    return [paper(f"24{section:02d}.{i:05d}", title=_HOSTILE[i % len(_HOSTILE)] * (i % 3),
+                  abstract=f"Abstract {i} {_HOSTILE[i % 5]}" * 20,
+                  authors=tuple(f"{_HOSTILE[i % 4]} N{j}" for j in range(i % 6)),
+                  comment=comments[i % len(comments)] + _HOSTILE[(i + section) % 8],
+                  published=start + timedelta(days=i)) for i in range(n)]
+
+
+def test_fitted_digest_leaves_out_exactly_the_rows_measuring_them_all_would() -> None:
+    """Fitting without abstracts measures only the newest rows; with `abstract_chars = 0` the
+    same digest is fitted by measuring every row. At every budget where a row comes or goes
+    (found from each fitted text's own size) both leave out the same rows, byte for byte."""
+    sections = [DigestSection(f"K{k}", fitting_papers(k, n))
+                for k, n in enumerate((14, 9, 14, 1, 0, 6))]
+    bare = len(render_digest(sections, updated=UPDATED, abstract_chars=0).encode())
+    assert render_digest(sections, updated=UPDATED, max_bytes=bare) == render_digest(
+        sections, updated=UPDATED, max_bytes=bare, abstract_chars=0)  # all rows, no abstracts
+    budget, budgets = bare - 1, 0
+    while True:
+        text = render_digest(sections, updated=UPDATED, max_bytes=budget)
+        size = len(text.encode())
+        assert size <= budget
+        for edge in (budget, size):  # the last budget with these rows, the first without
+            assert render_digest(sections, updated=UPDATED, max_bytes=edge) == render_digest(
+                sections, updated=UPDATED, max_bytes=edge, abstract_chars=0)
+        budgets += 1
+        if not table_rows(text):
+            break
+        budget = size - 1
+    assert budgets > 40  # a row at a time
+
+
 def test_surrounding_text_over_max_bytes_is_refused(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     original = f"{'x' * 2_000}\n{START_MARKER}\n{END_MARKER}\n".encode()

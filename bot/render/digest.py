@@ -8,10 +8,13 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache, partial
+from itertools import accumulate
 from operator import attrgetter
 from pathlib import Path
 
@@ -107,19 +110,22 @@ def render_views(views: list[SectionView], *, updated: date, max_papers: int = 1
         updated = updated.astimezone(UTC).date()
     render = partial(_render, updated=updated.isoformat(), max_papers=max_papers)
     rows = [r for v in views for r in v.rows]
-    make_cells(rows)
     if max_bytes is None:
+        make_cells(rows)
         make_abstracts(rows)
         return render(views)
-    bare = _frame_size(views, render) + sum(r._fixed_size - 1 for r in rows)
-    if bare > max_bytes and _levels(abstract_chars):  # every abstract goes, whatever it adds
-        return _fit(views, render, abstract_chars, max_bytes, bare, None)  # (not counted)
-    abstracts = abstracts_bytes(rows)
-    size = bare + abstracts
+    frame = _frame_size(views, render)
+    if _levels(abstract_chars):  # every abstract goes when the rows are too many even without
+        text = _fit_bare(views, render, abstract_chars, max_bytes, frame)
+        if text is not None:
+            return text
+    make_cells(rows)
+    bare = frame + sum(r._fixed_size - 1 for r in rows)
+    size = bare + abstracts_bytes(rows)
     if size <= max_bytes:
         make_abstracts(rows)
         return render(views)
-    return _fit(views, render, abstract_chars, max_bytes, size, abstracts)
+    return _fit(views, render, abstract_chars, max_bytes, size)
 
 
 def write_digest(path: Path, body: str | BodyRenderer, *, max_bytes: int = 500_000) -> bool:
@@ -234,6 +240,7 @@ def _newest(papers: Sequence[Paper], limit: int) -> list[Paper]:
 
 
 _NEWEST = attrgetter("published", "arxiv_id")
+_FIXED_SIZE = attrgetter("_fixed_size")
 
 
 class _Anchors:
@@ -280,22 +287,40 @@ def _fit(
     abstract_chars: int,
     budget: int,
     size: int,
-    abstracts: int | None,
 ) -> str:
-    """Shrink the oldest rows until the rendered text fits `budget` bytes, or nothing is left.
-    `abstracts`: the bytes all the abstracts' cells add; None when `size` is without them, as
-    even that is over the budget (then counting them would change nothing)."""
+    """Shrink the oldest rows until the rendered text of `size` bytes fits `budget` bytes, or
+    nothing is left."""
     shrink = _Shrinker(views, abstract_chars)  # works on copies: the caller's views stay
     # whole (the HTML page shows them all)
-    shrink.leave_out_rows(shrink.shorten_abstracts(size - budget, abstracts))
+    shrink.leave_out_rows(shrink.shorten_abstracts(size - budget))
+    return _fitted(shrink, render, budget, f"{size} bytes")
+
+
+def _fit_bare(views: list[SectionView], render: Callable[[list[SectionView]], str],
+              abstract_chars: int, budget: int, frame: int) -> str | None:
+    """`_fit` when even the rows without their abstracts are over the budget: every abstract
+    removed and the oldest rows left out, the rows measured from the newest, only as far as
+    they fit (the cells of the rest, 8,300 of 10,000 rows in 500 kB, are never made). None
+    when they all fit without abstracts (then every row's cells are made)."""
+    shrink = _Shrinker(views, abstract_chars)
+    shrink.remove_abstracts()
+    if not shrink.leave_out_measured(budget - frame + sum(len(v.rows) for v in views)):
+        return None
+    shrink.count_removed()
+    return _fitted(shrink, render, budget, "even without abstracts, it")
+
+
+def _fitted(shrink: _Shrinker, render: Callable[[list[SectionView]], str], budget: int,
+            size: str) -> str:
+    """The shrunk views rendered, and still shrunk while over the budget (when the estimate
+    fell short); one WARNING says what was done."""
     text = render(shrink.views)
     while _size(text) > budget and shrink.leave_out_rows(1) is not None:
-        text = render(shrink.views)  # only when the estimate fell short
+        text = render(shrink.views)
     log.warning(
-        "digest: %d bytes%s is over the budget of %d bytes, so it shortened the abstracts of "
-        "the %d oldest papers, removed %d abstracts and left out %d oldest rows; now %d bytes",
-        size, "" if abstracts is not None else " even without abstracts", budget,
-        shrink.shortened, shrink.removed, shrink.left_out, _size(text),
+        "digest: %s is over the budget of %d bytes, so it shortened the abstracts of the %d "
+        "oldest papers, removed %d abstracts and left out %d oldest rows; now %d bytes",
+        size, budget, shrink.shortened, shrink.removed, shrink.left_out, _size(text),
     )
     return text
 
@@ -310,21 +335,17 @@ class _Shrinker:
         self.shortened = self.removed = self.left_out = 0
         self._macros = _macros()
 
-    def shorten_abstracts(self, excess: int, abstracts: int | None) -> int:
+    def shorten_abstracts(self, excess: int) -> int:
         """Oldest rows first, step abstracts down (to a few sentences, then none), on copies
-        of the views. `abstracts`: the bytes all the abstracts' cells add (None: not counted,
-        `excess` is without them).
+        of the views, until `excess` bytes are gone.
 
         Returns the bytes still in excess.
         """
-        levels = _levels(self.abstract_chars)
-        if levels and (abstracts is None or abstracts < excess):
-            return self._remove_all(levels, excess - (abstracts or 0))
         self.views = [SectionView(v.keyword, v.anchor, v.note, [r.copy() for r in v.rows],
                                   v.hidden) for v in self.originals]
         rows = [r for v in self.views for r in v.rows if r.paper.abstract]
         oldest_first = sorted(rows, key=lambda r: (utc(r.paper.published), r.paper.arxiv_id))
-        for level in levels:
+        for level in _levels(self.abstract_chars):
             for row in oldest_first:
                 if excess <= 0:
                     return excess
@@ -337,15 +358,91 @@ class _Shrinker:
                     self.removed += 1
         return excess
 
-    def _remove_all(self, levels: list[int], excess: int) -> int:
+    def remove_abstracts(self) -> None:
         """Every abstract removed, as the steps would end when even that is not enough (each
         row's steps save at most its whole abstract): the few-sentence step is not measured."""
         self.views = [SectionView(v.keyword, v.anchor, v.note, list(v.rows), v.hidden,
                                   abstracts=False) for v in self.originals]
-        with_abstract = sum(1 for v in self.views for r in v.rows if r.paper.abstract)
-        self.shortened += with_abstract * (len(levels) - 1)
+
+    def count_removed(self) -> None:
+        """Count what `remove_abstracts` did, for the warning."""
+        with_abstract = sum(1 for v in self.originals for r in v.rows if r.paper.abstract)
+        self.shortened += with_abstract * (len(_levels(self.abstract_chars)) - 1)
         self.removed += with_abstract
-        return excess
+
+    def leave_out_measured(self, room: int) -> bool:
+        """Leave out the rows `leave_out_rows(excess)` would for the rows' `excess` over the
+        budget, measuring only the rows from the newest until they no longer fit in `room` (the
+        budget less the frame, for rows without abstracts). False, leaving nothing out, when
+        they all fit.
+
+        After its first k rows are left out, the excess is what the other rows and the notes so
+        far take beyond `room`: the first k where that is no longer positive is found from the
+        newest rows (notes only add, so none before the rows outgrow `room` qualifies)."""
+        newest = self._newest_until(room)
+        if newest is None:
+            return False
+        kept, at, sizes, levels = newest
+        notes = self._notes()
+        firsts = [notes.get(i, 0) if level == len(self.views[i].rows) else 0
+                  for i, level in zip(at, levels, strict=True)]  # a view's oldest row
+        noted = sum(notes.values()) - sum(firsts)
+        keep = 0
+        for n in reversed(range(len(at))):
+            kept -= sizes[n]
+            noted += firsts[n]
+            if kept + noted <= room:
+                keep = n
+                break
+        self._keep_newest(at[:keep])
+        return True
+
+    def _newest_until(self, room: int) -> tuple[int, list[int], list[int], list[int]] | None:
+        """The rows newest first (the reverse of the order `leave_out_rows` leaves them out: a
+        level at a time, each view's row at that level) until they take more than `room`
+        bytes: their bytes, and each one's view, size and level; None when they all fit.
+        Their cells are made in batches of the levels they will likely fill, a view's rows
+        together (in the order they were made: several times faster than level by level)."""
+        top = max((len(v.rows) for v in self.views), default=0)
+        kept = level = 0
+        while kept <= room and level < top:
+            more = 1 if not kept else (room - kept) * level // kept + 2  # at the mean so far
+            first, level = level + 1, min(level + more, top)
+            rows = [r for v in self.views for r in v.rows[first - 1 : level]]
+            make_cells(rows)
+            kept += sum(map(_FIXED_SIZE, rows))
+        if kept <= room:
+            return None
+        at, levels = self._newest_order(level)
+        sizes = [self.views[i].rows[n - 1]._fixed_size for i, n in zip(at, levels, strict=True)]
+        totals = list(accumulate(sizes, initial=0))
+        over = bisect_right(totals, room)  # the first row past `room`
+        return totals[over], at[:over], sizes[:over], levels[:over]
+
+    def _newest_order(self, top: int) -> tuple[list[int], list[int]]:
+        """The view and level of each row up to level `top`, newest first."""
+        lengths = [len(v.rows) for v in self.views]
+        at: list[int] = []
+        levels: list[int] = []
+        for level in range(1, top + 1):
+            views = [i for i in reversed(range(len(lengths))) if lengths[i] >= level]
+            at += views
+            levels += [level] * len(views)
+        return at, levels
+
+    def _notes(self) -> dict[int, int]:
+        """What each view's note of left-out rows adds when its first row is left out."""
+        return {i: _size(self._macros.hidden_note(len(v.rows))) + 2
+                for i, v in enumerate(self.views) if v.rows and not v.hidden}
+
+    def _keep_newest(self, kept: list[int]) -> None:
+        """Each view cut to its rows among the newest `kept` (their views' indexes)."""
+        counts = Counter(kept)
+        for i, view in enumerate(self.views):
+            n = counts[i]
+            view.hidden += len(view.rows) - n
+            self.left_out += len(view.rows) - n
+            del view.rows[n:]
 
     def leave_out_rows(self, excess: int) -> int | None:
         """Drop the oldest row of the longest section until `excess` bytes are gone.
