@@ -21,10 +21,10 @@ from markupsafe import Markup
 
 from bot.render.batch import holding, replace_each
 from bot.render.cells import LINK_TRIGGERS, has_link_trigger, web_links
-from bot.render.digest import NOTE_CHARS, DigestRefused, SectionView
+from bot.render.digest import NOTE_CHARS, DigestRefused
 from bot.render.feeds import ALL, slug
 from bot.render.files import replace_file, unwritable
-from bot.render.rows import Row, cut_abstracts
+from bot.render.rows import Row, SectionView, cut_abstracts
 from notifiers.text import cut, one_line
 
 CONTENT_TYPE = "text/html; charset=utf-8"

@@ -1,5 +1,6 @@
-"""Render stage: each paper's row as the Markdown digest and the HTML page show it, its texts
-made once per render for both, in batches (10,000 rows for 100 keywords)."""
+"""Render stage: each paper's row, and each keyword's section of rows, as the Markdown digest and
+the HTML page show them; a row's texts made once per render for both, in batches (10,000 rows
+for 100 keywords)."""
 
 from __future__ import annotations
 
@@ -130,6 +131,26 @@ class Row:
     def _make_cells(self) -> tuple[str, str]:
         make_cells([self])
         return self._cells  # type: ignore[return-value]
+
+
+@dataclass(slots=True)
+class SectionView:
+    """One keyword's section as rendered: what the Markdown digest and the HTML page show."""
+
+    keyword: str  # on one line
+    anchor: str
+    note: str | None
+    rows: list[Row]  # newest first
+    hidden: int = 0  # oldest rows left out to respect max_bytes
+    abstracts: bool = True  # False: the fitting removed every abstract
+
+    @property
+    def table(self) -> str:
+        """The Markdown table's rows, one per line (joined here: a template loop over 10,000
+        rows costs more than making them)."""
+        if self.abstracts:
+            return "\n".join([r.line for r in self.rows])
+        return "\n".join([r.bare_line for r in self.rows])
 
 
 def make_cells(rows: Sequence[Row]) -> None:
