@@ -20,7 +20,7 @@ import jinja2
 from bot.render.cells import cell, linked_cell
 from bot.render.cells import utf8_size as _size
 from bot.render.files import replace_file, unwritable
-from bot.render.fitting import Fitted, fit, fit_bare, frame_size, levels
+from bot.render.fitting import Fitted, abstract_steps, fit, fit_bare, frame_size
 from bot.render.rows import (
     Row,
     SectionView,
@@ -94,7 +94,7 @@ def render_views(views: list[SectionView], *, updated: date, max_papers: int = 1
         return render(views)
     frame = frame_size(views, render)
     note = _macros().hidden_note
-    if levels(abstract_chars):  # every abstract goes when the rows are too many even without
+    if abstract_steps(abstract_chars):  # every abstract goes if the rows are too many even without
         fitted = fit_bare(views, render, note, abstract_chars, max_bytes, frame)
         if fitted is not None:
             return _warned(fitted, "even without abstracts, it", max_bytes)

@@ -102,7 +102,7 @@ class Shrinker:
                                   v.hidden) for v in self.originals]
         rows = [r for v in self.views for r in v.rows if r.paper.abstract]
         oldest_first = sorted(rows, key=lambda r: (utc(r.paper.published), r.paper.arxiv_id))
-        for level in levels(self.abstract_chars):
+        for level in abstract_steps(self.abstract_chars):
             for row in oldest_first:
                 if excess <= 0:
                     return excess
@@ -124,7 +124,7 @@ class Shrinker:
     def count_removed(self) -> None:
         """Count what `remove_abstracts` did, for the warning."""
         with_abstract = sum(1 for v in self.originals for r in v.rows if r.paper.abstract)
-        self.shortened += with_abstract * (len(levels(self.abstract_chars)) - 1)
+        self.shortened += with_abstract * (len(abstract_steps(self.abstract_chars)) - 1)
         self.removed += with_abstract
 
     def leave_out_measured(self, room: int) -> bool:
@@ -227,7 +227,7 @@ class Shrinker:
         return excess
 
 
-def levels(abstract_chars: int) -> list[int]:
+def abstract_steps(abstract_chars: int) -> list[int]:
     """The steps an abstract is shortened by, longest first (none: abstracts are kept)."""
     return [n for n in (SHORT_ABSTRACT_CHARS, 0) if n < abstract_chars]
 
