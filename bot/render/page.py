@@ -139,19 +139,15 @@ def _items(rows: Sequence[Row]) -> list[str]:
         meta = f" &middot; {authors}" if r.paper.authors else ""
         if comment:
             comment = f'<p class="comment">{comment}</p>\n'
-        if abstract or tail:  # one f-string per item: no copy of its head
-            items.append(f'<li><a class="title" href="{url}">{title}</a>\n'
-                         f'<p class="meta"><time>{r.lines.date}</time>{meta}</p>\n'
-                         f"<details><summary>Abstract</summary><p>{abstract}{tail}</p>"
-                         f"</details>\n{comment}</li>")
-        else:
-            items.append(f'<li><a class="title" href="{url}">{title}</a>\n'
-                         f'<p class="meta"><time>{r.lines.date}</time>{meta}</p>\n'
-                         f"{comment}</li>")
+        opened, closed = _DETAILS if abstract or tail else ("", "")
+        items.append(f'<li><a class="title" href="{url}">{title}</a>\n'  # one f-string:
+                     f'<p class="meta"><time>{r.lines.date}</time>{meta}</p>\n'  # no part
+                     f"{opened}{abstract}{tail}{closed}{comment}</li>")  # copied twice
     return items
 
 
 _ELLIPSIS = "&hellip;"  # "…"
+_DETAILS = ("<details><summary>Abstract</summary><p>", "</p></details>\n")
 
 
 def _escape_all(texts: list[str]) -> list[str]:
